@@ -1,0 +1,115 @@
+"""An archive on disk in the MIMIC-CXR + Chest ImaGenome layout.
+
+    ARCHIVE/files/p1X/p1XXXXXXX/sXXXXXXXX/<dicom_id>.dcm
+    ARCHIVE/scene_graph/<dicom_id>_SceneGraph.json
+    ARCHIVE/splits/{train,valid,test}.csv     (dicom_id, subject_id, study_id, path)
+    ARCHIVE/gold_bbox_coordinate_annotations_1000images.csv   (optional)
+
+Scene graphs may also sit beside the DICOMs, and an archive may be a bare folder of DICOMs.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from regionmir.annotations import Region, SceneGraph, read_gold_csv, read_scene_graph
+from regionmir.errors import AnnotationError
+
+SPLITS = ("train", "valid", "test")
+SPLIT_COLUMNS = ("dicom_id", "subject_id", "study_id", "path")
+GOLD_CSV = "gold_bbox_coordinate_annotations_1000images.csv"
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One image of a split file."""
+
+    dicom_id: str
+    subject_id: str
+    study_id: str
+    path: str  # relative to the archive root
+
+
+class Archive:
+    """Read access to an archive folder; nothing is loaded until asked for."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise AnnotationError(
+                f"Archive {self.root} is not a folder. Create a phantom archive with "
+                f"`regionmir phantom {self.root}` or point to a MIMIC-CXR style folder."
+            )
+
+    def dicom_paths(self) -> list[Path]:
+        """Every ``*.dcm`` under the archive, sorted (stable order for sharding and resume)."""
+        base = self.root / "files" if (self.root / "files").is_dir() else self.root
+        return sorted(base.rglob("*.dcm"))
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the archive root, with forward slashes."""
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+    def scene_graph_path(self, dicom_id: str) -> Path | None:
+        """Where the scene graph of ``dicom_id`` is, or None."""
+        name = f"{dicom_id}_SceneGraph.json"
+        for folder in (self.root / "scene_graph", self.root / "scene_graphs", self.root):
+            if (folder / name).is_file():
+                return folder / name
+        return None
+
+    def scene_graph(self, dicom_id: str) -> SceneGraph | None:
+        """The parsed scene graph of ``dicom_id``, or None when there is none."""
+        path = self.scene_graph_path(dicom_id)
+        return read_scene_graph(path) if path else None
+
+    @cached_property
+    def gold(self) -> dict[str, list[Region]]:
+        """Gold-standard boxes by dicom_id (empty when the archive has no gold CSV)."""
+        path = self.root / GOLD_CSV
+        return read_gold_csv(path) if path.is_file() else {}
+
+    def regions(self, dicom_id: str) -> tuple[Region, ...] | None:
+        """Labeled regions of an image: its scene graph, else the gold CSV, else None."""
+        sg = self.scene_graph(dicom_id)
+        if sg is not None:
+            return sg.regions
+        gold = self.gold.get(dicom_id)
+        return tuple(gold) if gold else None
+
+    def split(self, name: str) -> list[SplitRow]:
+        """Rows of ``splits/<name>.csv``.
+
+        Raises:
+            AnnotationError: unknown split name or missing file.
+        """
+        if name not in SPLITS:
+            raise AnnotationError(f"Unknown split {name!r}; use one of {', '.join(SPLITS)}")
+        path = self.root / "splits" / f"{name}.csv"
+        if not path.is_file():
+            raise AnnotationError(f"{path} does not exist: this archive has no {name} split")
+        with path.open(newline="") as handle:
+            return [SplitRow(**{k: r[k] for k in SPLIT_COLUMNS}) for r in csv.DictReader(handle)]
+
+    def iter_split(self, name: str) -> Iterator[tuple[Path, SceneGraph]]:
+        """``(dicom_path, scene_graph)`` for each image of a split that has a scene graph."""
+        for row in self.split(name):
+            sg = self.scene_graph(row.dicom_id)
+            if sg is not None:
+                yield self.root / row.path, sg
+
+
+def write_split(root: str | Path, name: str, rows: list[SplitRow]) -> Path:
+    """Write ``splits/<name>.csv`` with the standard columns."""
+    path = Path(root) / "splits" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SPLIT_COLUMNS)
+        for r in rows:
+            writer.writerow([r.dicom_id, r.subject_id, r.study_id, r.path])
+    return path

@@ -1,0 +1,38 @@
+"""Patient pseudonyms: payloads and logs carry a salted hash, never the raw PatientID."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from regionmir.config import home
+
+
+def salt(path: Path | None = None) -> bytes:
+    """The installation's secret salt: ``$REGIONMIR_SALT``, else ``$REGIONMIR_HOME/salt``.
+
+    The salt file is created on first use with mode 0600. Keep it with the store: the same
+    patient gets the same pseudonym only under the same salt.
+    """
+    env = os.environ.get("REGIONMIR_SALT")
+    if env:
+        return env.encode()
+    path = path or home() / "salt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def pseudonym(patient_id: str | None, key: bytes | None = None) -> str | None:
+    """A stable 16-hex-digit pseudonym of ``patient_id`` under the salt (None stays None)."""
+    if patient_id is None or str(patient_id).strip() == "":
+        return None
+    key = salt() if key is None else key
+    digest = hmac.new(key, str(patient_id).strip().encode(), hashlib.sha256).hexdigest()
+    return "pt-" + digest[:16]

@@ -1,0 +1,152 @@
+"""Boxes and crops: the one definition of how a region becomes encoder input.
+
+Training (``regionmir.train``) and inference (``regionmir.encoder``) both call
+:func:`crop_region` and :func:`normalize`, so a crop seen at search time is made exactly
+as the crops the encoder learned from. Crops are never mirrored: laterality is the label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixels of the original image, ``x2 > x1`` and ``y2 > y1``."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+    def as_list(self) -> list[float]:
+        """``[x1, y1, x2, y2]`` rounded to 0.1 px, as stored in payloads and JSON."""
+        return [round(v, 1) for v in (self.x1, self.y1, self.x2, self.y2)]
+
+    def clip(self, width: int, height: int) -> Box:
+        """This box cut to the image ``[0, width] x [0, height]`` (may become empty)."""
+        return Box(
+            min(max(self.x1, 0.0), width),
+            min(max(self.y1, 0.0), height),
+            min(max(self.x2, 0.0), width),
+            min(max(self.y2, 0.0), height),
+        )
+
+    def scale(self, sx: float, sy: float | None = None) -> Box:
+        """This box with x multiplied by ``sx`` and y by ``sy`` (default ``sx``)."""
+        sy = sx if sy is None else sy
+        return Box(self.x1 * sx, self.y1 * sy, self.x2 * sx, self.y2 * sy)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other`` (0 when either is empty)."""
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Box:
+        """Parse ``"x1,y1,x2,y2"`` (brackets and spaces allowed).
+
+        Raises:
+            ValueError: not four numbers, or ``x2 <= x1`` / ``y2 <= y1``.
+        """
+        parts = [p for p in text.strip().strip("[]()").replace(" ", ",").split(",") if p]
+        if len(parts) != 4:
+            raise ValueError(f"a box is four numbers x1,y1,x2,y2; got {text!r}")
+        box = cls(*(float(p) for p in parts))
+        if not (box.x2 > box.x1 and box.y2 > box.y1):
+            raise ValueError(f"box {text!r} is empty: need x2 > x1 and y2 > y1")
+        return box
+
+
+def validate_box(box: Box, width: int, height: int, min_side: float = 2.0) -> tuple[Box | None, str]:
+    """Clip ``box`` to the image and say whether anything usable is left.
+
+    Returns:
+        ``(clipped_box, "")`` when usable, else ``(None, reason)`` for zero-area or outside boxes.
+    """
+    if not all(math.isfinite(v) for v in (box.x1, box.y1, box.x2, box.y2)):
+        return None, "coordinates are not finite"
+    clipped = box.clip(width, height)
+    if clipped.width < min_side or clipped.height < min_side:
+        if box.width <= 0 or box.height <= 0:
+            return None, "zero-area box"
+        return None, f"box {box.as_list()} lies outside the {width}x{height} image"
+    return clipped, ""
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a region becomes an encoder input; stored in the model's metadata."""
+
+    size: int = 128  # output side in pixels (square)
+    context: float = 0.1  # fraction of the box side added on every side before cropping
+    mean: float = 0.5  # intensity normalisation: (x - mean) / std on [0, 1] pixels
+    std: float = 0.25
+
+
+def square_window(box: Box, context: float) -> Box:
+    """The square around ``box`` (side = longer side * (1 + 2*context)) with the same centre."""
+    cx, cy = box.center
+    half = max(box.width, box.height) * (1.0 + 2.0 * context) / 2.0
+    return Box(cx - half, cy - half, cx + half, cy + half)
+
+
+def crop_region(image: np.ndarray, box: Box, spec: CropSpec = CropSpec()) -> np.ndarray:
+    """Cut the square window around ``box`` from ``image`` and resize it to ``spec.size``.
+
+    Parts of the window outside the image are filled with 0 (black, as outside a film).
+    The crop keeps the image's orientation: no flips, ever.
+
+    Args:
+        image: ``(H, W)`` float32 in [0, 1], bright = dense (MONOCHROME2 convention).
+        box: region in pixels of ``image``.
+        spec: output size and context.
+
+    Returns:
+        ``(size, size)`` float32 in [0, 1].
+    """
+    h, w = image.shape
+    win = square_window(box, spec.context)
+    x1, y1 = int(math.floor(win.x1)), int(math.floor(win.y1))
+    side = max(1, int(math.ceil(win.x2)) - x1)
+    canvas = np.zeros((side, side), dtype=np.float32)
+    sx1, sy1 = max(x1, 0), max(y1, 0)
+    sx2, sy2 = min(x1 + side, w), min(y1 + side, h)
+    if sx2 > sx1 and sy2 > sy1:
+        canvas[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    if side != spec.size:
+        resample = Image.Resampling.BILINEAR if side < spec.size else Image.Resampling.BOX
+        canvas = np.asarray(
+            Image.fromarray(canvas).resize((spec.size, spec.size), resample),
+            dtype=np.float32,
+        )
+    return np.clip(canvas, 0.0, 1.0)
+
+
+def normalize(crops: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:
+    """Crops ``(N, S, S)`` in [0, 1] -> encoder input ``(N, 1, S, S)`` float32."""
+    x = (np.asarray(crops, dtype=np.float32) - spec.mean) / spec.std
+    return x[:, None, :, :]
