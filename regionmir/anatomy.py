@@ -128,12 +128,13 @@ class Anatomy(enum.Enum):
         return first if first in ("right", "left") else None
 
     def contralateral(self) -> Anatomy | None:
-        """The same structure on the patient's other side, or None for midline structures."""
+        """The same structure on the patient's other side; None for midline structures and for
+        sided ones without a twin in the vocabulary (``right atrium``)."""
         side = self.side
         if side is None:
             return None
         other = "left" if side == "right" else "right"
-        return Anatomy.parse(other + self.bbox_name[len(side):])
+        return _BY_KEY.get(other + self.bbox_name[len(side):])
 
     @classmethod
     def parse(cls, text: str | Anatomy) -> Anatomy:

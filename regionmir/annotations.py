@@ -3,6 +3,12 @@
 Both the phantom archive and real Chest ImaGenome data go through these readers. Boxes are
 kept in original DICOM pixels; boxes that are empty or outside the image are dropped and
 reported in ``SceneGraph.dropped``.
+
+In the real files ``original_width``/``original_height`` of an object (and of a gold CSV row)
+are the size of the *box* in original pixels, not of the image: the image size is not in
+Chest ImaGenome at all. RegionMIR writes it as the extra top-level keys ``image_width`` and
+``image_height``; a real scene graph reads with ``width = height = 0`` (unknown), and its
+boxes are then only checked for being empty, not clipped.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class SceneGraph:
     study_id: str
     patient_id: str  # the raw id: never put it in payloads or logs
     viewpoint: str
-    width: int  # original pixels
+    width: int  # image size in original pixels; 0 when unknown (real Chest ImaGenome files)
     height: int
     regions: tuple[Region, ...]
     gender: str | None = None
@@ -87,10 +93,10 @@ def scene_graph_to_dict(sg: SceneGraph) -> dict:
             "y2": round(s.y2), "width": round(s.width), "height": round(s.height),
             "original_x1": round(r.box.x1), "original_y1": round(r.box.y1),
             "original_x2": round(r.box.x2), "original_y2": round(r.box.y2),
-            "original_width": sg.width, "original_height": sg.height,
+            "original_width": round(r.box.width), "original_height": round(r.box.height),
         })
         labels = [f"anatomicalfinding|yes|{f}" for f in r.findings]
-        phrases = list(r.phrases) or ([f"{name} is normal."] if not r.findings else [])
+        phrases = list(r.phrases)
         attributes.append({
             name: True, "bbox_name": name, "name": name.capitalize(), "object_id": object_id,
             "phrases": phrases, "attributes": [labels for _ in phrases] or [labels],
@@ -99,7 +105,7 @@ def scene_graph_to_dict(sg: SceneGraph) -> dict:
         "image_id": sg.image_id, "viewpoint": sg.viewpoint, "patient_id": sg.patient_id,
         "study_id": sg.study_id, "gender": sg.gender, "age_decile": sg.age_decile,
         "reason_for_exam": sg.reason_for_exam, "objects": objects, "attributes": attributes,
-        "relationships": [],
+        "relationships": [], "image_width": sg.width, "image_height": sg.height,
     }
 
 
@@ -148,12 +154,11 @@ def scene_graph_from_dict(data: dict, source: str = "<dict>") -> SceneGraph:
         found, phrases = _findings_of(entry)
         old = notes.get(anatomy, (set(), []))
         notes[anatomy] = (old[0] | found, old[1] + phrases)
-    width = height = 0
+    width, height = _image_size(data)
     regions, dropped = [], []
     for obj in objects:
         try:
             anatomy = Anatomy.parse(obj["bbox_name"])
-            width, height = int(obj["original_width"]), int(obj["original_height"])
             box = Box(*(float(obj[f"original_{k}"]) for k in ("x1", "y1", "x2", "y2")))
         except UnknownAnatomyError:
             dropped.append(f"{obj.get('bbox_name')!r}: unknown region")
@@ -161,7 +166,7 @@ def scene_graph_from_dict(data: dict, source: str = "<dict>") -> SceneGraph:
         except (KeyError, TypeError, ValueError) as e:
             dropped.append(f"{obj.get('bbox_name')!r}: unreadable box ({e})")
             continue
-        clipped, reason = validate_box(box, width, height)
+        clipped, reason = validate_box(box, width or _UNBOUNDED, height or _UNBOUNDED)
         if clipped is None:
             dropped.append(f"{anatomy.bbox_name}: {reason}")
             continue
@@ -176,6 +181,18 @@ def scene_graph_from_dict(data: dict, source: str = "<dict>") -> SceneGraph:
         age_decile=data.get("age_decile"), reason_for_exam=data.get("reason_for_exam"),
         dropped=tuple(dropped),
     )
+
+
+_UNBOUNDED = 10**9  # the "image size" used to validate boxes of an image of unknown size
+
+
+def _image_size(data: dict) -> tuple[int, int]:
+    """RegionMIR's ``image_width``/``image_height`` keys, or (0, 0) when absent (real files)."""
+    try:
+        width, height = int(data.get("image_width") or 0), int(data.get("image_height") or 0)
+    except (TypeError, ValueError):
+        return 0, 0
+    return (width, height) if width > 0 and height > 0 else (0, 0)
 
 
 def read_scene_graph(path: str | Path) -> SceneGraph:
@@ -206,9 +223,9 @@ def read_gold_csv(
 
     Args:
         path: the CSV; needs columns ``image_id`` (with ``.dcm``), ``bbox_name`` and
-            ``coord_original`` (``"[x1, y1, x2, y2]"``); ``original_width``/``original_height``
-            are used for clipping when present.
-        sizes: optional ``image_id -> (width, height)`` for clipping when the CSV has none.
+            ``coord_original`` (``"[x1, y1, x2, y2]"``). Its ``original_width``/``original_height``
+            are box sizes, not image sizes, and are not used.
+        sizes: optional ``dicom_id -> (width, height)`` of the images, for clipping.
 
     Returns:
         ``dicom_id -> regions`` (the ``.dcm`` suffix removed). Bad rows are logged and dropped.
@@ -218,7 +235,7 @@ def read_gold_csv(
     """
     path = Path(path)
     try:
-        handle = path.open(newline="")
+        handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise AnnotationError(f"Gold CSV {path} does not exist") from None
     out: dict[str, list[Region]] = defaultdict(list)
@@ -237,6 +254,9 @@ def read_gold_csv(
 
 
 def _gold_row(row: dict, sizes: dict[str, tuple[int, int]], where: str) -> Region | None:
+    if not (row.get("image_id") or "").strip():
+        log.warning("%s: no image_id, row dropped", where)
+        return None
     try:
         anatomy = Anatomy.parse(row["bbox_name"])
     except UnknownAnatomyError:
@@ -248,10 +268,8 @@ def _gold_row(row: dict, sizes: dict[str, tuple[int, int]], where: str) -> Regio
         return None
     stem = Path(row["image_id"].strip()).stem
     w, h = sizes.get(stem, (0, 0))
-    if row.get("original_width") and row.get("original_height"):
-        w, h = int(float(row["original_width"])), int(float(row["original_height"]))
     box = Box(*nums)
-    clipped, reason = validate_box(box, w or 10**9, h or 10**9)
+    clipped, reason = validate_box(box, w or _UNBOUNDED, h or _UNBOUNDED)
     if clipped is None:
         log.warning("%s: %s %s, row dropped", where, anatomy.bbox_name, reason)
         return None

@@ -54,17 +54,20 @@ class Archive:
         """``path`` relative to the archive root, with forward slashes."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
 
-    def scene_graph_path(self, dicom_id: str) -> Path | None:
-        """Where the scene graph of ``dicom_id`` is, or None."""
+    def scene_graph_path(self, dicom_id: str, dicom_path: Path | None = None) -> Path | None:
+        """Where the scene graph of ``dicom_id`` is (also beside ``dicom_path``), or None."""
         name = f"{dicom_id}_SceneGraph.json"
-        for folder in (self.root / "scene_graph", self.root / "scene_graphs", self.root):
+        folders = [self.root / "scene_graph", self.root / "scene_graphs", self.root]
+        if dicom_path is not None:
+            folders.append(Path(dicom_path).parent)
+        for folder in folders:
             if (folder / name).is_file():
                 return folder / name
         return None
 
-    def scene_graph(self, dicom_id: str) -> SceneGraph | None:
+    def scene_graph(self, dicom_id: str, dicom_path: Path | None = None) -> SceneGraph | None:
         """The parsed scene graph of ``dicom_id``, or None when there is none."""
-        path = self.scene_graph_path(dicom_id)
+        path = self.scene_graph_path(dicom_id, dicom_path)
         return read_scene_graph(path) if path else None
 
     @cached_property
@@ -92,13 +95,20 @@ class Archive:
         path = self.root / "splits" / f"{name}.csv"
         if not path.is_file():
             raise AnnotationError(f"{path} does not exist: this archive has no {name} split")
-        with path.open(newline="") as handle:
-            return [SplitRow(**{k: r[k] for k in SPLIT_COLUMNS}) for r in csv.DictReader(handle)]
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in SPLIT_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise AnnotationError(
+                    f"{path} lacks column(s) {', '.join(missing)}; a split file needs "
+                    f"{', '.join(SPLIT_COLUMNS)}"
+                )
+            return [SplitRow(**{k: r[k] or "" for k in SPLIT_COLUMNS}) for r in reader]
 
     def iter_split(self, name: str) -> Iterator[tuple[Path, SceneGraph]]:
         """``(dicom_path, scene_graph)`` for each image of a split that has a scene graph."""
         for row in self.split(name):
-            sg = self.scene_graph(row.dicom_id)
+            sg = self.scene_graph(row.dicom_id, self.root / row.path)
             if sg is not None:
                 yield self.root / row.path, sg
 

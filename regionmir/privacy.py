@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from regionmir.config import home
+from regionmir.errors import RegionMIRError
 
 
 def salt(path: Path | None = None) -> bytes:
@@ -22,11 +23,31 @@ def salt(path: Path | None = None) -> bytes:
         return env.encode()
     path = path or home() / "salt"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_salt(path)
+    key = path.read_text().strip().encode()
+    if not key:
+        raise RegionMIRError(f"The salt file {path} is empty. Restore it from a backup of this "
+                             "installation (pseudonyms depend on it) or delete it to start anew.")
+    return key
+
+
+def _create_salt(path: Path) -> None:
+    """Write a new salt file with mode 0600, atomically: concurrent first uses agree on one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+        try:
+            os.link(tmp, path)  # fails if another process made the salt first: keep theirs
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def pseudonym(patient_id: str | None, key: bytes | None = None) -> str | None:

@@ -93,6 +93,8 @@ def validate_box(box: Box, width: int, height: int, min_side: float = 2.0) -> tu
     if clipped.width < min_side or clipped.height < min_side:
         if box.width <= 0 or box.height <= 0:
             return None, "zero-area box"
+        if clipped == box:
+            return None, f"box {box.as_list()} is smaller than {min_side:g} px"
         return None, f"box {box.as_list()} lies outside the {width}x{height} image"
     return clipped, ""
 

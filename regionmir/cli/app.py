@@ -7,7 +7,15 @@ import sys
 
 import typer
 
-from regionmir.cli import anatomies
+from regionmir.cli import anatomies, phantom
+from regionmir.cli import evaluate as evaluate_cmd
+from regionmir.cli import doctor as doctor_cmd
+from regionmir.cli import info as info_cmd
+from regionmir.cli import ingest as ingest_cmd
+from regionmir.cli import localize as localize_cmd
+from regionmir.cli import train_localizer as train_localizer_cmd
+from regionmir.cli import search as search_cmd
+from regionmir.cli import train as train_cmd
 
 app = typer.Typer(
     name="regionmir",
@@ -19,6 +27,15 @@ app = typer.Typer(
 
 # Each command module imports only typer at import time; heavy imports happen inside commands.
 app.command("anatomies")(anatomies.anatomies)
+app.command("phantom")(phantom.phantom)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("doctor")(doctor_cmd.doctor)
+app.command("ingest")(ingest_cmd.ingest)
+app.command("localize")(localize_cmd.localize)
+app.command("train-localizer")(train_localizer_cmd.train_localizer)
+app.command("search")(search_cmd.search)
+app.command("info")(info_cmd.info)
+app.command("train")(train_cmd.train)
 
 
 @app.callback()
@@ -34,7 +51,9 @@ def main() -> None:
     from regionmir.errors import RegionMIRError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except RegionMIRError as e:
         from rich.console import Console
 

@@ -1,0 +1,33 @@
+"""Phantom generation speed: images per second at a given size and worker count (prints numbers)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+from regionmir.phantom import generate_archive
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--patients", type=int, default=40)
+    ap.add_argument("--studies-per-patient", type=int, default=2)
+    args = ap.parse_args()
+    out = tempfile.mkdtemp(prefix="bench_phantom_")
+    try:
+        s = generate_archive(out, seed=0, patients=args.patients,
+                             studies_per_patient=args.studies_per_patient,
+                             size=args.size, workers=args.workers)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"size={args.size} workers={args.workers} images={s['images']} "
+          f"seconds={s['seconds']:.2f} images_per_s={s['images_per_s']:.1f} "
+          f"cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""`regionmir info`: the store, its collections, their models and points per anatomy."""
+
+from __future__ import annotations
+
+import typer
+
+
+def info(
+    qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """Show the store location, its collections, model ids and points per anatomy."""
+    import json
+
+    from regionmir import config
+    from regionmir.store import open_store
+
+    url = qdrant_url or None
+    if url is None and not config.default_store_dir().is_dir():
+        doc = {"store": str(config.default_store_dir()), "collections": []}
+    else:
+        store = open_store(url, config.qdrant_api_key(), path=None if url else config.default_store_dir())
+        try:
+            doc = {"store": store.location, "collections": [_collection(store, n) for n in store.collections()]}
+        finally:
+            store.close()
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        _print(doc)
+
+
+def _collection(store, name: str) -> dict:
+    meta = store.collection_meta(name)
+    per_anatomy = store.facet(name, "anatomy")
+    return {
+        "name": name, "points": store.count(name), "model_id": meta.get("model_id"),
+        "dim": meta.get("dim") or meta.get("embedding_dim"), "archive_root": meta.get("archive_root"),
+        "created": meta.get("created"),
+        "per_anatomy": dict(sorted(per_anatomy.items())),
+    }
+
+
+def _print(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"Store: {doc['store']}", highlight=False)
+    if not doc["collections"]:
+        console.print("No collections yet. Create one with `regionmir ingest ARCHIVE`.", highlight=False)
+        return
+    for c in doc["collections"]:
+        console.print(
+            f"[bold]{c['name']}[/]: {c['points']} points, model {c['model_id']} "
+            f"({c['dim']}-d), archive {c['archive_root']}", highlight=False,
+        )
+        table = Table("anatomy", "points")
+        for slug, n in c["per_anatomy"].items():
+            table.add_row(slug, str(n))
+        console.print(table)

@@ -1,0 +1,58 @@
+"""`regionmir localize`: put the 29 Chest ImaGenome boxes on a frontal chest radiograph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def localize(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="DICOM, PNG or JPEG of a frontal chest film."),
+    model: Path = typer.Option(None, "--model", help="Model folder or localizer.onnx [default: $REGIONMIR_HOME/model]."),
+    preview: Path = typer.Option(None, "--preview", help="Write a PNG of the film with the predicted boxes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (onnxruntime)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """Predict the 29 boxed regions of IMAGE; confidence is the model's predicted IoU of each box."""
+    import json
+
+    from regionmir.dicom import read_image
+    from regionmir.errors import ModelError
+    from regionmir.localizer import MODEL_FILE, draw_regions, load_localizer
+
+    loc = load_localizer(model, device=device)
+    if loc is None:
+        from regionmir import config
+
+        where = config.default_model_dir() / MODEL_FILE
+        raise ModelError(
+            f"No localizer model at {where}. Train one with "
+            f"`regionmir train-localizer ARCHIVE --out {where.parent}`, or pass --model."
+        )
+    radiograph = read_image(image)
+    regions = loc.locate(radiograph.pixels)
+    h, w = radiograph.pixels.shape
+    rows = [{"anatomy": r.anatomy.slug, "box": r.box.as_list(), "confidence": round(r.confidence, 3)}
+            for r in regions]
+    if preview is not None:
+        draw_regions(radiograph.pixels, regions).save(preview)
+    if as_json:
+        typer.echo(json.dumps({"image": str(image), "width": w, "height": h,
+                               "model_id": loc.model_id, "regions": rows}))
+        return
+    _print_table(image, w, h, loc.model_id, rows, preview)
+
+
+def _print_table(image, w, h, model_id, rows, preview) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("anatomy", "box x1,y1,x2,y2 (px)", "confidence (predicted IoU)",
+                  title=f"{image.name} {w}x{h}, localizer {model_id}")
+    for r in rows:
+        table.add_row(r["anatomy"], ", ".join(f"{v:.0f}" for v in r["box"]), f"{r['confidence']:.2f}")
+    console = Console()
+    console.print(table)
+    if preview is not None:
+        console.print(f"preview written to {preview}")

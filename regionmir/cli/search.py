@@ -1,0 +1,140 @@
+"""`regionmir search`: find the regions (or studies) of an archive most like a query image's."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def search(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Query image: DICOM (PNG/JPEG accepted)."),
+    anatomy: str = typer.Option(..., "--anatomy", "-a", help="Region slug (see `regionmir anatomies`), or 'all' to rank studies."),
+    box: str = typer.Option(None, "--box", help="Query box x1,y1,x2,y2 in image pixels."),
+    scene_graph: Path = typer.Option(None, "--scene-graph", exists=True, dir_okay=False, help="Scene graph JSON with the query's regions."),
+    where: list[str] = typer.Option([], "--where", help="Payload condition key=value (repeatable): view=PA, findings=nodule."),
+    study: str = typer.Option(None, "--study", help="Only regions of this study."),
+    exclude_same_patient: bool = typer.Option(None, "--exclude-same-patient/--include-same-patient", help="Leave out the query's patient [default: exclude when the query is in the collection]."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=1000, help="Number of results."),
+    exact: bool = typer.Option(False, "--exact", help="Exact (brute-force) search instead of HNSW."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON results only."),
+    montage: Path = typer.Option(None, "--montage", dir_okay=False, help="Write a PNG: query crop beside the top hits."),
+    model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx [default: $REGIONMIR_HOME/model]."),
+    collection: str = typer.Option(None, "--collection", help="Collection [default: regions]."),
+    qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
+) -> None:
+    """Search the collection for regions like IMAGE's region of --anatomy."""
+    t0 = time.perf_counter()
+    from regionmir import config
+    from regionmir.anatomy import Anatomy
+    from regionmir.regions import Box
+    from regionmir.search import open_existing_store, parse_where, search_image
+
+    if anatomy.strip().lower() != "all":
+        anatomy = Anatomy.parse(anatomy).slug  # UnknownAnatomyError lists close slugs
+    else:
+        anatomy = "all"
+    try:
+        query_box = Box.parse(box) if box else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--box") from None
+    conditions = parse_where(where)
+    timings = {"import": time.perf_counter() - t0}
+    t = time.perf_counter()
+    store = open_existing_store(qdrant_url or None)
+    timings["open_store"] = time.perf_counter() - t
+    try:
+        searcher, timings["model_load"] = _searcher(store, collection or config.DEFAULT_COLLECTION, model)
+        outcome = search_image(
+            searcher, image, anatomy, query_box, scene_graph, conditions, study,
+            exclude_same_patient, top_k, exact,
+        )
+        timings.update(searcher.timings)
+        if montage is not None:
+            from regionmir.montage import write_montage
+
+            write_montage(outcome, searcher.meta.get("archive_root"), montage, top_k)
+    finally:
+        t = time.perf_counter()
+        store.close()
+        timings["close"] = time.perf_counter() - t
+    timings["total_in_command"] = time.perf_counter() - t0
+    doc = _as_doc(outcome, searcher, timings)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(doc))
+    else:
+        _print(doc, montage)
+
+
+def _searcher(store, collection: str, model: Path | None):
+    from regionmir.encoder import load_encoder
+    from regionmir.search import Searcher
+
+    t = time.perf_counter()
+    encoder = load_encoder(model)
+    folder = Path(encoder.path).parent
+
+    def localizer():
+        from regionmir.localizer import MODEL_FILE, load_localizer
+
+        return load_localizer(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None
+
+    return Searcher(store, collection, encoder, localizer), time.perf_counter() - t
+
+
+def _hit_doc(rank: int, hit) -> dict:
+    p = hit.payload
+    return {
+        "rank": rank, "score": round(hit.score, 6), "id": hit.id, "anatomy": p.get("anatomy"),
+        "study_id": p.get("study_id"), "image_id": p.get("image_id"), "box": p.get("box"),
+        "findings": p.get("findings") or [], "view": p.get("view"), "path": p.get("path"),
+    }
+
+
+def _as_doc(outcome, searcher, timings: dict) -> dict:
+    doc = {
+        "collection": searcher.collection, "model_id": searcher.encoder.model_id,
+        "query": {
+            "image_id": outcome.image_id, "in_collection": outcome.in_archive,
+            "same_patient_excluded": outcome.excluded_patient,
+            "regions": [{"anatomy": r.query.anatomy.slug, "box": r.query.box.as_list(), "source": r.query.source}
+                        for r in outcome.regions],
+        },
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    if outcome.studies is None:
+        doc["results"] = [_hit_doc(i, h) for i, h in enumerate(outcome.regions[0].hits, 1)]
+    else:
+        doc["studies"] = [
+            {"rank": i, "study_id": s.study_id, "score": round(s.score, 6), "matched_regions": s.matched,
+             "regions": {k: round(v, 6) for k, v in s.regions.items()}, "best": _hit_doc(1, s.best)}
+            for i, s in enumerate(outcome.studies, 1)
+        ]
+    return doc
+
+
+def _print(doc: dict, montage: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    q = doc["query"]
+    where = "in the collection" if q["in_collection"] else "not in the collection"
+    console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']})", highlight=False)
+    if "results" in doc:
+        table = Table("rank", "score", "anatomy", "study", "image", "box", "findings", "path")
+        for r in doc["results"]:
+            table.add_row(str(r["rank"]), f"{r['score']:.4f}", r["anatomy"], str(r["study_id"]), r["image_id"],
+                          ",".join(f"{v:g}" for v in r["box"]), ", ".join(r["findings"]), r["path"])
+    else:
+        table = Table("rank", "score", "study", "regions matched", "best image", "best anatomy", "path")
+        for s in doc["studies"]:
+            b = s["best"]
+            table.add_row(str(s["rank"]), f"{s['score']:.4f}", str(s["study_id"]),
+                          f"{s['matched_regions']}/{len(s['regions'])}", b["image_id"], b["anatomy"], b["path"])
+    console.print(table)
+    if montage is not None:
+        console.print(f"Montage written to {montage}", highlight=False)

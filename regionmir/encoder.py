@@ -1,0 +1,178 @@
+"""ONNX encoder via onnxruntime: region crops -> (L2-normalized embedding, anatomy logits).
+
+No torch here. The crop and the intensity normalisation come from :mod:`regionmir.regions`
+with the :class:`~regionmir.regions.CropSpec` stored in the model's metadata, so a crop made at
+search or ingest time is made exactly as the crops the encoder was trained on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from regionmir import config
+from regionmir.errors import MissingDependencyError, ModelError
+from regionmir.modelmeta import ModelMeta
+from regionmir.regions import Box, crop_region, normalize
+
+log = logging.getLogger("regionmir")
+
+MODEL_FILE = "encoder.onnx"
+_QUIET = 3  # onnxruntime log severity: 3 = errors only (no provider-fallback warnings)
+
+
+@lru_cache(maxsize=1)
+def cuda_device_present() -> bool:
+    """True when the CUDA driver loads and reports at least one device."""
+    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/dxg")):
+        return False
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
+        raise MissingDependencyError("onnxruntime", "", "Encoding regions") from None
+    ort.set_default_logger_severity(_QUIET)
+    return ort
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers for ``device`` ("auto", "cpu" or "cuda").
+
+    CUDA is chosen only when onnxruntime offers it AND a CUDA device really exists, so a
+    CPU machine with onnxruntime-gpu installed neither fails nor prints warnings.
+
+    Raises:
+        ModelError: ``device="cuda"`` where no usable GPU is found, or an unknown device.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"Unknown device {device!r}; use auto, cpu or cuda")
+    cuda_ok = "CUDAExecutionProvider" in _ort().get_available_providers() and cuda_device_present()
+    if device == "cuda" and not cuda_ok:
+        raise ModelError(
+            "device=cuda was asked for, but onnxruntime has no usable CUDA GPU here "
+            "(needs onnxruntime-gpu and an NVIDIA driver). Use --device cpu or auto."
+        )
+    if device != "cpu" and cuda_ok:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def resolve_model_file(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``path/encoder.onnx``.
+
+    Raises:
+        ModelError: nothing is there; the message says how to make a model.
+    """
+    path = Path(path).expanduser()
+    file = path if path.suffix == ".onnx" or path.is_file() else path / MODEL_FILE
+    if not file.is_file():
+        folder = file.parent
+        raise ModelError(
+            f"No encoder model at {file}. Train one with "
+            f"`regionmir train ARCHIVE --out {folder}` (or pass --model to an existing model folder)."
+        )
+    return file
+
+
+class Encoder:
+    """An exported RegionMIR encoder running in onnxruntime."""
+
+    def __init__(self, path: str | Path, device: str = "auto"):
+        """Load ``path`` (a model folder or an ``.onnx`` file).
+
+        Raises:
+            ModelError: missing or unreadable file, metadata missing, or not an encoder.
+        """
+        ort = _ort()
+        self.path = resolve_model_file(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = _QUIET
+        self.providers = choose_providers(device)
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"Cannot load encoder {self.path}: {e}") from None
+        self.providers = list(self._session.get_providers())
+        props = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.meta = ModelMeta.from_props(props, source=str(self.path))
+        if self.meta.kind != "encoder":
+            raise ModelError(f"{self.path} is a {self.meta.kind} model, not an encoder")
+        self.model_id = self.meta.model_id
+        self.dim = self.meta.embedding_dim
+        self.spec = self.meta.crop_spec()
+        self.anatomies = self.meta.anatomy_list()
+        log.info("encoder %s (%s, D=%d, %d px) on %s", self.model_id, self.meta.backbone, self.dim,
+                 self.spec.size, self.providers[0])
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.path}, model_id={self.model_id}, dim={self.dim}, providers={self.providers})"
+
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Encode crops made with ``crop_region(image, box, self.spec)``.
+
+        Args:
+            crops: ``(N, S, S)`` float32 in [0, 1], ``S = self.spec.size``.
+            batch_size: crops per onnxruntime call.
+
+        Returns:
+            ``(embeddings (N, D) L2-normalized, logits (N, C))`` float32; C follows ``self.anatomies``.
+
+        Raises:
+            ModelError: crops of the wrong shape for this model.
+        """
+        crops = np.asarray(crops, dtype=np.float32)
+        s = self.spec.size
+        if crops.ndim != 3 or crops.shape[1:] != (s, s):
+            raise ModelError(
+                f"Encoder {self.model_id} takes crops of shape (N, {s}, {s}); got {crops.shape}. "
+                "Make crops with regions.crop_region(image, box, encoder.spec)."
+            )
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, len(self.anatomies)), np.float32)
+        embs, logits = [], []
+        for start in range(0, len(crops), batch_size):
+            x = normalize(crops[start : start + batch_size], self.spec)  # (B, 1, S, S)
+            e, lg = self._session.run(["embedding", "anatomy_logits"], {"image": x})
+            embs.append(e)
+            logits.append(lg)
+        return np.concatenate(embs), np.concatenate(logits)
+
+    def crops(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """``(N, S, S)`` crops of ``boxes`` from ``image`` ``(H, W)`` [0, 1], per this model's spec."""
+        s = self.spec.size
+        if not boxes:
+            return np.zeros((0, s, s), np.float32)
+        return np.stack([crop_region(image, b, self.spec) for b in boxes])
+
+    def embed_regions(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
+        """Crop ``boxes`` from ``image`` and encode them; see :meth:`embed`."""
+        return self.embed(self.crops(image, boxes))
+
+    def predict_anatomy(self, logits: np.ndarray) -> list:
+        """The most likely :class:`~regionmir.anatomy.Anatomy` for each row of ``logits``."""
+        return [self.anatomies[i] for i in np.argmax(logits, axis=1)]
+
+
+def load_encoder(model: str | Path | None = None, device: str = "auto") -> Encoder:
+    """The encoder in ``model`` (folder or .onnx), default ``config.default_model_dir()``.
+
+    Raises:
+        ModelError: no model there (the message says to run `regionmir train`).
+    """
+    return Encoder(config.default_model_dir() if model is None else model, device=device)

@@ -1,0 +1,395 @@
+"""Evaluation runner: encode a held-out split, search a store of the train split, score the hits.
+
+Stages, each a small callable: :func:`split_tasks` (labelled images of a split),
+:func:`encode_split` (decode -> crop -> encode with every model, via the ingest stages, so the
+points carry exactly the payloads an ingest writes), :func:`fill_collection` (the real store),
+:func:`run_queries` (store searches per query region), :func:`summarize` (metrics from
+:mod:`regionmir.metrics`). :func:`evaluate` composes them; :mod:`regionmir.evalreport` writes
+``report.md``, ``report.json`` and the plots.
+
+Retrieval goes through ``Store.search`` of an embedded (qdrant-edge) store in a temporary
+folder. Metrics use exact (brute-force) search by default (``exact=True``); the same queries
+are also run through the HNSW index, and the ANN recall@k against exact search is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from regionmir.archive import Archive
+
+log = logging.getLogger("regionmir")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `regionmir evaluate` was asked to do."""
+
+    archive: Path
+    model: Path  # model folder (encoder.onnx, report.json, exported baselines) or one .onnx
+    out: Path
+    ks: tuple[int, ...] = (1, 5, 10)
+    split: str = "test"  # the queries; the reference collection is always the train split
+    exact: bool = True  # metrics from exact search; False: from the HNSW (ANN) search
+    curve_depth: int = 50  # hits per query for the precision-recall curve (>= max(ks))
+    workers: int = 0  # decode/crop processes (0: in-process)
+    device: str = "auto"
+    plots: bool = True
+
+    @property
+    def depth(self) -> int:
+        return max(max(self.ks), self.curve_depth)
+
+
+@dataclass
+class Encoded:
+    """One split encoded by one model: points (with ingest payloads) and anatomy logits."""
+
+    points: list = field(default_factory=list)  # store.PointRecord, one per region
+    logits: list = field(default_factory=list)  # (R, C) arrays, concatenated by `logit_matrix`
+    skipped: list[str] = field(default_factory=list)  # "image_id: reason"
+
+    def logit_matrix(self) -> np.ndarray:
+        return np.concatenate(self.logits) if self.logits else np.zeros((0, 0), np.float32)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def split_tasks(archive: Archive, split: str) -> tuple[list, int]:
+    """Ingest tasks for the images of ``split`` that have labelled regions, and how many lack them."""
+    from regionmir.pipeline import ImageTask
+
+    tasks, unlabeled = [], 0
+    for row in archive.split(split):
+        if archive.regions(row.dicom_id) is None:
+            unlabeled += 1
+            continue
+        tasks.append(ImageTask(archive.root / row.path, row.path, row.dicom_id))
+    return tasks, unlabeled
+
+
+def encode_split(archive: Archive, tasks: Sequence, encoders: Sequence, workers: int = 0,
+                 batch_size: int = 64) -> list[Encoded]:
+    """Decode and crop every image once per crop spec, and encode the crops with each encoder.
+
+    Returns:
+        One :class:`Encoded` per encoder, in the order of ``encoders``.
+    """
+    from regionmir.pipeline import Preparer, batches, prepared_stream, to_points
+
+    out = [Encoded() for _ in encoders]
+    by_spec: dict = defaultdict(list)
+    for i, enc in enumerate(encoders):
+        by_spec[enc.spec].append(i)
+    for spec, members in by_spec.items():
+        skipped: list[str] = []
+        stream = prepared_stream(Preparer(archive.root, spec), tasks, workers)
+        for batch in batches(stream, batch_size, lambda s: skipped.append(f"{s.task.image_id}: {s.reason}")):
+            crops = np.concatenate([p.crops for p in batch])  # (sum R, S, S)
+            for i in members:
+                emb, logits = encoders[i].embed(crops, batch_size=batch_size)
+                out[i].points.extend(to_points(batch, emb, encoders[i].model_id))
+                out[i].logits.append(logits)
+        for i in members:
+            out[i].skipped = skipped
+    return out
+
+
+def fill_collection(store, name: str, encoder, points: Sequence, build_index: bool = True) -> None:
+    """Create ``name`` for ``encoder``'s vectors, upsert ``points`` and build the HNSW index."""
+    store.create_collection(name, encoder.dim, {"model_id": encoder.model_id, "purpose": "evaluation"})
+    store.upsert(name, list(points))
+    if build_index:
+        store.build_index(name)
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+def _key(payload: dict) -> tuple[str, tuple[str, ...]]:
+    """(anatomy, sorted findings): the relevance key of the findings metrics."""
+    return payload["anatomy"], tuple(sorted(payload.get("findings") or ()))
+
+
+def _ranked(hits: Sequence) -> list:
+    """Hits by descending score, ties by id (exact and ANN rank tied hits alike)."""
+    from regionmir.metrics import rank_order
+
+    if not hits:
+        return []
+    order = rank_order([h.score for h in hits], [h.id for h in hits])
+    return [hits[i] for i in order]
+
+
+def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequence, own_points: Sequence,
+                anatomies: Sequence, cfg: EvalConfig) -> list[dict]:
+    """Search for every query region and record what the metrics need.
+
+    * ``ref`` (train split), no filter: anatomies of the hits (same-anatomy fraction);
+    * ``ref`` filtered to the query's anatomy: relevance = same finding set;
+    * ``own`` (the query split itself) filtered to the anatomy, excluding the query's own
+      study: relevance = same patient (their other studies are in this split, not in train);
+    * the filtered ``ref`` search again by the other method (ANN vs exact) for ANN recall.
+
+    Returns:
+        One dict per query region (see the keys set below).
+    """
+    from regionmir.metrics import recall_vs_exact
+    from regionmir.store import Filter
+
+    n_ref = Counter(_key(p.payload) for p in ref_points)
+    per_patient = Counter((p.payload.get("patient"), p.payload["anatomy"]) for p in own_points)
+    per_study = Counter((p.payload.get("patient"), p.payload["anatomy"], p.payload["study_id"]) for p in own_points)
+    logits = queries.logit_matrix()
+    rows, k_max = [], max(cfg.ks)
+    for q, point in enumerate(queries.points):
+        pl, (anat, finds) = point.payload, _key(point.payload)
+        by_anat = Filter(must={"anatomy": anat})
+        plain = _ranked(store.search(ref, point.vector, cfg.depth, exact=cfg.exact))
+        hits = _ranked(store.search(ref, point.vector, cfg.depth, filter=by_anat, exact=cfg.exact))
+        other = store.search(ref, point.vector, k_max, filter=by_anat, exact=not cfg.exact)
+        approx, exact = (hits[:k_max], other) if not cfg.exact else (other, hits[:k_max])
+        own_filter = Filter(must={"anatomy": anat}, must_not={"study_id": pl["study_id"]})
+        mates = _ranked(store.search(own, point.vector, k_max, filter=own_filter, exact=cfg.exact))
+        pt = pl.get("patient")
+        same_pt = per_patient[(pt, anat)] - per_study[(pt, anat, pl["study_id"])] if pt else 0
+        rows.append({
+            "anatomy": anat,
+            "patient": pt or pl.get("image_id"),  # bootstrap cluster
+            "abnormal": bool(finds),
+            "predicted": anatomies[int(np.argmax(logits[q]))].slug if logits.size else None,
+            "hit_anatomies": [h.payload["anatomy"] for h in plain],
+            "findings_rel": [_key(h.payload) == (anat, finds) for h in hits],
+            "findings_rel_unfiltered": [_key(h.payload) == (anat, finds) for h in plain],
+            "findings_n": n_ref[(anat, finds)],
+            "patient_rel": [pt is not None and h.payload.get("patient") == pt for h in mates],
+            "patient_n": same_pt,
+            "ann_recall": {k: recall_vs_exact([h.score for h in approx], [h.score for h in exact], k)
+                           for k in cfg.ks},
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def retrieval(rows: Sequence[dict], rel: str, n: str, ks: Sequence[int]) -> dict:
+    """precision/mAP/hit rate/MRR/recall @k over rows whose ``n`` (relevant in collection) > 0."""
+    from regionmir import metrics as m
+
+    use = [r for r in rows if r[n] > 0]
+    out: dict = {"n_queries": len(use), "n_without_relevant": len(rows) - len(use)}
+    for k in ks:
+        lists = [(r[rel], r[n]) for r in use]
+        out[f"precision@{k}"] = m.mean([m.precision_at_k(x, k) for x, _ in lists])[0]
+        out[f"map@{k}"] = m.mean([m.average_precision_at_k(x, k, c) for x, c in lists])[0]
+        out[f"hit_rate@{k}"] = m.mean([m.hit_rate_at_k(x, k) for x, _ in lists])[0]
+        out[f"mrr@{k}"] = m.mean([m.reciprocal_rank_at_k(x, k) for x, _ in lists])[0]
+        out[f"recall@{k}"] = m.mean([m.recall_at_k(x, k, c) for x, c in lists])[0]
+    return out
+
+
+def anatomy_block(rows: Sequence[dict], ks: Sequence[int]) -> dict:
+    """Classification accuracy and same-anatomy@k of the unfiltered search."""
+    from regionmir import metrics as m
+
+    out: dict = {"n_queries": len(rows)}
+    out["accuracy"] = m.accuracy([r["predicted"] or "" for r in rows], [r["anatomy"] for r in rows])
+    for k in ks:
+        out[f"same_anatomy@{k}"] = m.mean([m.same_label_fraction(r["anatomy"], r["hit_anatomies"], k)
+                                           for r in rows])[0]
+    return out
+
+
+def intervals(rows: Sequence[dict], k: int, n_boot: int = 1000) -> dict:
+    """95% patient-cluster bootstrap intervals of the headline metrics at ``k``."""
+    from regionmir import metrics as m
+
+    nan = float("nan")
+
+    def per_query(fn, rel: str | None = None, n: str | None = None, only_abnormal: bool = False) -> list[float]:
+        return [nan if (n and r[n] == 0) or (only_abnormal and not r["abnormal"]) else fn(r) for r in rows]
+
+    series = {
+        "anatomy.accuracy": per_query(lambda r: float(r["predicted"] == r["anatomy"])),
+        f"anatomy.same_anatomy@{k}": per_query(lambda r: m.same_label_fraction(r["anatomy"], r["hit_anatomies"], k)),
+        f"findings_all.precision@{k}": per_query(lambda r: m.precision_at_k(r["findings_rel"], k), n="findings_n"),
+        f"findings_abnormal.map@{k}": per_query(
+            lambda r: m.average_precision_at_k(r["findings_rel"], k, r["findings_n"]), n="findings_n", only_abnormal=True),
+        f"findings_abnormal.hit_rate@{k}": per_query(
+            lambda r: m.hit_rate_at_k(r["findings_rel"], k), n="findings_n", only_abnormal=True),
+        f"same_patient.hit_rate@{k}": per_query(lambda r: m.hit_rate_at_k(r["patient_rel"], k), n="patient_n"),
+    }
+    clusters = [r["patient"] for r in rows]
+    return {name: list(m.cluster_bootstrap_ci(v, clusters, n_boot)) for name, v in series.items()}
+
+
+def summarize(rows: Sequence[dict], ks: Sequence[int], depth: int) -> dict:
+    """Every metric of one model, overall and per anatomy, plus the precision-recall curves."""
+    from regionmir import metrics as m
+
+    abnormal = [r for r in rows if r["abnormal"]]
+    per_anatomy = {}
+    for slug in sorted({r["anatomy"] for r in rows}):
+        sub = [r for r in rows if r["anatomy"] == slug]
+        per_anatomy[slug] = {
+            "anatomy": anatomy_block(sub, ks),
+            "findings_all": retrieval(sub, "findings_rel", "findings_n", ks),
+            "findings_abnormal": retrieval([r for r in sub if r["abnormal"]], "findings_rel", "findings_n", ks),
+        }
+    curves = {}
+    for name, sub in (("all", rows), ("abnormal", abnormal)):
+        p, rc = m.pr_curve([r["findings_rel"] for r in sub], [r["findings_n"] for r in sub], depth)
+        curves[name] = {"k": list(range(1, depth + 1)), "precision": p.tolist(), "recall": rc.tolist()}
+    return {
+        "anatomy": anatomy_block(rows, ks),
+        "findings_all": retrieval(rows, "findings_rel", "findings_n", ks),
+        "findings_abnormal": retrieval(abnormal, "findings_rel", "findings_n", ks),
+        "findings_all_unfiltered": retrieval(rows, "findings_rel_unfiltered", "findings_n", ks),
+        "same_patient": retrieval(rows, "patient_rel", "patient_n", ks),
+        "ann_recall": {f"recall@{k}": m.mean([r["ann_recall"][k] for r in rows])[0] for k in ks},
+        "ci95": intervals(rows, max(ks)),
+        "per_anatomy": per_anatomy,
+        "pr_curve": curves,
+    }
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def load_models(model: Path, device: str = "auto") -> list[tuple[str, object]]:
+    """The encoder of ``model`` first, then every other encoder ONNX under its folder (baselines).
+
+    Returns:
+        ``(label, Encoder)`` pairs; labels are the models' strategies, made unique.
+
+    Raises:
+        ModelError: ``model`` holds no encoder (the message says how to train one).
+    """
+    from regionmir.encoder import Encoder, resolve_model_file
+    from regionmir.errors import ModelError
+
+    main = resolve_model_file(model)
+    paths = [main]
+    if Path(model).is_dir():
+        paths += sorted(p for p in Path(model).rglob("*.onnx") if p.resolve() != main.resolve())
+    out, seen = [], Counter()
+    for path in paths:
+        try:
+            enc = Encoder(path, device=device)
+        except ModelError as e:
+            if path == main:
+                raise
+            log.info("not an encoder, skipped: %s (%s)", path, e)
+            continue
+        label = enc.meta.strategy or path.parent.name
+        seen[label] += 1
+        out.append((label if seen[label] == 1 else f"{label}-{seen[label]}", enc))
+    return out
+
+
+def _describe(encoded: Encoded, tasks: Sequence, unlabeled: int) -> dict:
+    payloads = [p.payload for p in encoded.points]
+    return {
+        "images": len(tasks) - len(encoded.skipped), "unlabeled_images": unlabeled,
+        "failed_images": len(encoded.skipped), "regions": len(payloads),
+        "abnormal_regions": sum(1 for p in payloads if p.get("findings")),
+        "patients": len({p.get("patient") for p in payloads}),
+        "studies": len({p.get("study_id") for p in payloads}),
+    }
+
+
+def _training_report(model: Path) -> dict | None:
+    """The ``report.json`` that ``regionmir train`` wrote beside ``model`` (a folder or .onnx), or None."""
+    import json
+
+    path = (Path(model) if Path(model).is_dir() else Path(model).parent) / "report.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError) as e:
+        log.warning("cannot read %s: %s", path, e)
+        return None
+
+
+def _training_result(enc) -> dict | None:
+    """Held-out accuracy, macro accuracy and P@10 that the encoder's own training report gives."""
+    results = (_training_report(enc.path) or {}).get("results") or {}
+    r = results.get(enc.meta.strategy)
+    return {k: r.get(k) for k in ("accuracy", "macro_accuracy", "precision_at_10")} if isinstance(r, dict) else None
+
+
+ANN_NOTE = ("HNSW graph forced on every collection (indexing and full-scan thresholds 1 KB, "
+            "m=16, ef_construct=100), built before searching")
+
+
+def _eval_store(path: Path):
+    """An embedded store whose collections get an HNSW graph however small they are.
+
+    Qdrant's defaults leave collections under ~10 MB of vectors without a graph, so "ANN"
+    search on an evaluation-sized collection would silently be exact.
+    """
+    from regionmir.store.embedded import EdgeOptions, EmbeddedStore
+
+    return EmbeddedStore(path, EdgeOptions(indexing_threshold_kb=1, full_scan_threshold_kb=1))
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the whole evaluation and return the report (also what `report.json` holds).
+
+    Raises:
+        AnnotationError: a split is missing, empty, or the query split is the train split.
+        ModelError: no encoder in ``cfg.model``.
+    """
+    from regionmir.errors import AnnotationError
+
+    if cfg.split == "train":
+        raise AnnotationError("--split train would search the train split for itself; use test or valid")
+    t0 = time.perf_counter()
+    archive = Archive(cfg.archive)
+    models = load_models(cfg.model, cfg.device)
+    ref_tasks, ref_unlabeled = split_tasks(archive, "train")
+    q_tasks, q_unlabeled = split_tasks(archive, cfg.split)
+    for name, tasks in (("train", ref_tasks), (cfg.split, q_tasks)):
+        if not tasks:
+            raise AnnotationError(f"The {name} split of {archive.root} has no image with labelled regions")
+    encoders = [enc for _, enc in models]
+    ref = encode_split(archive, ref_tasks, encoders, cfg.workers)
+    qry = encode_split(archive, q_tasks, encoders, cfg.workers)
+    t_encode = time.perf_counter() - t0
+    results = []
+    with tempfile.TemporaryDirectory(prefix="regionmir-eval-") as tmp:
+        store = _eval_store(Path(tmp))
+        try:
+            for i, ((label, enc), r, q) in enumerate(zip(models, ref, qry)):
+                t1 = time.perf_counter()
+                fill_collection(store, f"train-{i}", enc, r.points)
+                fill_collection(store, f"{cfg.split}-{i}", enc, q.points)
+                rows = run_queries(store, f"train-{i}", f"{cfg.split}-{i}", q, r.points, q.points,
+                                   enc.anatomies, cfg)
+                results.append({
+                    "label": label, "strategy": enc.meta.strategy, "backbone": enc.meta.backbone,
+                    "model_id": enc.model_id, "path": str(enc.path), "embedding_dim": enc.dim,
+                    "input_size": enc.spec.size, "search_seconds": round(time.perf_counter() - t1, 2),
+                    "training_result": _training_result(enc),
+                    **summarize(rows, cfg.ks, cfg.depth),
+                })
+        finally:
+            store.close()
+    return {
+        "archive": str(archive.root), "split": cfg.split, "reference_split": "train",
+        "ks": list(cfg.ks), "search": "exact" if cfg.exact else "ann",
+        "store": f"embedded qdrant-edge in a temporary folder; {ANN_NOTE}",
+        "data": {"train": _describe(ref[0], ref_tasks, ref_unlabeled),
+                 cfg.split: _describe(qry[0], q_tasks, q_unlabeled)},
+        "models": results, "training_report": _training_report(cfg.model),
+        "seconds": {"encode": round(t_encode, 2), "total": round(time.perf_counter() - t0, 2)},
+    }

@@ -1,0 +1,192 @@
+"""Archive ingestion runner: composes the stages of :mod:`regionmir.pipeline` over a store.
+
+``run_ingest`` opens the store and the collection (refusing one filled by another model),
+skips images the ledger has, streams the rest through decode + crop workers, encodes whole
+images in batches, upserts, records them in the ledger, and builds the index once at the end.
+A kill at any moment loses at most the batch in flight; a rerun redoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regionmir import config
+from regionmir.archive import Archive
+from regionmir.errors import CollectionMismatchError
+from regionmir.ledger import Ledger, Report, default_report_path, ledger_path
+from regionmir.pipeline import Preparer, mask_path, Skipped, batches, encode, plan, prepared_stream, to_points
+
+log = logging.getLogger("regionmir")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What `regionmir ingest` was asked to do."""
+
+    archive: Path
+    model: Path | None = None  # model folder or encoder.onnx; None: config.default_model_dir()
+    collection: str = config.DEFAULT_COLLECTION
+    qdrant_url: str | None = None  # None: the embedded store under $REGIONMIR_HOME/store
+    api_key: str | None = None
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 0: in-process
+    shard: tuple[int, int] = (0, 1)  # (i, n): the images whose stable hash mod n == i
+    batch_size: int = 64  # crops per encoder call and per upsert (whole images per batch)
+    report: Path | None = None  # JSONL report; None: $REGIONMIR_HOME/reports/ingest-*.jsonl
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one ingest run (the CLI prints it; `--json` dumps it)."""
+
+    collection: str
+    store: str
+    model_id: str
+    images: int = 0  # images of this shard
+    ingested: int = 0
+    regions: int = 0
+    skipped: int = 0  # already in the ledger
+    unlabeled: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # wall time of the run, index build included
+    index_seconds: float = 0.0  # of which building the HNSW index at the end
+    report: str | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.ingested / self.seconds if self.seconds else 0.0
+
+    @property
+    def regions_per_s(self) -> float:
+        return self.regions / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["images_per_s"] = round(self.images_per_s, 2)
+        d["regions_per_s"] = round(self.regions_per_s, 2)
+        d["seconds"] = round(self.seconds, 3)
+        d["index_seconds"] = round(self.index_seconds, 3)
+        return d
+
+
+def check_model(meta: dict, collection: str, model_id: str, dim: int) -> None:
+    """Refuse to mix models in one collection.
+
+    Raises:
+        CollectionMismatchError: ``collection`` was filled by another model or vector size.
+    """
+    have, have_dim = meta.get("model_id"), int(meta.get("embedding_dim") or meta.get("dim") or 0)
+    if have != model_id or (have_dim and have_dim != dim):
+        raise CollectionMismatchError(
+            f"Collection {collection!r} holds embeddings of model {have} ({have_dim}-d), but the "
+            f"model given is {model_id} ({dim}-d). Use the model that filled it (--model), or "
+            f"another collection (--collection NEW)."
+        )
+
+
+def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
+    """The meta of collection ``name``, created for ``encoder`` when absent.
+
+    Raises:
+        CollectionMismatchError: the collection exists and belongs to another model.
+    """
+    root = str(Path(archive_root).resolve())
+    if name in store.collections():
+        meta = store.collection_meta(name)
+        check_model(meta, name, encoder.model_id, encoder.dim)
+        if meta.get("archive_root") not in (None, root):
+            log.warning(
+                "collection %r was created from archive %s; paths of %s are stored relative to "
+                "their own root, and montages resolve them against %s",
+                name, meta.get("archive_root"), root, meta.get("archive_root"),
+            )
+        return meta
+    meta = {
+        "model_id": encoder.model_id,
+        "embedding_dim": encoder.dim,
+        "archive_root": root,  # payload `path`s are relative to it (search montages read images)
+        "ingest_token": uuid.uuid4().hex,  # ties ledgers to this generation of the collection
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    store.create_collection(name, encoder.dim, meta)
+    return store.collection_meta(name)  # another shard may have created it first: use its token
+
+
+def _model_dir(model: Path | None) -> Path:
+    model = Path(model) if model else config.default_model_dir()
+    return model if model.is_dir() else model.parent
+
+
+def run_ingest(
+    cfg: IngestConfig,
+    on_progress: Callable[[IngestSummary, int], None] | None = None,
+) -> IngestSummary:
+    """Ingest ``cfg.archive`` into ``cfg.collection``; return the counts.
+
+    ``on_progress(summary, total)`` is called after each batch and each skipped image.
+
+    Raises:
+        CollectionMismatchError: the collection belongs to another model.
+        ModelError, StoreError, AnnotationError: from loading the model, store or archive.
+    """
+    from regionmir.encoder import load_encoder
+    from regionmir.store import open_store
+
+    archive = Archive(cfg.archive)
+    encoder = load_encoder(cfg.model)
+    url = cfg.qdrant_url
+    store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir())
+    try:
+        meta = ensure_collection(store, cfg.collection, encoder, archive.root)
+        ledger = Ledger(ledger_path(store.location, cfg.collection), str(meta.get("ingest_token", "")))
+        try:
+            return _run(cfg, archive, encoder, store, ledger, on_progress)
+        finally:
+            ledger.close()
+    finally:
+        store.close()
+
+
+def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
+    tasks, skipped = plan(archive, cfg.shard, ledger.done)
+    report_path = Path(cfg.report) if cfg.report else default_report_path(cfg.collection)
+    summary = IngestSummary(
+        cfg.collection, store.location, encoder.model_id,
+        images=len(tasks) + skipped, skipped=skipped, report=str(report_path),
+    )
+    total = len(tasks)
+    report = Report(report_path)
+    progress = on_progress or (lambda s, t: None)
+
+    def on_skip(item: Skipped) -> None:
+        setattr(summary, item.kind, getattr(summary, item.kind) + 1)
+        report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel), "reason": item.reason})
+        progress(summary, total)
+
+    start = time.perf_counter()
+    preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model))
+    try:
+        for batch in batches(prepared_stream(preparer, tasks, cfg.workers), cfg.batch_size, on_skip):
+            embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
+            store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
+            ledger.mark(p.task.image_id for p in batch)
+            summary.ingested += len(batch)
+            summary.regions += sum(len(p.regions) for p in batch)
+            summary.seconds = time.perf_counter() - start
+            progress(summary, total)
+        if summary.ingested or (ledger.done and not ledger.indexed):  # a kill may have skipped it
+            t = time.perf_counter()
+            store.build_index(cfg.collection)
+            ledger.mark_indexed()
+            summary.index_seconds = time.perf_counter() - t
+        summary.seconds = time.perf_counter() - start
+        report.write({"event": "summary", **summary.as_dict()})
+    finally:
+        report.close()
+    log.info("ingest %s: %s", cfg.collection, summary.as_dict())
+    return summary

@@ -1,0 +1,129 @@
+"""Ingest bookkeeping: the per-collection ledger of finished images and the JSONL run report.
+
+The ledger makes an ingest resumable. After every upsert batch the ids of the images whose
+points are all stored are appended and fsync'd; a rerun skips them. An image in doubt (its
+batch was being written when the process died) is not in the ledger and is simply redone:
+point ids are deterministic, so redoing overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from regionmir import config
+
+INDEXED = "#indexed"  # ledger line: the index was built after every id above it was upserted
+
+
+def ledger_path(location: str, collection: str) -> Path:
+    """Where the ledger of ``collection`` in the store at ``location`` lives (under $REGIONMIR_HOME)."""
+    tag = hashlib.sha1(location.encode()).hexdigest()[:10]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in collection)
+    return config.home() / "ledgers" / f"{safe}-{tag}.done"
+
+
+class Ledger:
+    """Append-only set of finished image ids for one collection generation.
+
+    The first line holds the collection's ``ingest_token`` (written into the collection meta
+    when it was created). A ledger with another token belongs to a deleted and re-created
+    collection and is started afresh. A torn last line (kill -9 mid-write) is ignored.
+    ``indexed`` is True when the last line is :data:`INDEXED`: nothing was upserted since the
+    index was built, so a rerun that finds nothing to do need not build it again.
+    """
+
+    def __init__(self, path: Path, token: str):
+        self.path = Path(path)
+        self.token = token
+        self.indexed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._header() != token:
+            self._write_header()
+        self.done: set[str] = self._load()
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def _header(self) -> str | None:
+        try:
+            with self.path.open(encoding="utf-8") as handle:
+                return handle.readline().rstrip("\n") or None
+        except FileNotFoundError:
+            return None
+
+    def _load(self) -> set[str]:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a torn last line: cut it so the next append starts clean
+            with self.path.open("r+b") as handle:
+                handle.truncate(end)
+        lines = [x for x in data[:end].decode("utf-8").split("\n")[1:] if x]  # [0] is the token
+        self.indexed = bool(lines) and lines[-1] == INDEXED
+        return {x for x in lines if x != INDEXED}
+
+    def _write_header(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(self.token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.done
+
+    def mark(self, image_ids: Iterable[str]) -> None:
+        """Record ``image_ids`` as finished, durably (flush + fsync) before returning."""
+        ids = [i for i in image_ids if i not in self.done]
+        if not ids:
+            return
+        self._append("".join(f"{i}\n" for i in ids))
+        self.done.update(ids)
+        self.indexed = False
+
+    def mark_indexed(self) -> None:
+        """Record that the index was built after the last upsert (a rerun need not rebuild it)."""
+        self._append(INDEXED + "\n")
+        self.indexed = True
+
+    def _append(self, text: str) -> None:
+        self._handle.write(text)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class Report:
+    """The JSONL run report: one line per failed or unlabeled image, then a summary line.
+
+    Records hold the image id, its path inside the archive and a reason; never header values.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self._handle = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        """Append one record (flushed, so a killed run keeps what it found)."""
+        if self._handle is not None:
+            self._handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def default_report_path(collection: str) -> Path:
+    """``$REGIONMIR_HOME/reports/ingest-<collection>-<utc time>.jsonl``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return config.home() / "reports" / f"ingest-{collection}-{stamp}.jsonl"

@@ -1,0 +1,266 @@
+"""Ingest stages: plan -> decode + find regions + crop -> encode -> points, each testable alone.
+
+:mod:`regionmir.ingest` composes them: :class:`Preparer` runs in worker processes
+(:func:`prepared_stream`), :func:`batches` groups whole images, :func:`encode` and
+:func:`to_points` run in the main process, and the upsert is ``Store.upsert``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from regionmir.annotations import Region
+from regionmir.archive import Archive
+from regionmir.errors import RegionMIRError
+from regionmir.regions import CropSpec, crop_region
+
+log = logging.getLogger("regionmir")
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One DICOM of the archive, before decoding."""
+
+    path: Path
+    rel: str  # path relative to the archive root (payload `path`)
+    image_id: str  # dicom_id = file stem
+
+
+@dataclass
+class Prepared:
+    """An image decoded and cropped: everything a point needs except its vector."""
+
+    task: ImageTask
+    key: str  # SOPInstanceUID (point id seed); the image id when the file has none
+    fields: dict  # image-level payload: image_id, study_id, patient, view, modality, path
+    regions: list[dict]  # per region: anatomy, box, findings, box_source, confidence
+    crops: np.ndarray  # (R, S, S) float32 in [0, 1], one per region
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image that yields no points: ``kind`` is "failed" or "unlabeled"."""
+
+    task: ImageTask
+    kind: str
+    reason: str
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def shard_of(image_id: str, n: int) -> int:
+    """Stable shard of an image: the same on every machine, independent of paths and order."""
+    return int.from_bytes(hashlib.sha1(image_id.encode()).digest()[:8], "big") % n
+
+
+def plan(archive: Archive, shard: tuple[int, int] = (0, 1), done: Iterable[str] = ()) -> tuple[list[ImageTask], int]:
+    """The images of ``shard`` still to ingest, and how many of its images ``done`` skips."""
+    i, n = shard
+    done = done if isinstance(done, set) else set(done)
+    todo, skipped = [], 0
+    for path in archive.dicom_paths():
+        if shard_of(path.stem, n) != i:
+            continue
+        if path.stem in done:
+            skipped += 1
+            continue
+        todo.append(ImageTask(path, archive.relative(path), path.stem))
+    return todo, skipped
+
+
+def crop(image: np.ndarray, regions: Sequence[Region], spec: CropSpec) -> np.ndarray:
+    """Crops of ``regions`` from ``image``: ``(R, S, S)`` float32, never flipped."""
+    out = np.empty((len(regions), spec.size, spec.size), dtype=np.float32)
+    for k, region in enumerate(regions):
+        out[k] = crop_region(image, region.box, spec)
+    return out
+
+
+class Preparer:
+    """Decode + find regions + crop one image (runs in a worker process).
+
+    Regions come from the image's scene graph or the gold CSV; images with neither are
+    located by the localizer when the model folder has one, else reported as unlabeled.
+    """
+
+    def __init__(self, root: Path, spec: CropSpec, localizer_model: Path | None = None):
+        self.archive = Archive(root)
+        self.spec = spec
+        self.localizer_model = localizer_model
+        self._localizer = None
+        self._localizer_loaded = False
+
+    def localizer(self):
+        """The localizer of the model folder, loaded on first use; None when there is none."""
+        if not self._localizer_loaded:
+            from regionmir.localizer import MODEL_FILE, load_localizer
+
+            folder = self.localizer_model
+            if folder is not None and (Path(folder) / MODEL_FILE).is_file():
+                self._localizer = load_localizer(Path(folder) / MODEL_FILE)
+            self._localizer_loaded = True
+        return self._localizer
+
+    def find_regions(self, task: ImageTask, pixels: np.ndarray) -> tuple[list[Region], str, dict]:
+        """``(regions, box_source, scene-graph fields)``; no regions when none can be found."""
+        sg = self.archive.scene_graph(task.image_id)
+        if sg is not None and sg.regions:
+            extra = {"study_id": sg.study_id or None, "view": sg.viewpoint or None, "pid": sg.patient_id}
+            return list(sg.regions), "annotation", extra
+        gold = self.archive.gold.get(task.image_id)
+        if gold:
+            return list(gold), "annotation", {}
+        loc = self.localizer()
+        if loc is not None:
+            return list(loc.locate(pixels)), "predicted", {}
+        return [], "", {}
+
+    def __call__(self, task: ImageTask) -> Prepared | Skipped:
+        from regionmir.dicom import read_image
+        from regionmir.privacy import pseudonym
+
+        try:
+            rad = read_image(task.path)
+            regions, source, extra = self.find_regions(task, rad.pixels)
+        except RegionMIRError as e:
+            return Skipped(task, "failed", getattr(e, "reason", None) or str(e))
+        except Exception as e:  # noqa: BLE001 - a bad file must not stop the run
+            reason = f"{type(e).__name__}: {e}".replace(str(task.path), mask_path(task.rel))
+            return Skipped(task, "failed", reason)
+        if not regions:
+            return Skipped(task, "unlabeled", "no scene graph or gold boxes, and no localizer")
+        h = rad.header
+        fields = {
+            "image_id": task.image_id,
+            "study_id": extra.get("study_id") or _study_from_path(task.rel) or h.study_instance_uid,
+            "patient": pseudonym(h.patient_id or extra.get("pid")),
+            "view": h.view or extra.get("view"),
+            "modality": h.modality,
+            "path": mask_path(task.rel, h.patient_id or extra.get("pid")),
+        }
+        described = [
+            {
+                "anatomy": r.anatomy.slug,
+                "box": r.box.as_list(),
+                "findings": sorted(r.findings),
+                "box_source": source,
+                "confidence": None if r.confidence is None else float(r.confidence),
+            }
+            for r in regions
+        ]
+        key = h.sop_instance_uid or task.image_id
+        return Prepared(task, key, fields, described, crop(rad.pixels, regions, self.spec))
+
+
+_PATIENT_DIR = re.compile(r"p\d{6,}")  # MIMIC-CXR patient folders: p10000032
+
+
+def mask_path(rel: str, patient_id: str | None = None) -> str:
+    """``rel`` with every folder that names the patient replaced by ``*`` (a glob pattern).
+
+    MIMIC-CXR folders carry the subject id (``files/p10/p10000032/s5.../x.dcm``), which is the
+    DICOM PatientID: payloads and reports keep ``files/p10/*/s5.../x.dcm`` instead, and
+    :func:`resolve_path` finds the file again under the archive root.
+    """
+    parts = rel.split("/")
+    pid = (patient_id or "").strip()
+    for k, part in enumerate(parts[:-1]):
+        if (len(pid) >= 4 and pid in part) or _PATIENT_DIR.fullmatch(part):
+            parts[k] = "*"
+    return "/".join(parts)
+
+
+def resolve_path(root: str | Path, rel: str) -> Path | None:
+    """The file a (possibly masked) payload path names under ``root``, or None."""
+    root = Path(root)
+    if "*" not in rel:
+        return root / rel if (root / rel).is_file() else None
+    return next(iter(sorted(root.glob(rel))), None)
+
+
+def _study_from_path(rel: str) -> str | None:
+    """The MIMIC-CXR study id from ``files/p1X/p1XXXXXXX/sNNNNNNNN/<dicom_id>.dcm``."""
+    parent = Path(rel).parent.name
+    return parent[1:] if parent[:1] == "s" and parent[1:].isdigit() else None
+
+
+def encode(encoder, batch: Sequence[Prepared], batch_size: int) -> np.ndarray:
+    """Embeddings ``(sum R, D)`` of all crops of ``batch``, in order."""
+    crops = np.concatenate([p.crops for p in batch], axis=0)  # (sum R, S, S)
+    embeddings, _ = encoder.embed(crops, batch_size=batch_size)
+    return embeddings
+
+
+def to_points(batch: Sequence[Prepared], embeddings: np.ndarray, model_id: str) -> list:
+    """One :class:`~regionmir.store.PointRecord` per region, ids from (SOP, anatomy, model)."""
+    from regionmir.store import PointRecord, point_id
+
+    points, k = [], 0
+    for p in batch:
+        for region in p.regions:
+            payload = {**p.fields, **region, "model_id": model_id}
+            points.append(PointRecord(point_id(p.key, region["anatomy"], model_id), embeddings[k], payload))
+            k += 1
+    return points
+
+
+def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int) -> Iterator[Prepared | Skipped]:
+    """Results of ``preparer`` over ``tasks`` in order, ``workers`` processes ahead of the consumer."""
+    if workers <= 0:
+        yield from map(preparer, tasks)
+        return
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = 4 * workers + 4  # bounded read-ahead: memory stays flat on big archives
+    ctx = mp.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(preparer,)) as pool:
+        pending: deque = deque()
+        it = iter(tasks)
+        for task in it:
+            pending.append(pool.submit(_run_worker, task))
+            if len(pending) >= window:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_run_worker, nxt))
+            yield result
+
+
+_WORKER: Preparer | None = None
+
+
+def _init_worker(preparer: Preparer) -> None:
+    global _WORKER
+    _WORKER = preparer
+
+
+def _run_worker(task: ImageTask) -> Prepared | Skipped:
+    return _WORKER(task)
+
+
+def batches(stream: Iterable[Prepared | Skipped], batch_size: int, on_skip: Callable[[Skipped], None]) -> Iterator[list[Prepared]]:
+    """Group whole prepared images until they hold at least ``batch_size`` crops."""
+    batch, n = [], 0
+    for item in stream:
+        if isinstance(item, Skipped):
+            on_skip(item)
+            continue
+        batch.append(item)
+        n += len(item.regions)
+        if n >= batch_size:
+            yield batch
+            batch, n = [], 0
+    if batch:
+        yield batch

@@ -1,0 +1,305 @@
+"""Search: a query region -> filtered approximate nearest neighbours -> hits; study-level ranking.
+
+The query region comes from, in order: an explicit box; the image's own annotation when the
+image is in the collection (looked up by ``image_id`` = file stem); a scene graph; the
+localizer. The crop is encoded by the model that filled the collection (checked by
+``model_id``) and searched among points of the same anatomy.
+
+``--anatomy all`` ranks studies: for each region of the query, the best similarity among
+that study's points of the same anatomy; a study's score is the mean over the query's
+regions. A region where a study is not among the ``pool`` nearest points contributes the
+pool's lowest score, an upper bound of its true best similarity (see :func:`rank_studies`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from regionmir import config
+from regionmir.anatomy import Anatomy
+from regionmir.annotations import read_scene_graph
+from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFoundError
+from regionmir.regions import Box, validate_box
+
+WHERE_KEYS = ("view", "modality", "findings", "study_id", "patient", "box_source", "image_id")
+
+
+@dataclass(frozen=True)
+class QueryRegion:
+    """One region of the query image and where its box came from."""
+
+    anatomy: Anatomy
+    box: Box
+    source: str  # "box", "archive", "scene-graph" or "localizer"
+    confidence: float | None = None
+
+
+@dataclass
+class RegionResult:
+    """Hits for one query region."""
+
+    query: QueryRegion
+    crop: np.ndarray  # (S, S) the encoder's input crop, [0, 1]
+    hits: list  # list[store.Hit], best first
+
+
+@dataclass
+class StudyResult:
+    """One study ranked by ``--anatomy all``."""
+
+    study_id: str
+    score: float  # mean over the query's regions of the best same-anatomy similarity
+    regions: dict[str, float]  # slug -> best similarity (bounded where not in the pool)
+    matched: int  # regions where the study was in the pool
+    best: object  # the store.Hit with the highest score in this study
+
+
+@dataclass
+class SearchOutcome:
+    """Everything `regionmir search` shows: the query, per-region hits, and study ranks for 'all'."""
+
+    image_id: str
+    in_archive: bool
+    excluded_patient: bool
+    radiograph: object  # dicom.Radiograph of the query
+    regions: list[RegionResult]
+    studies: list[StudyResult] | None = None  # only for --anatomy all
+
+
+def open_existing_store(url: str | None = None, api_key: str | None = None):
+    """The store to search: ``url`` (a Qdrant server) or the embedded one, which must exist.
+
+    Raises:
+        StoreNotFoundError: no embedded store yet (the message says how to make one).
+        StoreUnavailableError: the server cannot be reached.
+    """
+    from regionmir.store import open_store
+
+    if url:
+        return open_store(url, api_key or config.qdrant_api_key())
+    path = config.default_store_dir()
+    store = open_store(None, None, path=path)
+    if not store.collections():
+        store.close()
+        raise StoreNotFoundError(
+            f"No RegionMIR store at {path} yet. Create one with `regionmir ingest ARCHIVE` "
+            "(or point to a Qdrant server with --qdrant-url / $QDRANT_URL)."
+        )
+    return store
+
+
+def parse_where(items: list[str] | tuple[str, ...]) -> dict[str, str | list[str]]:
+    """``["view=PA", "findings=nodule", "view=AP"]`` -> ``{"view": ["PA", "AP"], "findings": "nodule"}``.
+
+    Raises:
+        RegionMIRError: an item without ``=`` or a key that is not an indexed payload field.
+    """
+    out: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise RegionMIRError(f"--where takes key=value (e.g. view=PA), got {item!r}")
+        if key not in WHERE_KEYS:
+            raise RegionMIRError(f"--where key {key!r} is not searchable; use one of: {', '.join(WHERE_KEYS)}")
+        out[key].append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+
+
+class Searcher:
+    """Searches one collection with the encoder that filled it; records stage timings.
+
+    Raises (on construction):
+        StoreNotFoundError: no such collection, or it is empty.
+        CollectionMismatchError: the collection was filled by another model.
+    """
+
+    def __init__(self, store, collection: str, encoder, localizer=None):
+        from regionmir.ingest import check_model
+
+        self.store, self.collection, self.encoder = store, collection, encoder
+        self._localizer = localizer  # a Localizer, a zero-argument loader, or None
+        self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds
+        self.meta = store.collection_meta(collection)
+        check_model(self.meta, collection, encoder.model_id, encoder.dim)
+        self.counts = self._timed("collection_check", store.facet, collection, "anatomy")  # slug -> points
+        if not self.counts:
+            raise StoreNotFoundError(
+                f"Collection {collection!r} is empty. Fill it with `regionmir ingest ARCHIVE --collection {collection}`."
+            )
+
+    def _timed(self, stage: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.timings[stage] += time.perf_counter() - t
+
+    def read(self, image: str | Path):
+        """The query image as a :class:`~regionmir.dicom.Radiograph` (ImageReadError if unreadable)."""
+        from regionmir.dicom import read_image
+
+        return self._timed("decode", read_image, image)
+
+    def require(self, anatomy: Anatomy) -> None:
+        """Raises StoreError when the collection has no region of ``anatomy``."""
+        if not self.counts.get(anatomy.slug):
+            have = ", ".join(sorted(self.counts))
+            raise StoreError(
+                f"Collection {self.collection!r} has no {anatomy.slug} regions (it has: {have})."
+            )
+
+    def stored_regions(self, image_id: str) -> dict[str, dict]:
+        """Payloads of the collection's points of ``image_id`` by anatomy slug (empty if none)."""
+        from regionmir.store import Filter
+
+        probe = np.zeros(self.encoder.dim, np.float32)
+        probe[0] = 1.0  # any vector will do: the filter selects the image's points
+        f = Filter(must={"image_id": image_id})
+        hits = self._timed("lookup", self.store.search, self.collection, probe, 64, f, True)
+        return {h.payload["anatomy"]: h.payload for h in hits}
+
+    def query_regions(self, image, anatomy: Anatomy | None, box: Box | None = None,
+                      scene_graph: Path | None = None, stored: dict | None = None) -> list[QueryRegion]:
+        """The query's region(s): of ``anatomy``, or all regions when ``anatomy`` is None.
+
+        Raises:
+            RegionMIRError: ``--box`` without one anatomy, or a box outside the image.
+            AnnotationError: unreadable scene graph.
+            ModelError: no source of regions (no box, annotation, scene graph or localizer).
+        """
+        h, w = image.shape
+        if box is not None:
+            if anatomy is None:
+                raise RegionMIRError("--box needs one --anatomy (not 'all').")
+            clipped, reason = validate_box(box, w, h)
+            if clipped is None:
+                raise RegionMIRError(f"--box is unusable: {reason}")
+            regions = [QueryRegion(anatomy, clipped, "box")]
+        elif stored:
+            regions = [QueryRegion(Anatomy.parse(s), Box(*p["box"]), "archive", p.get("confidence"))
+                       for s, p in stored.items()]
+        elif scene_graph is not None:
+            regions = [QueryRegion(r.anatomy, r.box, "scene-graph") for r in read_scene_graph(scene_graph).regions]
+        else:
+            regions = self._localize(image)
+        if anatomy is not None:
+            regions = [r for r in regions if r.anatomy is anatomy]
+            if not regions:
+                raise RegionMIRError(
+                    f"The query image has no {anatomy.slug} region in its annotation; pass --box x1,y1,x2,y2."
+                )
+        return sorted(regions, key=lambda r: r.anatomy.index)
+
+    def _localize(self, image) -> list[QueryRegion]:
+        loc = self._timed("localizer_load", self._localizer) if callable(self._localizer) else self._localizer
+        if loc is None:
+            raise ModelError(
+                "The query image is not in the collection and the model folder has no "
+                "localizer.onnx: pass --box x1,y1,x2,y2 or --scene-graph FILE."
+            )
+        found = self._timed("localize", loc.locate, image)
+        return [QueryRegion(r.anatomy, r.box, "localizer", r.confidence) for r in found]
+
+    def encode(self, image, regions: list[QueryRegion]) -> tuple[np.ndarray, np.ndarray]:
+        """``(crops (R, S, S), embeddings (R, D))`` of ``regions``."""
+        crops = self._timed("encode", self.encoder.crops, image, [r.box for r in regions])
+        emb, _ = self._timed("encode", self.encoder.embed, crops)
+        return crops, emb
+
+    def filter(self, anatomy: Anatomy, where: dict | None = None, study: str | None = None,
+               exclude_image: str | None = None, exclude_patient: str | None = None):
+        """The payload filter of a search for ``anatomy``."""
+        from regionmir.store import Filter
+
+        must = {**(where or {}), "anatomy": anatomy.slug}
+        if study:
+            must["study_id"] = study
+        must_not = {}
+        if exclude_image:
+            must_not["image_id"] = exclude_image
+        if exclude_patient:
+            must_not["patient"] = exclude_patient
+        return Filter(must=must, must_not=must_not)
+
+    def search(self, vector: np.ndarray, flt, top_k: int = 10, exact: bool = False) -> list:
+        """Nearest points to ``vector`` among those matching ``flt``, best first."""
+        return self._timed("query", self.store.search, self.collection, vector, top_k, flt, exact)
+
+
+def rank_studies(per_region: dict[str, list], top_k: int) -> list[StudyResult]:
+    """Combine per-region hit lists into a study ranking.
+
+    ``per_region[slug]`` is the pool of nearest same-anatomy points for the query's region
+    ``slug``. A study's score is the mean over the query's regions of its best similarity for
+    that region; where it is not in a region's pool, the pool's lowest score stands in
+    (it cannot be higher, so studies are never favoured by being absent).
+    """
+    best: dict[str, dict[str, object]] = defaultdict(dict)  # study -> slug -> Hit
+    floors = {}
+    for slug, hits in per_region.items():
+        floors[slug] = hits[-1].score if hits else 0.0
+        for hit in hits:
+            study = str(hit.payload.get("study_id"))
+            if slug not in best[study] or hit.score > best[study][slug].score:
+                best[study][slug] = hit
+    results = []
+    for study, found in best.items():
+        scores = {slug: (found[slug].score if slug in found else floors[slug]) for slug in per_region}
+        top = max(found.values(), key=lambda h: h.score)
+        results.append(StudyResult(study, float(np.mean(list(scores.values()))), scores, len(found), top))
+    results.sort(key=lambda r: (-r.score, r.study_id))
+    return results[:top_k]
+
+
+def search_image(
+    searcher: Searcher,
+    image: str | Path,
+    anatomy: str,
+    box: Box | None = None,
+    scene_graph: Path | None = None,
+    where: dict | None = None,
+    study: str | None = None,
+    exclude_same_patient: bool | None = None,
+    top_k: int = 10,
+    exact: bool = False,
+    pool: int = 200,
+) -> SearchOutcome:
+    """Search the collection for regions (or, with ``anatomy="all"``, studies) like ``image``'s.
+
+    The query image itself is always excluded; its patient is excluded by default when the
+    image is in the collection (``exclude_same_patient=None``).
+
+    Raises:
+        UnknownAnatomyError, ImageReadError, StoreError, ModelError, RegionMIRError.
+    """
+    from regionmir.privacy import pseudonym
+
+    target = None if anatomy == "all" else Anatomy.parse(anatomy)
+    if target is not None:
+        searcher.require(target)
+    rad = searcher.read(image)
+    image_id = Path(image).stem
+    stored = searcher.stored_regions(image_id)
+    regions = searcher.query_regions(rad.pixels, target, box, scene_graph, stored)
+    if target is None:
+        regions = [r for r in regions if searcher.counts.get(r.anatomy.slug)]
+        if not regions:
+            raise StoreError(f"None of the query's regions are in collection {searcher.collection!r}.")
+    exclude = bool(stored) if exclude_same_patient is None else exclude_same_patient
+    patient = next((p.get("patient") for p in stored.values()), None) or pseudonym(rad.header.patient_id)
+    crops, emb = searcher.encode(rad.pixels, regions)  # (R, S, S), (R, D)
+    k = top_k if target is not None else max(pool, top_k)
+    results = []
+    for region, crop, vector in zip(regions, crops, emb):
+        flt = searcher.filter(region.anatomy, where, study, image_id, patient if exclude else None)
+        results.append(RegionResult(region, crop, searcher.search(vector, flt, k, exact)))
+    studies = None
+    if target is None:
+        studies = rank_studies({r.query.anatomy.slug: r.hits for r in results}, top_k)
+    return SearchOutcome(image_id, bool(stored), exclude and patient is not None, rad, results, studies)

@@ -1,0 +1,278 @@
+"""Embedded store: the Qdrant engine in-process through qdrant-edge-py, one shard folder per collection.
+
+Layout under the store folder (``config.default_store_dir()`` by default)::
+
+    <collection>/meta.json     collection metadata (model_id, dim, ...), written atomically
+    <collection>/shard/        the qdrant-edge shard (segments + WAL)
+
+A collection exists once its ``meta.json`` exists. A shard can be opened by one process only:
+a second one gets :class:`StoreLockedError`. The HNSW graph is built by :meth:`build_index`
+(a blocking ``optimize()``), once at the end of an ingest; before that searches are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from regionmir.errors import StoreError, StoreLockedError, StoreNotFoundError
+from regionmir.store.base import (
+    PAYLOAD_INDEXES,
+    Filter,
+    Hit,
+    PointRecord,
+    as_vector,
+    check_compatible,
+    check_name,
+    is_any,
+    jsonable,
+    new_meta,
+)
+
+log = logging.getLogger("regionmir")
+
+META_FILE = "meta.json"
+SHARD_DIR = "shard"
+UPSERT_BATCH = 512  # points per update() call
+RETRIEVE_BATCH = 1024  # ids per retrieve() call in existing()
+ANATOMY_GRAPHS = False  # default layout of new collections; see EdgeOptions.anatomy_graphs
+
+
+def edge_filter(filter: Filter | None) -> qe.Filter | None:
+    """Our :class:`Filter` as a qdrant-edge filter (``None`` when there is no condition)."""
+    if filter is None or filter.is_empty():
+        return None
+
+    def cond(key: str, value) -> qe.FieldCondition:
+        match = qe.MatchAny(list(value)) if is_any(value) else qe.MatchValue(value)
+        return qe.FieldCondition(key, match=match)
+
+    must = [cond(k, v) for k, v in filter.must.items()] or None
+    must_not = [cond(k, v) for k, v in filter.must_not.items()] or None
+    return qe.Filter(must=must, must_not=must_not)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=".meta-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """Index settings of new embedded collections (``None``: Qdrant's default)."""
+
+    hnsw_m: int = 16  # graph edges per node
+    ef_construct: int = 100  # candidates while building the graph
+    full_scan_threshold_kb: int | None = None  # filtered subsets below this size are scanned exactly
+    indexing_threshold_kb: int | None = None  # segments below this size get no HNSW graph
+    hnsw_ef: int | None = None  # search breadth; higher: better recall, slower
+    # One HNSW graph per anatomy (m=0, payload_m, anatomy index is_tenant) instead of one global
+    # graph: searches filtered by anatomy stay fast, others become exact full scans.
+    anatomy_graphs: bool = ANATOMY_GRAPHS
+
+    def edge_config(self, dim: int) -> qe.EdgeConfig:
+        """The qdrant-edge configuration of a new shard holding ``dim``-d cosine vectors."""
+        hnsw = qe.HnswIndexConfig(
+            m=0 if self.anatomy_graphs else self.hnsw_m,
+            ef_construct=self.ef_construct,
+            full_scan_threshold=self.full_scan_threshold_kb or 10_000,
+            payload_m=self.hnsw_m if self.anatomy_graphs else None,
+        )
+        optimizers = None
+        if self.indexing_threshold_kb is not None:
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=int(dim), distance=qe.Distance.Cosine),
+            hnsw_config=hnsw,
+            optimizers=optimizers,
+            wal_enabled=True,  # durability, and the lock that keeps a second process out
+        )
+
+
+class EmbeddedStore:
+    """Qdrant in-process (qdrant-edge-py): a folder with one sub-folder per collection.
+
+    Args:
+        path: the store folder; created when missing.
+        options: index settings for new collections and the HNSW search breadth.
+    """
+
+    def __init__(self, path: str | Path, options: EdgeOptions | None = None):
+        self.root = Path(path).expanduser()
+        self.location = str(self.root)
+        self.options = options or EdgeOptions()
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._meta: dict[str, dict] = {}
+
+    # -- collections ---------------------------------------------------------------------
+    def collections(self) -> list[str]:
+        """Names of the collections in this store, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.root.glob(f"*/{META_FILE}"))
+
+    def create_collection(self, name: str, dim: int, meta: dict) -> None:
+        """Create a collection with keyword payload indexes; a no-op when an identical one exists.
+
+        Raises:
+            CollectionMismatchError: it exists with another dim or model_id.
+            StoreLockedError: another process has it open.
+        """
+        check_name(name)
+        full = new_meta(name, dim, meta)
+        folder = self.root / name
+        if (folder / META_FILE).exists():
+            check_compatible(name, self.collection_meta(name), dim, meta)
+            return
+        if folder.exists():  # a create that died before writing meta.json: it holds no data
+            log.warning("Removing incomplete collection folder %s", folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        config = self.options.edge_config(dim)
+        shard = self._call(folder, lambda: qe.EdgeShard.create(str(folder / SHARD_DIR), config))
+        for key in PAYLOAD_INDEXES:
+            tenant = self.options.anatomy_graphs and key == "anatomy"
+            schema = qe.KeywordIndexParams(is_tenant=True) if tenant else qe.PayloadSchemaType.Keyword
+            shard.update(qe.UpdateOperation.create_field_index(key, schema))
+        shard.flush()
+        _write_json_atomic(folder / META_FILE, full)
+        self._shards[name] = shard
+        self._meta[name] = full
+
+    def collection_meta(self, name: str) -> dict:
+        """The metadata given at creation, plus ``name``, ``dim`` and ``distance``.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        if name not in self._meta:
+            path = self.root / name / META_FILE
+            if not path.is_file():
+                raise StoreNotFoundError(self._missing(name))
+            self._meta[name] = json.loads(path.read_text())
+        return dict(self._meta[name])
+
+    def _missing(self, name: str) -> str:
+        have = ", ".join(self.collections()) or "none"
+        return (
+            f"No collection {name!r} in the store at {self.root} (collections: {have}). "
+            "Run `regionmir ingest` first, or pass --store / --qdrant-url for another store."
+        )
+
+    def _call(self, folder: Path, fn):
+        """Run a shard open, turning the engine's lock error into :class:`StoreLockedError`."""
+        try:
+            return fn()
+        except Exception as exc:  # qdrant-edge raises plain Exception with a message
+            text = str(exc)
+            if "WouldBlock" in text or "lock" in text.lower():
+                raise StoreLockedError(
+                    f"The store at {folder} is in use by another RegionMIR process (an ingest?); "
+                    "wait for it to finish or use a Qdrant server (--qdrant-url)."
+                ) from exc
+            raise StoreError(f"Cannot open the store at {folder}: {text}") from exc
+
+    def _shard(self, name: str) -> qe.EdgeShard:
+        """The open shard of a collection, opening it on first use."""
+        if name not in self._shards:
+            self.collection_meta(name)  # raises StoreNotFoundError
+            folder = self.root / name
+            self._shards[name] = self._call(folder, lambda: qe.EdgeShard.load(str(folder / SHARD_DIR)))
+        return self._shards[name]
+
+    def _dim(self, name: str) -> int:
+        return int(self.collection_meta(name)["dim"])
+
+    # -- data ----------------------------------------------------------------------------
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        """Insert or replace points (same id: replaced), in batches.
+
+        Raises:
+            CollectionMismatchError: a vector of another size than the collection's.
+        """
+        shard, dim = self._shard(name), self._dim(name)
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                qe.Point(p.id, as_vector(name, p.vector, dim).tolist(), jsonable(p.payload))
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def existing(self, name: str, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored (to skip work when resuming an ingest)."""
+        shard, found = self._shard(name), set()
+        ids = list(ids)
+        for start in range(0, len(ids), RETRIEVE_BATCH):
+            records = shard.retrieve(ids[start : start + RETRIEVE_BATCH], False, False)
+            found.update(str(r.id) for r in records)
+        return found
+
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int = 10,
+        filter: Filter | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``top_k`` nearest points by cosine similarity, best first, among those matching ``filter``.
+
+        Raises:
+            CollectionMismatchError: ``vector`` has another size than the collection's.
+        """
+        shard = self._shard(name)
+        v = as_vector(name, vector, self._dim(name))
+        request = qe.QueryRequest(
+            limit=int(top_k),
+            query=qe.Query.Nearest(v.tolist()),
+            filter=edge_filter(filter),
+            params=qe.SearchParams(exact=exact, hnsw_ef=None if exact else self.options.hnsw_ef),
+            with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.query(request)]
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        """Number of points matching ``filter`` (all points when ``None``), counted exactly."""
+        return int(self._shard(name).count(qe.CountRequest(exact=True, filter=edge_filter(filter))))
+
+    def facet(self, name: str, key: str, limit: int = 10_000) -> dict[str, int]:
+        """Points per value of an indexed keyword field, e.g. ``facet(name, "anatomy")``."""
+        response = self._shard(name).facet(qe.FacetRequest(key, limit=limit, exact=True))
+        return {str(h.value): int(h.count) for h in response.hits}
+
+    def build_index(self, name: str) -> None:
+        """Build the HNSW graph (blocking; about a minute per 100k 512-d points on 2 cores)."""
+        shard = self._shard(name)
+        shard.optimize()
+        shard.flush()
+
+    def close(self) -> None:
+        """Flush and close every open shard, releasing their locks."""
+        shards, self._shards = self._shards, {}
+        for shard in shards.values():
+            shard.flush()
+            shard.close()
+
+    def __enter__(self) -> EmbeddedStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

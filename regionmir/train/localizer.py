@@ -1,0 +1,145 @@
+"""Localizer training: archive -> augmented letterboxed films -> LocalizerNet -> localizer.onnx + report.
+
+``train_localizer`` is what ``regionmir train-localizer`` runs: load the frontal films of the
+train split, fit the network (AdamW, one-cycle schedule), export it to ONNX with its
+:class:`~regionmir.modelmeta.ModelMeta` (kind ``localizer``), then evaluate the exported file
+with onnxruntime on the test (else valid) split and write ``localizer_report.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from regionmir.anatomy import BOXED
+from regionmir.archive import Archive
+from regionmir.errors import AnnotationError, ModelError
+from regionmir.localizer import BOX_FORMAT, LETTERBOX, MODEL_FILE, Localizer
+from regionmir.modelmeta import ModelMeta, model_id_of
+from regionmir.train.localizer_augment import AugmentConfig
+from regionmir.train.localizer_data import Film, batches, load_films, template
+from regionmir.train.localizer_model import LocalizerNet, export_onnx, localizer_loss
+from regionmir.train.progress import Progress
+
+log = logging.getLogger("regionmir")
+
+NORM_MEAN, NORM_STD = 0.5, 0.25  # (x - mean) / std on the [0, 1] letterboxed canvas
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """How to train a localizer; the CLI options map onto these fields."""
+
+    size: int = 192  # letterbox side S (multiple of 32)
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 3e-3  # peak of the one-cycle schedule
+    weight_decay: float = 1e-4
+    width: int = 16  # first-stage channels of LocalizerNet
+    seed: int = 0
+    device: str = "auto"  # torch device for training: auto, cpu, cuda
+    limit: int | None = None  # at most this many films per split (quick runs, tests)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def torch_device(name: str) -> torch.device:
+    """``auto`` -> cuda when torch sees a GPU, else cpu.
+
+    Raises:
+        ModelError: ``cuda`` asked for where torch has none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but torch sees no CUDA GPU. Use --device cpu.")
+    if name not in ("cpu", "cuda"):
+        raise ModelError(f"Unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()) -> LocalizerNet:
+    """Train a LocalizerNet on ``films`` with fresh augmentations every epoch."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = torch_device(cfg.device)
+    model = LocalizerNet(cfg.size, torch.from_numpy(template(films, cfg.size)), cfg.width).to(device)
+    steps_per_epoch = -(-len(films) // cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15)
+    progress.phase("localizer", cfg.epochs * steps_per_epoch, cfg.epochs)
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        for x, target, mask in batches(films, cfg.size, cfg.batch_size, cfg.augment, rng):
+            start = time.perf_counter()
+            x = ((x - NORM_MEAN) / NORM_STD).to(device)  # (B, 1, S, S)
+            boxes, conf = model(x)
+            loss, _ = localizer_loss(boxes, conf, target.to(device), mask.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            progress.step(epoch, loss.item(), len(x) / max(time.perf_counter() - start, 1e-9))
+    return model.eval().cpu()
+
+
+def write_model(model: LocalizerNet, cfg: LocalizerConfig, fingerprint: str, path: Path) -> ModelMeta:
+    """Export ``model`` to ``path`` with its ModelMeta and letterbox description in metadata_props."""
+    import onnx
+
+    graph = export_onnx(model, cfg.size)
+    meta = ModelMeta(
+        model_id=model_id_of(graph), kind="localizer", input_size=cfg.size, channels=1,
+        crop_context=0.0, norm_mean=NORM_MEAN, norm_std=NORM_STD,
+        anatomies=tuple(a.slug for a in BOXED), embedding_dim=0,
+        backbone=f"stridecnn-w{cfg.width}", strategy="box-regression+iou-head",
+        archive_fingerprint=fingerprint,
+    )
+    proto = onnx.load_from_string(graph)
+    props = {**meta.to_props(), "letterbox": LETTERBOX, "box_format": BOX_FORMAT}
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return meta
+
+
+def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: LocalizerConfig = LocalizerConfig(),
+                    progress: Progress = Progress()) -> dict:
+    """Train, export and evaluate; returns the report (also written beside the model).
+
+    Raises:
+        AnnotationError: the archive has no train split or no frontal film with boxes.
+    """
+    from regionmir.train.data import eval_split, fingerprint
+    from regionmir.train.localizer_eval import evaluate, markdown
+
+    archive = Archive(archive_path)
+    out = Path(out_dir)
+    start = time.perf_counter()
+    progress.note("loading films")
+    films = load_films(archive, "train", cfg.size, cfg.limit)
+    fp = fingerprint(sg for _, sg in archive.iter_split("train"))
+    model = fit(films, cfg, progress)
+    train_s = time.perf_counter() - start
+    meta = write_model(model, cfg, fp, out / MODEL_FILE)
+    report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
+              "train_images": len(films), "train_seconds": round(train_s, 1),
+              "config": {k: v for k, v in asdict(cfg).items() if k != "augment"}}
+    try:
+        split = eval_split(archive)
+    except AnnotationError:
+        split = None  # nothing held out: the report has training facts only
+    if split is not None:
+        progress.note(f"evaluating on {split}")
+        report.update(evaluate(Localizer(out / MODEL_FILE, device="cpu"), archive, split, cfg.limit))
+        (out / "localizer_report.md").write_text(markdown(report))
+    (out / "localizer_report.json").write_text(json.dumps(report, indent=1))
+    return report

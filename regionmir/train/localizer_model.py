@@ -1,0 +1,109 @@
+"""Localizer network, loss and ONNX export (torch).
+
+Why direct regression: the 29 regions have a fixed count, exactly one instance each, and a
+strong spatial layout. A generic detector (anchors, NMS, classes) solves a harder problem than
+this and costs far more on two CPU cores. Here a small strided CNN keeps a coarse spatial map
+(not a global pool, which would throw away *where*), flattens it, and regresses every region's
+``x1, y1, x2, y2`` as an offset from the training set's mean box (the anatomical prior). A
+second head predicts, per region, the IoU its own box will have with the truth; that is the
+confidence the localizer reports.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_REGIONS = 29
+
+
+def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class LocalizerNet(nn.Module):
+    """``(N, 1, S, S)`` normalized image -> ``boxes (N, 29, 4)`` in [0, 1], ``confidence (N, 29)``.
+
+    Five stride-2 stages (S/32 map), widths ``w, 2w, 4w, 6w, 8w``; then a 1x1 squeeze to 32
+    channels, flatten (position kept), one hidden layer, and the two heads.
+    """
+
+    def __init__(self, size: int, template: torch.Tensor, width: int = 16, hidden: int = 256):
+        super().__init__()
+        if size % 32:
+            raise ValueError(f"input size must be a multiple of 32, got {size}")
+        widths = [width, 2 * width, 4 * width, 6 * width, 8 * width]
+        layers, cin = [], 1
+        for i, w in enumerate(widths):
+            layers += [_conv(cin, w, 2)] + ([_conv(w, w, 1)] if i > 0 else [])
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.squeeze = _conv(cin, 32, 1)
+        cells = (size // 32) ** 2
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(32 * cells, hidden), nn.ReLU(inplace=True))
+        self.box_head = nn.Linear(hidden, N_REGIONS * 4)
+        self.iou_head = nn.Linear(hidden, N_REGIONS)
+        nn.init.zeros_(self.box_head.weight)
+        nn.init.zeros_(self.box_head.bias)
+        self.register_buffer("template", template.reshape(N_REGIONS, 4).float())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(self.squeeze(self.features(x)))  # (N, hidden)
+        boxes = self.template + self.box_head(h).view(-1, N_REGIONS, 4)  # (N, 29, 4)
+        confidence = torch.sigmoid(self.iou_head(h))  # (N, 29) predicted IoU
+        return boxes, confidence
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise IoU and GIoU of boxes ``(..., 4)`` xyxy (``a`` may be unordered)."""
+    a = torch.cat([torch.minimum(a[..., :2], a[..., 2:]), torch.maximum(a[..., :2], a[..., 2:])], -1)
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = (area_a + area_b - inter).clamp(min=1e-9)
+    iou = inter / union
+    hull = torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])
+    hull_area = (hull[..., 0] * hull[..., 1]).clamp(min=1e-9)
+    return iou, iou - (hull_area - union) / hull_area
+
+
+def localizer_loss(boxes: torch.Tensor, confidence: torch.Tensor, target: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """DETR-style ``5 * L1 + 2 * (1 - GIoU)`` on visible regions, plus BCE of the IoU head.
+
+    The IoU head's target is the IoU the box head achieved on this sample (detached), so the
+    confidence learns to predict box quality, not just "a region exists".
+    """
+    m = mask.float()  # (N, 29)
+    n = m.sum().clamp(min=1.0)
+    l1 = ((boxes - target).abs().sum(-1) * m).sum() / n
+    iou, giou = box_iou(boxes, target)
+    lg = ((1 - giou) * m).sum() / n
+    bce = F.binary_cross_entropy(confidence.clamp(1e-6, 1 - 1e-6), iou.detach(), reduction="none")
+    lc = (bce * m).sum() / n
+    total = 5 * l1 + 2 * lg + lc
+    return total, {"l1": l1.item(), "giou": lg.item(), "conf": lc.item(), "iou": ((iou * m).sum() / n).item()}
+
+
+def export_onnx(model: LocalizerNet, size: int) -> bytes:
+    """The ONNX graph of ``model`` (input ``image`` (N,1,S,S); outputs ``boxes``, ``confidence``).
+
+    Uses torch's TorchScript exporter (the dynamo exporter needs onnxscript, which the train
+    extra does not install); its deprecation notice is silenced here, deliberately.
+    """
+    model = model.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, torch.zeros(1, 1, size, size), buffer, dynamo=False, opset_version=17,
+            input_names=["image"], output_names=["boxes", "confidence"],
+            dynamic_axes={"image": {0: "n"}, "boxes": {0: "n"}, "confidence": {0: "n"}},
+        )
+    return buffer.getvalue()

@@ -1,0 +1,119 @@
+"""One training run end to end: archive -> crops -> strategies -> evaluation -> ONNX export -> report."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from regionmir.archive import Archive
+from regionmir.errors import AnnotationError, ModelError
+from regionmir.modelmeta import ModelMeta
+from regionmir.train import report as reports
+from regionmir.train.data import (
+    CropSet, build_cropset, eval_split, fingerprint, present_classes, read_pixels, split_rows,
+)
+from regionmir.train.export import export_encoder
+from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict, set_threads, train_strategy
+from regionmir.train.progress import Progress
+
+MODEL_FILE = "encoder.onnx"
+
+
+def strategies_of(cfg: TrainConfig) -> tuple[str, ...]:
+    """The strategies a config trains (``all`` = the three, regionmir first).
+
+    Raises:
+        ModelError: unknown strategy.
+    """
+    if cfg.strategy == "all":
+        return STRATEGIES
+    if cfg.strategy not in STRATEGIES:
+        raise ModelError(f"Unknown strategy {cfg.strategy!r}; use {', '.join(STRATEGIES)} or all")
+    return (cfg.strategy,)
+
+
+def _crops(pairs: list, classes, cfg: TrainConfig, views: int, label: str, progress: Progress,
+           dtype=np.float16) -> CropSet:
+    progress.phase(label, len(pairs), 1)
+    start, made = time.perf_counter(), [0]
+
+    def tick(n: int) -> None:
+        made[0] += n
+        progress.step(1, float("nan"), made[0] / (time.perf_counter() - start))
+
+    return build_cropset(read_pixels(pairs), classes, cfg.crop_spec(), jitter_views=views,
+                         seed=cfg.seed, on_image=tick, dtype=dtype)
+
+
+def load_data(archive: Archive, cfg: TrainConfig, progress: Progress) -> tuple[CropSet, CropSet, dict]:
+    """Training and held-out crop sets plus facts about them for the report.
+
+    Raises:
+        AnnotationError: no training images with scene graphs, or no held-out split.
+    """
+    train_pairs = split_rows(archive, "train")
+    if not train_pairs:
+        raise AnnotationError(f"{archive.root}: the train split has no images with scene graphs")
+    held_out = eval_split(archive)
+    eval_pairs = split_rows(archive, held_out)
+    classes = present_classes(sg for _, sg in train_pairs)
+    train = _crops(train_pairs, classes, cfg, cfg.jitter_views, "cropping train", progress)
+    held = _crops(eval_pairs, classes, cfg, 0, f"cropping {held_out}", progress, np.float32)
+    facts = {
+        "archive": str(archive.root), "archive_fingerprint": fingerprint(sg for _, sg in train_pairs),
+        "eval_split": held_out, "train_images": len(train_pairs), "eval_images": len(eval_pairs),
+        "train_crops": len(train), "eval_crops": len(held),
+    }
+    return train, held, facts
+
+
+def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+        progress: Progress | None = None) -> dict:
+    """Train ``cfg.strategy`` (or all three), evaluate on the held-out split, export, write reports.
+
+    Returns:
+        The report dict (also in ``out_dir/report.json``); ``report["model"]`` is the exported
+        ModelMeta as a dict.
+
+    Raises:
+        AnnotationError: the archive lacks usable splits. ModelError: bad config.
+    """
+    progress = progress or Progress()
+    names = strategies_of(cfg)
+    device = pick_device(cfg.device)
+    threads = set_threads(cfg.threads)
+    archive = Archive(archive_root)
+    t0 = time.perf_counter()
+    train, held, facts = load_data(archive, cfg, progress)
+    load_s = time.perf_counter() - t0
+    spec, results, models = cfg.crop_spec(), {}, {}
+    held_crops = held.clean
+    for name in names:
+        t1 = time.perf_counter()
+        model, history = train_strategy(name, train, cfg, device, progress)
+        seconds = time.perf_counter() - t1
+        emb, logits = predict(model, held_crops, spec.mean, spec.std, device)
+        results[name] = reports.evaluate(logits, emb, held.labels, held.classes)
+        results[name].update(train_seconds=seconds, loss_history=history)
+        models[name] = model
+        progress.note(f"{name}: accuracy {100 * results[name]['accuracy']:.2f}% in {seconds:.0f} s")
+    exported = "regionmir" if "regionmir" in models else names[0]
+    meta = ModelMeta(
+        model_id="", kind="encoder", input_size=spec.size, channels=1, crop_context=spec.context,
+        norm_mean=spec.mean, norm_std=spec.std, anatomies=tuple(a.slug for a in train.classes),
+        embedding_dim=cfg.embedding_dim, backbone=cfg.backbone, strategy=exported,
+        archive_fingerprint=facts["archive_fingerprint"],
+    )
+    out_dir = Path(out_dir)
+    meta = export_encoder(models[exported], out_dir / MODEL_FILE, meta)
+    report = {
+        **facts, "exported_strategy": exported, "model": dataclasses.asdict(meta),
+        "config": dataclasses.asdict(cfg), "device": str(device), "torch_threads": threads,
+        "data_seconds": load_s, "total_seconds": time.perf_counter() - t0, "results": results,
+    }
+    reports.write(report, out_dir)
+    return report
+

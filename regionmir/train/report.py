@@ -1,0 +1,127 @@
+"""Evaluation report: accuracy per strategy (as the paper's table), per anatomy, left/right confusions.
+
+Pure numpy on predictions; written as ``report.md`` and ``report.json`` in the model folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from regionmir.anatomy import Anatomy
+from regionmir.errors import UnknownAnatomyError
+
+DESCRIPTIONS = {
+    "regionmir": ("contrastive (NT-Xent) on region crops", "anatomy classification"),
+    "scratch": ("none (random init)", "anatomy classification"),
+    "cotrain": ("none", "contrastive + classification together"),
+}
+
+
+def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of the ``k`` nearest other crops (cosine) with the same anatomy."""
+    n = len(emb)
+    if n < 2:
+        return float("nan")
+    k = min(k, n - 1)
+    sim = emb @ emb.T  # (N, N); embeddings are L2-normalized
+    np.fill_diagonal(sim, -np.inf)
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (N, k)
+    return float((labels[top] == labels[:, None]).mean())
+
+
+def lr_confusions(pred: np.ndarray, labels: np.ndarray, classes: Sequence[Anatomy]) -> list[dict]:
+    """Left-vs-right swaps: for each lateral anatomy, crops predicted as its contralateral twin."""
+    pos = {a: i for i, a in enumerate(classes)}
+    out = []
+    for i, a in enumerate(classes):
+        try:
+            twin = a.contralateral()
+        except UnknownAnatomyError:  # "right atrium": no left twin in the vocabulary
+            continue
+        if twin is None or twin not in pos:
+            continue
+        mask = labels == i
+        swapped = int((pred[mask] == pos[twin]).sum())
+        out.append({"true": a.slug, "predicted": twin.slug, "count": swapped, "of": int(mask.sum())})
+    return sorted(out, key=lambda r: (-r["count"], r["true"]))
+
+
+def evaluate(logits: np.ndarray, emb: np.ndarray, labels: np.ndarray, classes: Sequence[Anatomy]) -> dict:
+    """Metrics of one model on the held-out crops."""
+    pred = logits.argmax(axis=1)
+    per = {}
+    for i, a in enumerate(classes):
+        mask = labels == i
+        if mask.any():
+            per[a.slug] = {"accuracy": float((pred[mask] == i).mean()), "n": int(mask.sum())}
+    swaps = lr_confusions(pred, labels, classes)
+    lateral = sum(r["of"] for r in swaps)
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "macro_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
+        "lr_swap_rate": sum(r["count"] for r in swaps) / lateral if lateral else 0.0,
+        "precision_at_10": precision_at_k(emb, labels, 10),
+        "n": int(len(labels)),
+        "per_anatomy": per,
+        "lr_confusions": swaps,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: summary table, per-anatomy accuracy, left/right confusions."""
+    res, lines = report["results"], []
+    lines += [f"# RegionMIR encoder report ({report['exported_strategy']} exported)", ""]
+    lines += [f"Archive `{report['archive']}` (fingerprint {report['archive_fingerprint']}): "
+              f"{report['train_crops']} training crops from {report['train_images']} images; evaluated on "
+              f"the `{report['eval_split']}` split, {report['eval_crops']} crops from {report['eval_images']} images.", ""]
+    lines += ["| Strategy | Pretraining | Training | Accuracy | Macro acc. | L/R swaps | P@10 (embedding) | Time |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        pre, fine = DESCRIPTIONS[name]
+        lines.append(f"| {name} | {pre} | {fine} | {_pct(r['accuracy'])} | {_pct(r['macro_accuracy'])} | "
+                     f"{_pct(r['lr_swap_rate'])} | {_pct(r['precision_at_10'])} | {r['train_seconds']:.0f} s |")
+    names = list(res)
+    lines += ["", "## Accuracy per anatomy", "", "| Anatomy | n | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for slug, v in res[names[0]]["per_anatomy"].items():
+        cells = " | ".join(_pct(res[n]["per_anatomy"][slug]["accuracy"]) for n in names)
+        lines.append(f"| {slug} | {v['n']} | {cells} |")
+    lines += ["", "## Left/right confusions (true -> predicted contralateral)", ""]
+    for n in names:
+        swaps = [s for s in res[n]["lr_confusions"] if s["count"]]
+        text = ", ".join(f"{s['true']} -> {s['predicted']}: {s['count']}/{s['of']}" for s in swaps) or "none"
+        lines.append(f"- **{n}**: {text}")
+    cfg = report["config"]
+    lines += ["", "## Configuration", "", "```", json.dumps(cfg, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = folder / "report.md", folder / "report.json"
+    md.write_text(markdown(report))
+    js.write_text(json.dumps(report, indent=1))
+    return md, js
+
+
+def print_summary(report: dict, console) -> None:
+    """The strategy table on a rich console."""
+    from rich.table import Table
+
+    table = Table(title=f"Anatomy classification on `{report['eval_split']}` ({report['eval_crops']} crops)")
+    for col in ("strategy", "accuracy", "macro acc.", "L/R swaps", "P@10", "time"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for name, r in report["results"].items():
+        table.add_row(name, _pct(r["accuracy"]), _pct(r["macro_accuracy"]), _pct(r["lr_swap_rate"]),
+                      _pct(r["precision_at_10"]), f"{r['train_seconds']:.0f} s")
+    console.print(table)

@@ -1,0 +1,46 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory):
+    """A phantom archive: 6 patients x 2 studies at size 256 (seed 0). Returns its root Path."""
+    from regionmir.phantom import generate_archive
+
+    root = tmp_path_factory.mktemp("phantom") / "archive"
+    generate_archive(root, seed=0, patients=6, studies_per_patient=2, size=256, workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_localizer(tiny_archive, tmp_path_factory):
+    """A localizer trained for seconds on ``tiny_archive`` (64 px, 3 epochs): its model folder.
+
+    Boxes are rough; use it for plumbing (shapes, metadata, CLI), not for accuracy.
+    """
+    pytest.importorskip("torch")
+    from regionmir.train.localizer import LocalizerConfig, train_localizer
+
+    out = tmp_path_factory.mktemp("localizer")
+    train_localizer(tiny_archive, out, LocalizerConfig(size=64, epochs=3, batch_size=8, width=8, device="cpu"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_archive, tmp_path_factory):
+    """An encoder trained for seconds on ``tiny_archive`` (regionmir strategy, 32 px crops,
+    resnet6-w8, D=32) and exported: its model folder (encoder.onnx, report.md, report.json).
+
+    Load it with ``regionmir.encoder.Encoder(tiny_model)``. Use it for plumbing, not accuracy.
+    """
+    pytest.importorskip("torch")
+    from regionmir.train import TrainConfig, run
+
+    out = tmp_path_factory.mktemp("model")
+    cfg = TrainConfig(strategy="regionmir", epochs=2, pretrain_epochs=1, batch_size=64, crop_size=32,
+                      backbone="resnet6-w8", embedding_dim=32, device="cpu", seed=0)
+    run(tiny_archive, out, cfg)
+    return out

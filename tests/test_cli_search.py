@@ -1,0 +1,277 @@
+"""`regionmir search`, `info` and `ingest` through the CLI: every option and every error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from regionmir.anatomy import Anatomy
+from regionmir.archive import Archive
+from regionmir.cli.app import app
+from regionmir.errors import (
+    ImageReadError,
+    ModelError,
+    StoreError,
+    StoreNotFoundError,
+    StoreUnavailableError,
+    UnknownAnatomyError,
+)
+from regionmir.ingest import IngestConfig, run_ingest
+from regionmir.store import PointRecord, open_store, point_id
+
+SALT = "test-salt-cli"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def indexed(tiny_archive, tiny_model, tmp_path_factory) -> Path:
+    """A $REGIONMIR_HOME whose embedded store holds the tiny archive in collection `regions`."""
+    home = tmp_path_factory.mktemp("cli-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REGIONMIR_HOME", str(home))
+        mp.setenv("REGIONMIR_SALT", SALT)
+        mp.delenv("QDRANT_URL", raising=False)
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def env(indexed, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(indexed))
+    monkeypatch.setenv("REGIONMIR_SALT", SALT)
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")  # wide rich tables: no ellipsis in cells
+
+
+@pytest.fixture
+def query(tiny_archive) -> tuple[Path, str]:
+    """A labeled image of the archive and the slug of its first region."""
+    a = Archive(tiny_archive)
+    path = next(p for p in a.dicom_paths() if a.regions(p.stem))
+    return path, a.regions(path.stem)[0].anatomy.slug
+
+
+def run(*args: str, model: Path | None = None):
+    extra = ["--model", str(model)] if model is not None else []
+    return runner.invoke(app, [*args, *extra])
+
+
+def run_json(*args: str, model: Path) -> dict:
+    result = run(*args, "--json", model=model)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stdout is the JSON document and nothing else
+
+
+def test_table_output(query, tiny_model):
+    path, slug = query
+    result = run("search", "--anatomy", slug, str(path), model=tiny_model)
+    assert result.exit_code == 0, result.output
+    for column in ("rank", "score", "anatomy", "study", "image", "box", "findings", "path"):
+        assert column in result.stdout
+    assert "in the collection" in result.stdout and slug in result.stdout
+
+
+def test_json_top_k_and_exact(query, tiny_model):
+    path, slug = query
+    doc = run_json("search", "--anatomy", slug, str(path), "--top-k", "3", model=tiny_model)
+    assert [r["rank"] for r in doc["results"]] == [1, 2, 3]
+    assert all(r["anatomy"] == slug and r["image_id"] != path.stem for r in doc["results"])
+    assert doc["query"]["in_collection"] and doc["query"]["same_patient_excluded"]
+    exact = run_json("search", "-a", slug, str(path), "-k", "3", "--exact", model=tiny_model)
+    assert [r["id"] for r in exact["results"]] == [r["id"] for r in doc["results"]]
+
+
+def test_box_and_scene_graph_sources(query, tiny_model, tiny_archive):
+    path, slug = query
+    doc = run_json("search", "-a", slug, str(path), "--box", "10,10,60,80", model=tiny_model)
+    assert doc["query"]["regions"] == [{"anatomy": slug, "box": [10.0, 10.0, 60.0, 80.0], "source": "box"}]
+    sg = Archive(tiny_archive).scene_graph_path(path.stem)
+    if sg is not None:
+        doc = run_json("search", "-a", slug, str(path), "--scene-graph", str(sg), model=tiny_model)
+        assert doc["query"]["regions"][0]["source"] == "archive"  # the collection's own boxes win
+    bad = run("search", "-a", slug, str(path), "--box", "1,2,3", model=tiny_model)
+    assert bad.exit_code == 2 and "four numbers" in bad.output
+
+
+def test_where_study_and_patient_options(query, tiny_model):
+    path, slug = query
+    doc = run_json("search", "-a", slug, str(path), "--where", "view=PA", "--where", "view=AP", "-k", "50",
+                   model=tiny_model)
+    assert all(r["view"] in ("PA", "AP") for r in doc["results"])
+    findings = {f for r in doc["results"] for f in r["findings"]}
+    if findings:
+        f = sorted(findings)[0]
+        doc = run_json("search", "-a", slug, str(path), "--where", f"findings={f}", model=tiny_model)
+        assert doc["results"] and all(f in r["findings"] for r in doc["results"])
+    study = doc["results"][0]["study_id"]
+    doc = run_json("search", "-a", slug, str(path), "--study", study, model=tiny_model)
+    assert {r["study_id"] for r in doc["results"]} == {study}
+    incl = run_json("search", "-a", slug, str(path), "--include-same-patient", "-k", "100", model=tiny_model)
+    excl = run_json("search", "-a", slug, str(path), "--exclude-same-patient", "-k", "100", model=tiny_model)
+    assert not incl["query"]["same_patient_excluded"] and excl["query"]["same_patient_excluded"]
+    assert {r["id"] for r in excl["results"]} <= {r["id"] for r in incl["results"]}
+    assert path.stem not in {r["image_id"] for r in incl["results"]}
+    bad = run("search", "-a", slug, str(path), "--where", "colour=red", model=tiny_model)
+    assert bad.exit_code == 1 and "not searchable" in str(bad.exception)
+
+
+def test_anatomy_all_ranks_studies(query, tiny_model):
+    path, _ = query
+    doc = run_json("search", "--anatomy", "all", str(path), "-k", "4", model=tiny_model)
+    scores = [s["score"] for s in doc["studies"]]
+    assert 1 <= len(scores) <= 4 and scores == sorted(scores, reverse=True)
+    assert len(doc["query"]["regions"]) == len(doc["studies"][0]["regions"])
+    table = run("search", "--anatomy", "all", str(path), "-k", "4", model=tiny_model)
+    assert table.exit_code == 0 and "regions matched" in table.stdout
+
+
+def test_montage_shows_query_and_hits(query, tiny_model, tmp_path):
+    path, slug = query
+    out = tmp_path / "m.png"
+    result = run("search", "-a", slug, str(path), "-k", "3", "--montage", str(out), model=tiny_model)
+    assert result.exit_code == 0, result.output
+    img = Image.open(out)
+    from regionmir.montage import LABEL, TILE
+
+    assert img.size == (TILE * 4, TILE + LABEL)  # query crop + 3 hits
+    # every hit tile shows its image (not the grey placeholder of a missing file) and a red box
+    px = img.convert("RGB").load()
+    for k in range(1, 4):
+        reds = sum(1 for x in range(k * TILE, (k + 1) * TILE, 2) for y in range(0, TILE, 2)
+                   if px[x, y][0] > 200 and px[x, y][1] < 80)
+        assert reds > 0
+
+
+def test_errors(query, tiny_model, tmp_path, indexed):
+    path, slug = query
+    r = run("search", "--anatomy", "left-lng", str(path), model=tiny_model)
+    assert isinstance(r.exception, UnknownAnatomyError) and "left-lung" in str(r.exception)
+    text = tmp_path / "x.dcm"
+    text.write_text("not an image")
+    r = run("search", "-a", slug, str(text), model=tiny_model)
+    assert isinstance(r.exception, ImageReadError)
+    r = run("search", "-a", slug, str(path), "--collection", "nope", model=tiny_model)
+    assert isinstance(r.exception, StoreNotFoundError) and "nope" in str(r.exception)
+    r = run("search", "-a", slug, str(path), model=tmp_path / "no-model")
+    assert isinstance(r.exception, ModelError)
+    from regionmir.encoder import load_encoder
+
+    enc = load_encoder(tiny_model)
+    store = open_store(path=indexed / "store")
+    try:
+        store.create_collection("empty", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
+        store.create_collection("partial", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
+        vec = [1.0] + [0.0] * (enc.dim - 1)
+        payload = {"anatomy": "trachea", "image_id": "x", "study_id": "s", "patient": None, "box": [0, 0, 9, 9],
+                   "view": "PA", "modality": "DX", "path": "x.dcm", "model_id": enc.model_id, "findings": [],
+                   "box_source": "annotation", "confidence": None}
+        store.upsert("partial", [PointRecord(point_id("x", "trachea", enc.model_id), vec, payload)])
+    finally:
+        store.close()
+    r = run("search", "-a", slug, str(path), "--collection", "empty", model=tiny_model)
+    assert isinstance(r.exception, StoreNotFoundError) and "is empty" in str(r.exception)
+    r = run("search", "-a", "left-lung", str(path), "--collection", "partial", model=tiny_model)
+    assert isinstance(r.exception, StoreError) and "no left-lung regions" in str(r.exception)
+    assert "trachea" in str(r.exception)
+
+
+def test_unreachable_server(query, tiny_model):
+    path, slug = query
+    r = run("search", "-a", slug, str(path), "--qdrant-url", "http://127.0.0.1:9", model=tiny_model)
+    assert isinstance(r.exception, StoreUnavailableError), r.output
+
+
+def test_no_store_yet(query, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "empty-home"))
+    path, slug = query
+    r = run("search", "-a", slug, str(path), model=tiny_model)
+    assert isinstance(r.exception, StoreNotFoundError) and "regionmir ingest ARCHIVE" in str(r.exception)
+    doc = json.loads(run("info", "--json").stdout)
+    assert doc["collections"] == []
+    assert "regionmir ingest ARCHIVE" in run("info").stdout
+
+
+def test_info(tiny_archive, tiny_model):
+    from regionmir.encoder import load_encoder
+
+    doc = json.loads(run("info", "--json").stdout)
+    regions = next(c for c in doc["collections"] if c["name"] == "regions")
+    a = Archive(tiny_archive)
+    expected: dict[str, int] = {}
+    for p in a.dicom_paths():
+        for r in a.regions(p.stem) or ():
+            expected[r.anatomy.slug] = expected.get(r.anatomy.slug, 0) + 1
+    assert regions["per_anatomy"] == dict(sorted(expected.items()))
+    assert regions["points"] == sum(expected.values())
+    assert regions["model_id"] == load_encoder(tiny_model).model_id
+    assert doc["store"].endswith("store")
+    table = run("info").stdout
+    assert regions["model_id"] in table and Anatomy.parse(next(iter(expected))).slug in table
+
+
+def test_ingest_cli(tiny_archive, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "h"))
+    r = runner.invoke(app, ["ingest", str(tiny_archive), "--model", str(tiny_model), "--collection", "c",
+                            "--workers", "0", "--shard", "1/2", "--batch-size", "8", "--json",
+                            "--report", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["collection"] == "c" and s["images"] > 0 and (tmp_path / "r.jsonl").is_file()
+    r = runner.invoke(app, ["ingest", str(tiny_archive), "--model", str(tiny_model), "--collection", "c",
+                            "--workers", "0", "--shard", "0/2"])
+    assert r.exit_code == 0 and "ingested" in r.stdout and "skipped" in r.stdout
+    bad = runner.invoke(app, ["ingest", str(tiny_archive), "--shard", "2/2"])
+    assert bad.exit_code == 2 and "0 <= i < n" in bad.output
+
+
+def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
+    import os
+
+    code = (
+        "import sys\n"
+        "from regionmir.cli.app import main\n"
+        f"sys.argv = ['regionmir', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    env = {**os.environ, "REGIONMIR_HOME": str(env_home), "REGIONMIR_SALT": SALT, "COLUMNS": "200"}
+    env.pop("QDRANT_URL", None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_search_imports_no_torch_and_errors_are_one_red_line(query, tiny_model, indexed):
+    path, slug = query
+    ok = _cli("search", "-a", slug, str(path), "--model", str(tiny_model), "--json", env_home=indexed)
+    assert ok.returncode == 0, ok.stderr
+    assert "HEAVY=\n" in ok.stderr, ok.stderr
+    json.loads(ok.stdout)
+    bad = _cli("search", "-a", "left-lng", str(path), "--model", str(tiny_model), env_home=indexed)
+    lines = [x for x in bad.stderr.splitlines() if not x.startswith("HEAVY=")]
+    assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: Unknown anatomy")
+    assert "Traceback" not in bad.stderr
+
+
+def test_localizer_finds_the_region_of_an_image_outside_the_collection(query, tiny_model, tiny_localizer, tmp_path):
+    import shutil
+
+    path, _ = query
+    outside = tmp_path / "outside.dcm"
+    shutil.copy(path, outside)
+    r = run("search", "-a", "left-lung", str(outside), model=tiny_model)
+    assert isinstance(r.exception, ModelError) and "--box" in str(r.exception)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    shutil.copy(Path(tiny_localizer) / "localizer.onnx", model / "localizer.onnx")
+    doc = run_json("search", "-a", "left-lung", str(outside), model=model)
+    q = doc["query"]
+    assert not q["in_collection"] and not q["same_patient_excluded"]
+    assert [(x["anatomy"], x["source"]) for x in q["regions"]] == [("left-lung", "localizer")]
+    assert doc["results"] and all(r["anatomy"] == "left-lung" for r in doc["results"])

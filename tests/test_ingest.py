@@ -1,0 +1,319 @@
+"""Ingest: stages alone, then whole runs into an embedded store (counts, payloads, resume, bad files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from regionmir.anatomy import Anatomy
+from regionmir.archive import Archive
+from regionmir.errors import CollectionMismatchError
+from regionmir.ingest import IngestConfig, run_ingest
+from regionmir.ledger import Ledger, ledger_path
+from regionmir.pipeline import ImageTask, Preparer, Skipped, batches, mask_path, plan, resolve_path, shard_of
+from regionmir.privacy import pseudonym
+from regionmir.store import Filter, open_store, point_id
+
+SALT = "test-salt-shared-by-both-homes"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh $REGIONMIR_HOME with a fixed salt, no Qdrant server."""
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REGIONMIR_SALT", SALT)
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    return tmp_path / "home"
+
+
+def all_points(name: str = "regions", home: Path | None = None) -> dict[str, dict]:
+    """Every point of a collection of the embedded store: id -> payload."""
+    from regionmir import config
+
+    store = open_store(path=(home / "store") if home else config.default_store_dir())
+    try:
+        n = store.count(name)
+        dim = int(store.collection_meta(name)["dim"])
+        probe = np.ones(dim, np.float32)
+        hits = store.search(name, probe, top_k=max(n, 1), exact=True)
+        assert len(hits) == n
+        return {h.id: h.payload for h in hits}
+    finally:
+        store.close()
+
+
+def raw_patient_values(archive: Path) -> set[str]:
+    """PatientID and PatientName strings of every DICOM of the archive (what must never leak)."""
+    values = set()
+    for path in Archive(archive).dicom_paths():
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        for key in ("PatientID", "PatientName"):
+            v = str(ds.get(key, "") or "").strip()
+            if len(v) >= 3:
+                values.add(v)
+    return values
+
+
+def labeled_regions(archive: Path) -> dict[str, tuple]:
+    """dicom_id -> labeled regions, straight from the archive's annotations."""
+    a = Archive(archive)
+    return {p.stem: a.regions(p.stem) for p in a.dicom_paths() if a.regions(p.stem)}
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def test_shards_partition_the_archive(tiny_archive):
+    archive = Archive(tiny_archive)
+    everything, _ = plan(archive)
+    parts = [plan(archive, (i, 3))[0] for i in range(3)]
+    ids = [t.image_id for part in parts for t in part]
+    assert sorted(ids) == sorted(t.image_id for t in everything)
+    assert len(set(ids)) == len(ids)
+    assert all(shard_of(t.image_id, 3) == i for i, part in enumerate(parts) for t in part)
+
+
+def test_plan_skips_done_images(tiny_archive):
+    archive = Archive(tiny_archive)
+    everything, _ = plan(archive)
+    done = {everything[0].image_id, everything[1].image_id}
+    todo, skipped = plan(archive, done=done)
+    assert skipped == 2 and len(todo) == len(everything) - 2
+    assert not done & {t.image_id for t in todo}
+
+
+def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
+    path = tmp_path / "l.done"
+    ledger = Ledger(path, "token-1")
+    ledger.mark(["a", "b"])
+    ledger.close()
+    with path.open("a") as f:
+        f.write("half-writ")  # a kill in the middle of a write
+    ledger = Ledger(path, "token-1")
+    assert ledger.done == {"a", "b"} and not ledger.indexed
+    ledger.mark_indexed()
+    ledger.close()
+    ledger = Ledger(path, "token-1")
+    assert ledger.indexed
+    ledger.mark(["c"])
+    ledger.close()
+    ledger = Ledger(path, "token-1")
+    assert ledger.done == {"a", "b", "c"} and not ledger.indexed  # upserted after the index
+    assert Ledger(path, "token-2").done == set()  # the collection was re-created: start afresh
+
+
+def test_mask_path_hides_patient_folders(tmp_path):
+    rel = "files/p10/p10000032/s50414267/abc.dcm"
+    assert mask_path(rel) == "files/p10/*/s50414267/abc.dcm"
+    assert mask_path("scans/PAT9876/x.dcm", "PAT9876") == "scans/*/x.dcm"
+    target = tmp_path / rel
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"x")
+    assert resolve_path(tmp_path, mask_path(rel)) == target
+    assert resolve_path(tmp_path, "files/p10/*/s1/none.dcm") is None
+
+
+def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
+    from regionmir.encoder import load_encoder
+
+    spec = load_encoder(tiny_model).spec
+    archive = Archive(tiny_archive)
+    path = next(p for p in archive.dicom_paths() if archive.regions(p.stem))
+    out = Preparer(archive.root, spec)(ImageTask(path, archive.relative(path), path.stem))
+    regions = archive.regions(path.stem)
+    assert out.crops.shape == (len(regions), spec.size, spec.size)
+    assert [r["anatomy"] for r in out.regions] == [r.anatomy.slug for r in regions]
+    assert [r["box"] for r in out.regions] == [r.box.as_list() for r in regions]
+    assert all(r["box_source"] == "annotation" and r["confidence"] is None for r in out.regions)
+
+
+def test_batches_keep_images_whole_and_report_skips(tiny_archive):
+    task = ImageTask(Path("x.dcm"), "x.dcm", "x")
+
+    class P:  # a prepared image with n regions, as far as `batches` looks
+        def __init__(self, n):
+            self.regions = [None] * n
+
+    skipped = []
+    stream = [P(3), Skipped(task, "failed", "bad"), P(3), P(2), P(5)]
+    got = list(batches(stream, 5, skipped.append))
+    assert [[len(p.regions) for p in b] for b in got] == [[3, 3], [2, 5]]
+    assert [s.reason for s in skipped] == ["bad"]
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+
+def test_ingest_counts_and_payloads(tiny_archive, tiny_model, home):
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=1, batch_size=16, report=home / "r.jsonl"))
+    labeled = labeled_regions(tiny_archive)
+    n_images = len(Archive(tiny_archive).dicom_paths())
+    assert s.images == n_images and s.ingested == len(labeled)
+    assert s.regions == sum(len(r) for r in labeled.values())
+    assert s.failed == 0 and s.skipped == 0 and s.unlabeled == n_images - len(labeled)
+    points = all_points()
+    assert len(points) == s.regions
+    from regionmir.encoder import load_encoder
+
+    model_id = load_encoder(tiny_model).model_id
+    archive = Archive(tiny_archive)
+    for pid, p in points.items():
+        region = next(r for r in labeled[p["image_id"]] if r.anatomy.slug == p["anatomy"])
+        path = resolve_path(tiny_archive, p["path"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert path.stem == p["image_id"]
+        assert pid == point_id(ds.SOPInstanceUID, p["anatomy"], model_id)
+        assert p["box"] == region.box.as_list() and p["findings"] == sorted(region.findings)
+        assert p["patient"] == pseudonym(str(ds.PatientID)) and p["model_id"] == model_id
+        assert p["view"] == ds.get("ViewPosition") and p["modality"] == ds.get("Modality")
+        assert p["box_source"] == "annotation" and p["confidence"] is None
+        sg = archive.scene_graph(p["image_id"])
+        if sg is not None:
+            assert p["study_id"] == sg.study_id
+    text = json.dumps(points) + (home / "r.jsonl").read_text()
+    leaks = [v for v in raw_patient_values(tiny_archive) if v in text]
+    assert not leaks, "raw patient values in payloads or report"
+
+
+def test_rerun_adds_nothing_and_skips_all(tiny_archive, tiny_model, home):
+    first = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    before = all_points()
+    second = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert second.skipped == first.ingested and second.ingested == 0 and second.regions == 0
+    assert all_points() == before
+
+
+def test_shards_together_make_the_whole(tiny_archive, tiny_model, home):
+    whole = run_ingest(IngestConfig(tiny_archive, tiny_model, collection="whole", workers=0))
+    a = run_ingest(IngestConfig(tiny_archive, tiny_model, collection="split", workers=0, shard=(0, 2)))
+    b = run_ingest(IngestConfig(tiny_archive, tiny_model, collection="split", workers=0, shard=(1, 2)))
+    assert a.images + b.images == whole.images and a.regions + b.regions == whole.regions
+    assert a.ingested and b.ingested
+    assert all_points("split") == all_points("whole")
+
+
+def test_other_model_is_refused(tiny_archive, tiny_model, home):
+    from regionmir import config
+
+    store = open_store(path=config.default_store_dir())
+    store.create_collection("regions", 8, {"model_id": "0123456789abcdef", "embedding_dim": 8})
+    store.close()
+    with pytest.raises(CollectionMismatchError, match="--collection NEW"):
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+
+
+def _bad_archive(src: Path, dst: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of ``src`` plus a truncated DICOM, a text file named .dcm and an SR document."""
+    shutil.copytree(src, dst)
+    good = Archive(dst).dicom_paths()[0]
+    folder = good.parent
+    data = good.read_bytes()
+    (folder / "truncated.dcm").write_bytes(data[: len(data) // 3])
+    (folder / "notes.dcm").write_text("this is not a DICOM file\n")
+    ds = pydicom.dcmread(good)
+    del ds.PixelData
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.Modality = "SR"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "report-sr.dcm")
+    return dst, {"truncated", "notes", "report-sr"}
+
+
+def test_bad_files_are_reported_and_the_run_goes_on(tiny_archive, tiny_model, home, tmp_path):
+    archive, bad = _bad_archive(tiny_archive, tmp_path / "bad")
+    report = tmp_path / "report.jsonl"
+    s = run_ingest(IngestConfig(archive, tiny_model, workers=1, report=report))
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    failed = {r["image_id"]: r for r in records if r["event"] == "failed"}
+    assert set(failed) == bad and s.failed == 3
+    assert all(r["reason"] for r in failed.values())
+    assert records[-1]["event"] == "summary" and records[-1]["failed"] == 3
+    assert s.ingested == len(labeled_regions(tiny_archive))
+    text = report.read_text()
+    assert not [v for v in raw_patient_values(tiny_archive) if v in text]
+
+
+def _strip_annotations(src: Path, dst: Path, n: int = 2) -> tuple[Path, set[str]]:
+    """A copy of ``src`` whose first ``n`` images have no scene graph (and no gold CSV)."""
+    shutil.copytree(src, dst)
+    for p in Archive(dst).dicom_paths()[:n]:
+        sg = Archive(dst).scene_graph_path(p.stem)
+        if sg:
+            sg.unlink()
+    (dst / "gold_bbox_coordinate_annotations_1000images.csv").unlink(missing_ok=True)
+    bare = {p.stem for p in Archive(dst).dicom_paths() if Archive(dst).regions(p.stem) is None}
+    return dst, bare
+
+
+def model_with_localizer(tiny_model: Path, tiny_localizer: Path, dst: Path) -> Path:
+    """A model folder holding the tiny encoder and the tiny localizer."""
+    shutil.copytree(tiny_model, dst)
+    shutil.copy(Path(tiny_localizer) / "localizer.onnx", dst / "localizer.onnx")
+    return dst
+
+
+def test_unlabeled_images_are_reported_without_a_localizer(tiny_archive, tiny_model, home, tmp_path):
+    archive, bare = _strip_annotations(tiny_archive, tmp_path / "bare")
+    assert (Path(tiny_model) / "localizer.onnx").is_file() is False
+    s = run_ingest(IngestConfig(archive, tiny_model, workers=0, report=tmp_path / "a.jsonl"))
+    assert s.unlabeled == len(bare) >= 2 and s.ingested == s.images - len(bare)
+    records = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert {r["image_id"] for r in records if r["event"] == "unlabeled"} == bare
+    assert not {p["image_id"] for p in all_points().values()} & bare
+
+
+def test_unlabeled_images_are_located_by_the_localizer(tiny_archive, tiny_model, tiny_localizer, home, tmp_path):
+    archive, bare = _strip_annotations(tiny_archive, tmp_path / "bare")
+    model = model_with_localizer(tiny_model, tiny_localizer, tmp_path / "model")
+    s = run_ingest(IngestConfig(archive, model, workers=1))
+    assert s.unlabeled == 0 and s.ingested == s.images
+    points = all_points().values()
+    predicted = [p for p in points if p["image_id"] in bare]
+    assert {p["image_id"] for p in predicted} == bare
+    assert all(p["box_source"] == "predicted" and 0.0 <= p["confidence"] <= 1.0 for p in predicted)
+    assert {p["anatomy"] for p in predicted} <= {a.slug for a in Anatomy if a.boxed}
+    others = [p for p in points if p["image_id"] not in bare]
+    assert all(p["box_source"] == "annotation" and p["confidence"] is None for p in others)
+
+
+def _ingest_cmd(archive: Path, model: Path, *extra: str) -> list[str]:
+    cli = Path(sys.executable).parent / "regionmir"
+    return [str(cli), "ingest", str(archive), "--model", str(model), "--json", *extra]
+
+
+def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_path):
+    env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
+    clean_home, killed_home = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env={**env, "REGIONMIR_HOME": str(clean_home)},
+                   check=True, capture_output=True, timeout=300)
+    env_k = {**env, "REGIONMIR_HOME": str(killed_home)}
+    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "1"),
+                            env=env_k, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledgers = killed_home / "ledgers"
+    n_done, deadline = 0, time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        files = list(ledgers.glob("*.done")) if ledgers.is_dir() else []
+        n_done = len(files[0].read_text().splitlines()) - 1 if files else 0
+        if n_done >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    total = len(labeled_regions(tiny_archive))
+    assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
+    out = subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env=env_k, check=True,
+                         capture_output=True, text=True, timeout=300)
+    summary = json.loads(out.stdout)
+    assert summary["skipped"] >= n_done and summary["ingested"] == total - summary["skipped"]
+    assert all_points(home=killed_home) == all_points(home=clean_home)

@@ -1,0 +1,88 @@
+"""regionmir.privacy: salted patient pseudonyms."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from regionmir import privacy
+from regionmir.errors import RegionMIRError
+from regionmir.privacy import pseudonym, salt
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REGIONMIR_SALT", raising=False)
+    return tmp_path / "home"
+
+
+def test_salt_file_created_private_under_home(home):
+    key = salt()
+    path = home / "salt"
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert re.fullmatch(rb"[0-9a-f]{64}", key)
+    assert salt() == key  # read back, not made anew
+    assert [p.name for p in home.iterdir()] == ["salt"]  # no temporary files left
+
+
+def test_two_installations_get_different_salts(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGIONMIR_SALT", raising=False)
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "a"))
+    a = salt()
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "b"))
+    assert salt() != a
+
+
+def test_existing_salt_is_never_replaced(home, tmp_path):
+    path = tmp_path / "elsewhere" / "salt"
+    privacy._create_salt(path)
+    first = path.read_text()
+    privacy._create_salt(path)  # a second process racing the first
+    assert path.read_text() == first
+    assert [p.name for p in path.parent.iterdir()] == ["salt"]
+
+
+def test_salt_from_environment(home, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_SALT", "a shared secret")
+    assert salt() == b"a shared secret"
+    assert not (home / "salt").exists()
+
+
+def test_empty_salt_file_is_an_error(home):
+    home.mkdir()
+    (home / "salt").write_text("\n")
+    with pytest.raises(RegionMIRError, match="salt file .* is empty"):
+        salt()
+
+
+def test_pseudonym_format_and_stability(home):
+    p = pseudonym("10000032")
+    assert re.fullmatch(r"pt-[0-9a-f]{16}", p)
+    assert pseudonym("10000032") == p
+    assert pseudonym(" 10000032 ") == p  # header padding does not change the patient
+    assert pseudonym(10000032) == p
+    assert pseudonym("10000033") != p
+
+
+def test_pseudonym_depends_on_salt(home, monkeypatch):
+    with_file = pseudonym("10000032")
+    assert pseudonym("10000032", key=b"salt one") != pseudonym("10000032", key=b"salt two")
+    assert pseudonym("10000032", key=b"salt one") == pseudonym("10000032", key=b"salt one")
+    monkeypatch.setenv("REGIONMIR_SALT", "salt one")
+    assert pseudonym("10000032") == pseudonym("10000032", key=b"salt one") != with_file
+
+
+@pytest.mark.parametrize("raw", ["10000032", "pt-0123456789abcdef", "MRN-4711-X", "x"])
+def test_pseudonym_never_shows_the_raw_id(home, raw):
+    p = pseudonym(raw)
+    assert p != raw and raw not in p[3:]
+
+
+@pytest.mark.parametrize("raw", [None, "", "   "])
+def test_no_id_no_pseudonym(home, raw):
+    assert pseudonym(raw) is None
+    assert not (home / "salt").exists()  # nothing to hash, no salt needed

@@ -1,0 +1,227 @@
+"""Search library: query regions, filters, exclusions, study ranking, against an ingested tiny archive."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regionmir.anatomy import Anatomy
+from regionmir.archive import Archive
+from regionmir.errors import CollectionMismatchError, RegionMIRError, StoreError, StoreNotFoundError
+from regionmir.ingest import IngestConfig, run_ingest
+from regionmir.regions import Box, crop_region
+from regionmir.search import Searcher, open_existing_store, parse_where, rank_studies, search_image
+from regionmir.store import Hit, open_store
+
+SALT = "test-salt-search"
+
+
+@pytest.fixture(scope="module")
+def indexed(tiny_archive, tiny_model, tmp_path_factory) -> Path:
+    """A $REGIONMIR_HOME whose embedded store holds the tiny archive in collection `regions`."""
+    home = tmp_path_factory.mktemp("search-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REGIONMIR_HOME", str(home))
+        mp.setenv("REGIONMIR_SALT", SALT)
+        mp.delenv("QDRANT_URL", raising=False)
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    return home
+
+
+@pytest.fixture
+def env(indexed, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(indexed))
+    monkeypatch.setenv("REGIONMIR_SALT", SALT)
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    return indexed
+
+
+@pytest.fixture
+def searcher(env, tiny_model):
+    from regionmir.encoder import load_encoder
+
+    store = open_existing_store()
+    yield Searcher(store, "regions", load_encoder(tiny_model))
+    store.close()
+
+
+def labeled(archive: Path) -> list[Path]:
+    a = Archive(archive)
+    return [p for p in a.dicom_paths() if a.regions(p.stem)]
+
+
+def same_patient_pairs(archive: Path) -> tuple[Path, Path] | None:
+    """Two labeled images of one patient, when the archive has such a pair."""
+    import pydicom
+
+    seen: dict[str, Path] = {}
+    for p in labeled(archive):
+        pid = str(pydicom.dcmread(p, stop_before_pixels=True).PatientID)
+        if pid in seen:
+            return seen[pid], p
+        seen[pid] = p
+    return None
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def test_parse_where_groups_repeated_keys():
+    assert parse_where(["view=PA", "findings=nodule", "view=AP"]) == {"view": ["PA", "AP"], "findings": "nodule"}
+    with pytest.raises(RegionMIRError, match="key=value"):
+        parse_where(["view"])
+    with pytest.raises(RegionMIRError, match="not searchable"):
+        parse_where(["colour=red"])
+
+
+def _hit(study: str, slug: str, score: float) -> Hit:
+    return Hit(f"{study}-{slug}-{score}", score, {"study_id": study, "anatomy": slug, "image_id": study + "i"})
+
+
+def test_rank_studies_matches_a_hand_computed_ranking():
+    pools = {
+        "left-lung": [_hit("A", "left-lung", 0.9), _hit("B", "left-lung", 0.8), _hit("A", "left-lung", 0.7)],
+        "trachea": [_hit("B", "trachea", 0.95), _hit("C", "trachea", 0.5)],
+    }
+    got = rank_studies(pools, top_k=10)
+    # A: left-lung 0.9, trachea absent -> pool floor 0.5  => 0.70
+    # B: 0.8 and 0.95 => 0.875 ; C: left-lung absent -> floor 0.7, trachea 0.5 => 0.60
+    assert [r.study_id for r in got] == ["B", "A", "C"]
+    assert [round(r.score, 6) for r in got] == [0.875, 0.7, 0.6]
+    assert got[1].regions == {"left-lung": 0.9, "trachea": 0.5} and got[1].matched == 1
+    assert got[0].best.score == 0.95
+    assert len(rank_studies(pools, top_k=2)) == 2
+
+
+# ----------------------------------------------------------------------------- against a store
+
+
+def test_query_in_archive_uses_its_annotation_and_excludes_itself_and_its_patient(searcher, tiny_archive):
+    import pydicom
+
+    path = labeled(tiny_archive)[0]
+    region = Archive(tiny_archive).regions(path.stem)[0]
+    out = search_image(searcher, path, region.anatomy.slug, top_k=50)
+    q = out.regions[0]
+    assert out.in_archive and q.query.source == "archive" and q.query.box == Box(*region.box.as_list())
+    from regionmir.dicom import read_image
+
+    img = pydicom.dcmread(path, stop_before_pixels=True)
+    assert np.allclose(q.crop, crop_region(read_image(path).pixels, q.query.box, searcher.encoder.spec))
+    assert q.hits and all(h.payload["anatomy"] == region.anatomy.slug for h in q.hits)
+    assert all(h.payload["image_id"] != path.stem for h in q.hits)
+    own = {h.payload["patient"] for h in q.hits}
+    from regionmir.privacy import pseudonym
+
+    assert pseudonym(str(img.PatientID)) not in own
+    scores = [h.score for h in q.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_same_patient_is_included_on_request_but_never_the_image(searcher, tiny_archive):
+    pair = same_patient_pairs(tiny_archive)
+    if pair is None:
+        pytest.skip("the tiny archive has no patient with two labeled images")
+    query, other = pair
+    slug = Archive(tiny_archive).regions(query.stem)[0].anatomy.slug
+    excl = {h.payload["image_id"] for h in search_image(searcher, query, slug, top_k=100).regions[0].hits}
+    incl = {h.payload["image_id"] for h in
+            search_image(searcher, query, slug, top_k=100, exclude_same_patient=False).regions[0].hits}
+    assert other.stem in incl and other.stem not in excl and query.stem not in incl
+
+
+def test_a_copy_outside_the_archive_finds_its_original_first(searcher, tiny_archive, tmp_path):
+    path = labeled(tiny_archive)[0]
+    copy = tmp_path / "copy-of-query.dcm"
+    shutil.copy(path, copy)
+    sg = Archive(tiny_archive).scene_graph_path(path.stem)
+    region = Archive(tiny_archive).regions(path.stem)[0]
+    if sg is None:
+        out = search_image(searcher, copy, region.anatomy.slug, box=region.box, exclude_same_patient=False)
+        source = "box"
+    else:
+        out = search_image(searcher, copy, region.anatomy.slug, scene_graph=sg, exclude_same_patient=False)
+        source = "scene-graph"
+    q = out.regions[0]
+    assert not out.in_archive and q.query.source == source
+    assert q.hits[0].payload["image_id"] == path.stem and q.hits[0].score > 0.999
+
+
+def test_where_and_study_filters_hold_for_every_hit(searcher, tiny_archive):
+    path = labeled(tiny_archive)[0]
+    slug = Archive(tiny_archive).regions(path.stem)[0].anatomy.slug
+    hits = search_image(searcher, path, slug, where={"view": "PA"}, top_k=100).regions[0].hits
+    assert all(h.payload["view"] == "PA" for h in hits)
+    findings = sorted(searcher.store.facet("regions", "findings"))
+    if findings:
+        f = findings[0]
+        hits = search_image(searcher, path, slug, where={"findings": f}, top_k=100).regions[0].hits
+        assert all(f in h.payload["findings"] for h in hits)
+    study = hits[0].payload["study_id"] if hits else None
+    if study:
+        hits = search_image(searcher, path, slug, study=study, top_k=100).regions[0].hits
+        assert hits and all(h.payload["study_id"] == study for h in hits)
+
+
+def test_exact_and_approximate_agree_on_the_tiny_collection(searcher, tiny_archive):
+    path = labeled(tiny_archive)[1]
+    slug = Archive(tiny_archive).regions(path.stem)[0].anatomy.slug
+    a = [h.id for h in search_image(searcher, path, slug, top_k=5).regions[0].hits]
+    b = [h.id for h in search_image(searcher, path, slug, top_k=5, exact=True).regions[0].hits]
+    assert a == b
+
+
+def test_all_ranks_studies_region_by_region(searcher, tiny_archive):
+    path = labeled(tiny_archive)[0]
+    out = search_image(searcher, path, "all", top_k=5)
+    n_regions = len(Archive(tiny_archive).regions(path.stem))
+    assert len(out.regions) == n_regions and out.studies
+    scores = [s.score for s in out.studies]
+    assert scores == sorted(scores, reverse=True)
+    for s in out.studies:
+        assert len(s.regions) == n_regions
+        assert s.score == pytest.approx(np.mean(list(s.regions.values())))
+    own_study = next(iter(searcher.stored_regions(path.stem).values()))["study_id"]
+    assert all(s.best.payload["image_id"] != path.stem for s in out.studies)
+    assert own_study not in {s.study_id for s in out.studies}  # same patient excluded by default
+
+
+def test_box_outside_the_image_and_box_with_all_are_refused(searcher, tiny_archive):
+    path = labeled(tiny_archive)[0]
+    with pytest.raises(RegionMIRError, match="outside"):
+        search_image(searcher, path, "left-lung", box=Box(1e6, 1e6, 1e6 + 10, 1e6 + 10))
+    with pytest.raises(RegionMIRError, match="one --anatomy"):
+        search_image(searcher, path, "all", box=Box(1, 1, 20, 20))
+
+
+def test_collection_errors(env, tiny_model):
+    from regionmir.encoder import load_encoder
+
+    enc = load_encoder(tiny_model)
+    store = open_store(path=env / "store")
+    try:
+        store.create_collection("other-model", enc.dim, {"model_id": "ffffffffffffffff", "embedding_dim": enc.dim})
+        store.create_collection("empty", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
+        with pytest.raises(CollectionMismatchError, match="ffffffffffffffff"):
+            Searcher(store, "other-model", enc)
+        with pytest.raises(StoreNotFoundError, match="is empty"):
+            Searcher(store, "empty", enc)
+        with pytest.raises(StoreNotFoundError, match="nope"):
+            Searcher(store, "nope", enc)
+        s = Searcher(store, "regions", enc)
+        missing = [a for a in Anatomy if a.slug not in s.counts]
+        if missing:
+            with pytest.raises(StoreError, match=f"no {missing[0].slug} regions"):
+                s.require(missing[0])
+    finally:
+        store.close()
+
+
+def test_no_store_yet_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    with pytest.raises(StoreNotFoundError, match="regionmir ingest ARCHIVE"):
+        open_existing_store()

@@ -1,0 +1,324 @@
+"""The store contract, run against every backend and checked against a numpy reference.
+
+Backends: the embedded store (qdrant-edge), qdrant-client's local mode through ServerStore,
+and (``pytest -m integration``) a real Qdrant server started with testcontainers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from regionmir.anatomy import ALL
+from regionmir.errors import (
+    CollectionMismatchError,
+    StoreError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+from regionmir.store import Filter, PointRecord, open_store, point_id
+from regionmir.store.embedded import EdgeOptions, EmbeddedStore
+from regionmir.store.server import ServerStore
+
+QDRANT_IMAGE = "qdrant/qdrant:v1.19.1"  # within one minor version of qdrant-client 1.20
+DIM = 32
+MODEL = "m0123456789abcdef"
+SLUGS = [a.slug for a in ALL[:6]]
+
+BACKENDS = [
+    "embedded",
+    "qdrant-local",
+    pytest.param("qdrant-server", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(scope="session")
+def qdrant_server_url():
+    """URL of a Qdrant server in Docker, for the whole session; skips without a Docker engine."""
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+    except Exception as exc:  # no docker package, no socket, engine down
+        pytest.skip(f"needs a reachable Docker engine to start {QDRANT_IMAGE}: {exc}")
+    from testcontainers.community.qdrant import QdrantContainer
+
+    with QdrantContainer(image=QDRANT_IMAGE) as container:
+        yield f"http://{container.rest_host_address}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def open_backend(backend, tmp_path, request):
+    """A function opening the store under test (same place each call); closes them all after."""
+    opened = []
+
+    def _open(persistent: bool = False, **kw):
+        if backend == "embedded":
+            store = EmbeddedStore(tmp_path / "store", **kw)
+        elif backend == "qdrant-local":  # on disk (sqlite) only where a test reopens: it is slow
+            store = ServerStore(location=str(tmp_path / "local") if persistent else ":memory:")
+        else:
+            store = ServerStore(url=request.getfixturevalue("qdrant_server_url"))
+        opened.append(store)
+        return store
+
+    yield _open
+    for store in opened:
+        try:
+            store.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def name() -> str:
+    """A fresh collection name (the server is shared by the whole session)."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def make_points(n: int = 600, dim: int = DIM, seed: int = 0):
+    """Clustered unit vectors with payloads like real region points; also returns the arrays."""
+    rng = np.random.default_rng(seed)
+    anat = np.arange(n) % len(SLUGS)
+    centres = rng.normal(size=(len(SLUGS), dim))
+    x = centres[anat] + 0.8 * rng.normal(size=(n, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # (n, dim)
+    payloads = [
+        {
+            "anatomy": SLUGS[anat[i]],
+            "image_id": f"img{i // len(SLUGS)}",
+            "view": "PA" if i % 3 else "AP",
+            "findings": ["effusion"] if i % 5 == 0 else (["edema", "opacity"] if i % 7 == 0 else []),
+            "model_id": MODEL,
+            "box": [1, 2, 30, 40],
+            "confidence": None,
+        }
+        for i in range(n)
+    ]
+    ids = [point_id(f"1.2.3.{i // len(SLUGS)}", SLUGS[anat[i]], MODEL) for i in range(n)]
+    points = [PointRecord(ids[i], x[i], payloads[i]) for i in range(n)]
+    return points, x
+
+
+def matches(payload: dict, flt: Filter | None) -> bool:
+    """Reference semantics of Filter, written out plainly."""
+
+    def hit(value, wanted) -> bool:
+        have = value if isinstance(value, list) else [value]
+        want = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+        return any(v in want for v in have)
+
+    if flt is None:
+        return True
+    return all(hit(payload.get(k), v) for k, v in flt.must.items()) and not any(
+        hit(payload.get(k), v) for k, v in flt.must_not.items()
+    )
+
+
+def brute_force(points, x, query, k, flt):
+    """Exact cosine top-k by numpy over the points that match ``flt``: [(id, score)]."""
+    keep = np.array([matches(p.payload, flt) for p in points])
+    idx = np.flatnonzero(keep)
+    q = query / np.linalg.norm(query)
+    scores = x[idx] @ q  # (m,)
+    order = np.argsort(-scores)[:k]
+    return [(points[idx[j]].id, float(scores[j])) for j in order]
+
+
+FILTERS = [
+    None,
+    Filter(must={"anatomy": SLUGS[2]}),
+    Filter(must={"anatomy": [SLUGS[0], SLUGS[4]]}, must_not={"view": "AP"}),
+    Filter(must={"findings": ["edema", "effusion"]}),
+    Filter(must_not={"anatomy": SLUGS[:5], "findings": "effusion"}),
+]
+
+
+@pytest.fixture
+def filled(open_backend, name):
+    store = open_backend()
+    points, x = make_points()
+    store.create_collection(name, DIM, {"model_id": MODEL, "archive_fingerprint": "abc"})
+    store.upsert(name, points)
+    return store, points, x
+
+
+def test_point_id_is_stable_and_distinct():
+    a = point_id("1.2.3", "left-lung", "m1")
+    assert a == point_id("1.2.3", "left-lung", "m1")
+    assert str(uuid.UUID(a)) == a
+    assert len({a, point_id("1.2.4", "left-lung", "m1"), point_id("1.2.3", "right-lung", "m1"),
+                point_id("1.2.3", "left-lung", "m2")}) == 4
+
+
+def test_create_and_meta_round_trip(open_backend, name):
+    store = open_backend(persistent=True)
+    store.create_collection(name, DIM, {"model_id": MODEL, "archive_fingerprint": "abc"})
+    assert name in store.collections()
+    meta = store.collection_meta(name)
+    assert meta["model_id"] == MODEL and meta["dim"] == DIM and meta["archive_fingerprint"] == "abc"
+    store.close()
+    assert open_backend(persistent=True).collection_meta(name) == meta
+
+
+def test_create_again_is_a_no_op_but_refuses_another_model_or_size(filled, name):
+    store, points, _ = filled
+    store.create_collection(name, DIM, {"model_id": MODEL})
+    assert store.count(name) == len(points)
+    with pytest.raises(CollectionMismatchError, match="32-d vectors, not 16-d"):
+        store.create_collection(name, 16, {"model_id": MODEL})
+    with pytest.raises(CollectionMismatchError, match="filled by model"):
+        store.create_collection(name, DIM, {"model_id": "other"})
+    with pytest.raises(StoreError, match="model_id"):
+        store.create_collection(name + "x", DIM, {})
+
+
+def test_upsert_is_idempotent_and_replaces_payload(filled, name):
+    store, points, x = filled
+    store.upsert(name, points[:100])
+    assert store.count(name) == len(points)
+    changed = PointRecord(points[0].id, points[0].vector, {**points[0].payload, "view": "LL"})
+    store.upsert(name, [changed])
+    assert store.count(name) == len(points)
+    hit = store.search(name, x[0], top_k=1, exact=True)[0]
+    assert hit.id == points[0].id and hit.payload["view"] == "LL"
+
+
+def test_existing(filled, name):
+    store, points, _ = filled
+    new = [point_id("9.9.9", s, MODEL) for s in SLUGS]
+    assert store.existing(name, [p.id for p in points[:5]] + new) == {p.id for p in points[:5]}
+    assert store.existing(name, []) == set()
+
+
+@pytest.mark.parametrize("flt", FILTERS, ids=range(len(FILTERS)))
+def test_count_with_filters(filled, name, flt):
+    store, points, _ = filled
+    assert store.count(name, flt) == sum(matches(p.payload, flt) for p in points)
+
+
+def test_facet_per_anatomy_and_list_field(filled, name):
+    store, points, _ = filled
+    assert store.facet(name, "anatomy") == Counter(p.payload["anatomy"] for p in points)
+    assert store.facet(name, "findings") == Counter(f for p in points for f in p.payload["findings"])
+
+
+@pytest.mark.parametrize("flt", FILTERS, ids=range(len(FILTERS)))
+def test_exact_search_equals_brute_force(filled, name, flt):
+    store, points, x = filled
+    rng = np.random.default_rng(7)
+    for q in rng.normal(size=(5, DIM)).astype(np.float32):
+        hits = store.search(name, q, top_k=10, filter=flt, exact=True)
+        want = brute_force(points, x, q, 10, flt)
+        assert [h.id for h in hits] == [i for i, _ in want]
+        np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
+        assert all(matches(h.payload, flt) for h in hits)
+
+
+def test_hnsw_search_after_build_index_has_high_recall(open_backend, backend, name):
+    kw = {}
+    if backend == "embedded":  # small thresholds so that 3000 points really get an HNSW graph
+        kw = {"options": EdgeOptions(full_scan_threshold_kb=10, indexing_threshold_kb=10)}
+    store = open_backend(**kw)
+    points, x = make_points(n=3000, seed=1)
+    store.create_collection(name, DIM, {"model_id": MODEL})
+    store.upsert(name, points)
+    store.build_index(name)
+    if backend == "embedded":
+        assert store._shard(name).info().indexed_vectors_count == len(points)
+    rng = np.random.default_rng(3)
+    recalls = []
+    for i in rng.integers(0, len(points), size=30):
+        q = x[i] + 0.1 * rng.normal(size=DIM).astype(np.float32)
+        flt = Filter(must={"anatomy": points[i].payload["anatomy"]})
+        got = {h.id for h in store.search(name, q, top_k=10, filter=flt)}
+        recalls.append(len(got & {j for j, _ in brute_force(points, x, q, 10, flt)}) / 10)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_data_survives_close_and_reopen(open_backend, backend, name):
+    if backend == "qdrant-server":
+        pytest.skip("the server keeps data by itself; reopening a client says nothing")
+    store = open_backend(persistent=True)
+    points, x = make_points(n=120)
+    store.create_collection(name, DIM, {"model_id": MODEL})
+    store.upsert(name, points)
+    before = store.search(name, x[3], top_k=5, exact=True)
+    store.close()
+    again = open_backend(persistent=True)
+    assert again.count(name) == len(points)
+    after = again.search(name, x[3], top_k=5, exact=True)
+    assert [(h.id, h.payload) for h in after] == [(h.id, h.payload) for h in before]
+    np.testing.assert_allclose([h.score for h in after], [h.score for h in before], atol=1e-6)
+
+
+def test_missing_collection(open_backend, name):
+    store = open_backend()
+    with pytest.raises(StoreNotFoundError, match=name):
+        store.collection_meta(name)
+    with pytest.raises(StoreNotFoundError):
+        store.count(name)
+    with pytest.raises(StoreNotFoundError):
+        store.search(name, np.ones(DIM, np.float32))
+
+
+def test_vector_of_another_size_is_refused(filled, name):
+    store, points, _ = filled
+    with pytest.raises(CollectionMismatchError, match="32-d vectors, got a 16-d"):
+        store.upsert(name, [PointRecord(point_id("x", "spine", MODEL), np.ones(16, np.float32), {})])
+    with pytest.raises(CollectionMismatchError):
+        store.search(name, np.ones(DIM + 1, np.float32))
+    assert store.count(name) == len(points)
+
+
+def test_bad_collection_name_is_refused(open_backend):
+    with pytest.raises(StoreError, match="Invalid collection name"):
+        open_backend().create_collection("../etc", DIM, {"model_id": MODEL})
+
+
+# -- embedded only: one process per store ----------------------------------------------------
+def test_second_opener_in_same_process_gets_lock_error(tmp_path):
+    first = EmbeddedStore(tmp_path)
+    first.create_collection("regions", DIM, {"model_id": MODEL})
+    second = EmbeddedStore(tmp_path)
+    with pytest.raises(StoreLockedError, match="in use by another RegionMIR process"):
+        second.count("regions")
+    first.close()
+    assert second.count("regions") == 0  # free again once the first one closed
+    second.close()
+
+
+def test_second_process_gets_lock_error(tmp_path):
+    with EmbeddedStore(tmp_path) as store:
+        store.create_collection("regions", DIM, {"model_id": MODEL})
+        code = textwrap.dedent(f"""
+            from regionmir.errors import StoreLockedError
+            from regionmir.store import open_store
+            try:
+                open_store(path={str(tmp_path)!r}).count("regions")
+            except StoreLockedError as e:
+                print(e)
+                raise SystemExit(3)
+        """)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "use a Qdrant server (--qdrant-url)" in proc.stdout
+
+
+def test_open_store_defaults_to_embedded_under_regionmir_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    store = open_store()
+    assert isinstance(store, EmbeddedStore) and store.location == str(tmp_path / "store")
+    assert store.collections() == []

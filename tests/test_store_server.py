@@ -1,0 +1,231 @@
+"""Server-only paths of the store: retry policy, error mapping, collection options, index wait."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from unittest import mock
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from regionmir.errors import StoreError, StoreNotFoundError, StoreUnavailableError
+from regionmir.store import PAYLOAD_INDEXES, PointRecord, open_store, point_id
+from regionmir.store.retry import RetryPolicy, call_with_retries, is_transient
+from regionmir.store.server import META_COLLECTION, ServerOptions, ServerStore
+
+FAST = ServerOptions(retry=RetryPolicy(attempts=3, base_delay=0.01, jitter=0.0), timeout=5)
+
+
+def http_error(status: int, headers: dict | None = None) -> UnexpectedResponse:
+    body = json.dumps({"status": {"error": f"boom {status}"}}).encode()
+    return UnexpectedResponse(status, "reason", body, httpx.Headers(headers or {}))
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_server_errors_and_throttling_are_transient(status):
+    assert is_transient(http_error(status))
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+def test_user_errors_are_not_transient(status):
+    assert not is_transient(http_error(status))
+
+
+def test_connection_problems_are_transient_other_errors_not():
+    assert is_transient(ResponseHandlingException(httpx.ConnectError("refused")))
+    assert is_transient(ResponseHandlingException(httpx.ReadTimeout("slow")))
+    assert is_transient(ConnectionResetError())
+    assert not is_transient(ResponseHandlingException(ValueError("bad json")))
+    assert not is_transient(ValueError("Collection x not found"))
+
+
+def test_retry_delays_double_up_to_the_cap_and_honour_retry_after():
+    p = RetryPolicy(base_delay=0.5, max_delay=3.0, jitter=0.0)
+    assert [p.delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert p.delay(0, retry_after=7.0) == 7.0
+    spread = {RetryPolicy(jitter=0.1).delay(1) for _ in range(20)}
+    assert all(0.9 <= d <= 1.1 for d in spread) and len(spread) > 1
+
+
+def flaky(errors):
+    """A function raising ``errors`` one by one, then returning "ok"; counts its calls."""
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return "ok"
+
+    return fn, calls
+
+
+def test_transient_errors_are_retried_with_backoff():
+    fn, calls = flaky([http_error(503), ResponseHandlingException(httpx.ConnectError("x"))])
+    slept = []
+    policy = RetryPolicy(attempts=4, base_delay=0.5, jitter=0.0)
+    assert call_with_retries(fn, policy, sleep=slept.append) == "ok"
+    assert len(calls) == 3 and slept == [0.5, 1.0]
+
+
+def test_user_error_is_raised_at_once():
+    fn, calls = flaky([http_error(400)])
+    with pytest.raises(UnexpectedResponse):
+        call_with_retries(fn, RetryPolicy(), sleep=lambda s: None)
+    assert len(calls) == 1
+
+
+def test_gives_up_after_the_last_attempt():
+    fn, calls = flaky([http_error(502)] * 10)
+    slept = []
+    with pytest.raises(UnexpectedResponse):
+        call_with_retries(fn, RetryPolicy(attempts=3, jitter=0.0), sleep=slept.append)
+    assert len(calls) == 3 and len(slept) == 2
+
+
+def test_throttling_waits_as_long_as_the_server_asks():
+    fn, _ = flaky([http_error(429, {"Retry-After": "4"})])
+    slept = []
+    call_with_retries(fn, RetryPolicy(base_delay=0.1, jitter=0.0), sleep=slept.append)
+    assert slept == [4.0]
+
+
+# -- against a tiny HTTP server that answers every request with one status ----------------
+@pytest.fixture
+def fake_qdrant():
+    """Start an HTTP server answering ``status`` to everything; returns (url, set_status, hits)."""
+    state = {"status": 200, "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["hits"] += 1
+            body = json.dumps({"status": {"error": "nope"}}).encode()
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", state
+    server.shutdown()
+    server.server_close()
+
+
+def test_wrong_api_key_names_the_variable_and_is_not_retried(fake_qdrant):
+    url, state = fake_qdrant
+    state["status"] = 401
+    with pytest.raises(StoreUnavailableError, match="refused the API key.*QDRANT_API_KEY"):
+        ServerStore(url=url, api_key="wrong-key", options=FAST)
+    assert state["hits"] == 1
+
+
+def test_server_errors_are_retried_then_reported(fake_qdrant):
+    url, state = fake_qdrant
+    state["status"] = 503
+    with pytest.raises(StoreUnavailableError, match=r"kept failing \(HTTP 503\) after 3 tries"):
+        ServerStore(url=url, options=FAST)
+    assert state["hits"] == 3
+
+
+def test_unreachable_server_says_what_to_check(monkeypatch):
+    monkeypatch.setattr("regionmir.store.retry.time.sleep", lambda s: None)
+    with pytest.raises(StoreUnavailableError, match=r"cannot reach Qdrant at http://127.0.0.1:9.*QDRANT_URL"):
+        open_store("http://127.0.0.1:9")  # discard port: nothing listens
+
+
+def test_open_store_uses_qdrant_url_from_environment(monkeypatch):
+    monkeypatch.setattr("regionmir.store.retry.time.sleep", lambda s: None)
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:9")
+    with pytest.raises(StoreUnavailableError, match="127.0.0.1:9"):
+        open_store()
+
+
+# -- with a recording client -------------------------------------------------------------
+def recording_client(statuses=("green",)):
+    """A mock QdrantClient that records calls; get_collection walks through ``statuses``."""
+    client = mock.Mock(spec=QdrantClient)
+    client.get_collections.return_value = SimpleNamespace(collections=[])
+    client.collection_exists.return_value = False
+    seq = iter(statuses)
+    meta = {"model_id": "m", "dim": 4, "name": "c", "distance": "cosine"}
+
+    def get_collection(name):
+        status = next(seq, statuses[-1])
+        return SimpleNamespace(status=SimpleNamespace(value=status), config=SimpleNamespace(metadata=meta))
+
+    client.get_collection.side_effect = get_collection
+    return client
+
+
+def test_create_collection_passes_cluster_options_and_indexes_before_data():
+    client = recording_client()
+    opts = ServerOptions(shard_number=6, replication_factor=2, write_consistency_factor=2, upsert_batch=2)
+    store = ServerStore(client=client, options=opts)
+    store.create_collection("c", 4, {"model_id": "m"})
+    kwargs = client.create_collection.call_args.kwargs
+    assert (kwargs["shard_number"], kwargs["replication_factor"], kwargs["write_consistency_factor"]) == (6, 2, 2)
+    assert kwargs["metadata"]["model_id"] == "m" and kwargs["vectors_config"].size == 4
+    indexed = [c.args[1] for c in client.create_payload_index.call_args_list]
+    assert indexed == list(PAYLOAD_INDEXES)
+    assert all(c.kwargs["wait"] for c in client.create_payload_index.call_args_list)
+    pts = [PointRecord(point_id(str(i), "spine", "m"), np.ones(4, np.float32), {}) for i in range(5)]
+    store.upsert("c", pts)
+    sizes = [len(c.args[1]) for c in client.upsert.call_args_list]
+    assert sizes == [2, 2, 1] and all(c.kwargs["wait"] for c in client.upsert.call_args_list)
+    names = [c[0] for c in client.method_calls]
+    assert max(i for i, n in enumerate(names) if n == "create_payload_index") < names.index("upsert")
+
+
+def test_build_index_waits_for_green_and_triggers_grey(monkeypatch):
+    monkeypatch.setattr("regionmir.store.server.time.sleep", lambda s: None)
+    client = recording_client(("green", "yellow", "grey", "yellow", "green"))
+    store = ServerStore(client=client)
+    store.collection_meta("c")  # consumes the first status
+    store.build_index("c")
+    assert client.get_collection.call_count == 5
+    assert client.update_collection.call_count == 1
+
+
+def test_build_index_gives_up_after_timeout(monkeypatch):
+    monkeypatch.setattr("regionmir.store.server.time.sleep", lambda s: None)
+    store = ServerStore(client=recording_client(("yellow",)), options=ServerOptions(index_timeout=0.0))
+    with pytest.raises(StoreError, match="is yellow after waiting"):
+        store.build_index("c")
+
+
+def test_missing_collection_on_server_is_not_found():
+    client = recording_client()
+    client.get_collection.side_effect = http_error(404)
+    with pytest.raises(StoreNotFoundError, match="No collection 'gone'"):
+        ServerStore(client=client).collection_meta("gone")
+
+
+def test_metadata_falls_back_to_a_side_collection(monkeypatch):
+    store = ServerStore(location=":memory:")
+    monkeypatch.setattr(store, "_read_meta", lambda name: {})  # a server without collection metadata
+    store.create_collection("c", 4, {"model_id": "m", "note": "x"})
+    store._meta.clear()
+    assert store.collection_meta("c")["note"] == "x"
+    assert store.collections() == ["c"]
+    assert META_COLLECTION in {c.name for c in store.client.get_collections().collections}
+
+
+def test_numpy_values_in_payloads_are_sent_as_plain_json():
+    client = recording_client()
+    store = ServerStore(client=client)
+    payload = {"confidence": np.float32(0.5), "box": np.array([1, 2, 3, 4]), "n": np.int64(2)}
+    store.upsert("c", [PointRecord(point_id("1", "spine", "m"), np.ones(4, np.float32), payload)])
+    sent = client.upsert.call_args.args[1][0].payload
+    assert sent == {"confidence": 0.5, "box": [1, 2, 3, 4], "n": 2}
+    assert json.dumps(sent) and type(sent["confidence"]) is float
