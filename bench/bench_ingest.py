@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def main() -> None:
           f"-> {s.ingested / s.seconds:.2f} images/s, {s.regions / s.seconds:.1f} regions/s")
     print(f"encoder only: {n} crops in {enc_s:.2f} s -> {encoder_rate:.1f} regions/s")
     print(f"ratio ingest/encoder: {ingest_rate / encoder_rate:.2f} (target >= 0.8)")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -91,6 +92,7 @@ def main() -> None:
         print(f"{name:10s} precision@10 {r['precision@10']:.3f}  (base rate {r['base_rate']:.3f}, {r['queries']} queries)")
         for finding, (n, p) in r["per_finding"].items():
             print(f"    {finding:28s} {p:.3f} ({n})")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -49,21 +49,27 @@ def make_data(n: int, dim: int, seed: int = 0, subclusters: int = 40):
     return x, anat, payloads
 
 
-def new_shard(path: Path, dim: int, forced: bool, tenant: bool = False) -> qe.EdgeShard:
+def new_shard(path: Path, dim: int, forced: bool, design: str = "one") -> qe.EdgeShard:
     """A shard configured like EmbeddedStore; ``forced`` lowers thresholds so HNSW is used.
 
-    ``tenant``: Qdrant's multitenancy layout: no global graph (m=0), one graph per anatomy
-    (payload_m=16) and the anatomy index marked ``is_tenant``.
+    Designs: "one"/"per": one global graph (m=16), payload indexes as in EmbeddedStore.
+    "one-lean": the same, but only the anatomy index adds graph links (enable_hnsw=False on
+    the others). "tenant": Qdrant's multitenancy layout: no global graph (m=0), one graph per
+    anatomy (payload_m=16, anatomy ``is_tenant``), no graph links for the other fields.
     """
-    fst = 10 if forced else 10_000
-    hnsw = qe.HnswIndexConfig(m=0 if tenant else 16, ef_construct=100, full_scan_threshold=fst,
+    tenant, lean = design == "tenant", design in ("tenant", "one-lean")
+    hnsw = qe.HnswIndexConfig(m=0 if tenant else 16, ef_construct=100,
+                              full_scan_threshold=10 if forced else 10_000,
                               payload_m=16 if tenant else None)
     opt = qe.EdgeOptimizersConfig(indexing_threshold=10) if forced else None
     cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
                         hnsw_config=hnsw, optimizers=opt, wal_enabled=True)
     shard = qe.EdgeShard.create(str(path), cfg)
     for key in PAYLOAD_INDEXES:
-        schema = qe.KeywordIndexParams(is_tenant=True) if tenant and key == "anatomy" else qe.PayloadSchemaType.Keyword
+        if key == "anatomy":
+            schema = qe.KeywordIndexParams(is_tenant=tenant or None)
+        else:
+            schema = qe.KeywordIndexParams(enable_hnsw=False) if lean else qe.PayloadSchemaType.Keyword
         shard.update(qe.UpdateOperation.create_field_index(key, schema))
     return shard
 
@@ -94,11 +100,11 @@ def load(shards: dict[str, qe.EdgeShard], x, anat, payloads, per_anatomy: bool) 
 
 
 def run_design(x, anat, payloads, design: str, forced: bool, queries, qanat, truth, ef):
-    """Build one design ("one", "per", "tenant") in a temp folder and print its numbers."""
+    """Build one design (see :func:`new_shard`) in a temp folder and print its numbers."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     per_anatomy = design == "per"
     keys = SLUGS if per_anatomy else ["all"]
-    shards = {k: new_shard(tmp / k, x.shape[1], forced, design == "tenant") for k in keys}
+    shards = {k: new_shard(tmp / k, x.shape[1], forced, design) for k in keys}
     t_up = load(shards, x, anat, payloads, per_anatomy)
     t = time.perf_counter()
     for s in shards.values():
@@ -121,7 +127,8 @@ def run_design(x, anat, payloads, design: str, forced: bool, queries, qanat, tru
     total, no_wal = disk_bytes(tmp)
     shutil.rmtree(tmp)
     n = len(x)
-    label = {"one": "one shard + filter", "per": "per-anatomy shards", "tenant": "one shard, anatomy tenant"}
+    label = {"one": "one shard + filter", "one-lean": "one shard + filter, lean indexes",
+             "per": "per-anatomy shards", "tenant": "one shard, anatomy tenant"}
     name = label[design] + (" [forced HNSW]" if forced else "")
     print(f"  {name:38s} upsert {n / t_up:8.0f} pts/s ({t_up:5.1f} s)  optimize {t_opt:6.1f} s  "
           f"indexed {indexed:6d}  disk {total / 2**20:6.1f} MiB ({no_wal / n:5.0f} B/pt w/o WAL)  "
@@ -172,7 +179,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef", type=int, default=None, help="hnsw_ef (default: Qdrant's)")
     ap.add_argument("--forced", action="store_true", help="also run with HNSW forced on small sets")
-    ap.add_argument("--designs", nargs="+", default=["one", "per", "tenant"], choices=["one", "per", "tenant"])
+    ap.add_argument("--designs", nargs="+", default=["one", "one-lean", "tenant", "per"],
+                    choices=["one", "one-lean", "tenant", "per"])
     ap.add_argument("--local", action="store_true", help="also time qdrant-client local mode at 10k")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} n={args.n} queries={args.queries} ef={args.ef}", flush=True)

@@ -31,6 +31,9 @@ DEFINITIONS = """\
 - **Same patient**: each query searches the `{split}` split itself (the patient's other studies
   are there, not in train), filtered to the query's anatomy and excluding the query's own study;
   relevant = same patient (pseudonym). Queries whose patient has no other study are left out.
+- *random ranking*: the expected value when the same pool (the anatomy's regions, or the whole
+  collection without filter) is ranked at random: precision = relevant / pool, hit rate@k =
+  1 - C(pool - relevant, k) / C(pool, k). Intervals: 95% percentile bootstrap over query patients.
 - **ANN recall@k**: share of the HNSW top k whose score reaches the exact k-th score (ties count).
 """
 
@@ -68,8 +71,8 @@ def comparison_table(report: dict) -> list[str]:
     k = max(report["ks"])
     trained = training_results(report.get("training_report"))
     head = (f"| model | backbone | train-report acc | train-report P@10 | eval acc | same anatomy@{k} "
-            f"| P@1 all | P@{k} all "
-            f"| mAP@{k} abnormal | HR@{k} abnormal | MRR@{k} abnormal | same patient HR@{k} | ANN recall@{k} |")
+            f"| P@{k} all | P@{k} abnormal | mAP@{k} abnormal | HR@{k} abnormal | MRR@{k} abnormal "
+            f"| same patient HR@{k} | ANN recall@{k} |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in report["models"]:
         fa, fb, sp = m["findings_all"], m["findings_abnormal"], m["same_patient"]
@@ -77,10 +80,15 @@ def comparison_table(report: dict) -> list[str]:
         rows.append(
             f"| {m['label']} | {m['backbone']} | {_f(t.get('accuracy'))} | {_f(t.get('precision_at_10'))} "
             f"| {_f(m['anatomy']['accuracy'])} "
-            f"| {_f(m['anatomy'][f'same_anatomy@{k}'])} | {_f(fa['precision@1'])} | {_f(fa[f'precision@{k}'])} "
+            f"| {_f(m['anatomy'][f'same_anatomy@{k}'])} | {_f(fa[f'precision@{k}'])} | {_f(fb[f'precision@{k}'])} "
             f"| {_f(fb[f'map@{k}'])} | {_f(fb[f'hit_rate@{k}'])} | {_f(fb[f'mrr@{k}'])} "
             f"| {_f(sp[f'hit_rate@{k}'])} | {_f(m['ann_recall'][f'recall@{k}'])} |"
         )
+    m0 = report["models"][0]
+    fa, fb, sp = m0["findings_all"], m0["findings_abnormal"], m0["same_patient"]
+    rows.append(f"| *random ranking (expected)* | | | | | {_f(m0['anatomy']['chance_same_anatomy'])} "
+                f"| {_f(fa['chance_precision'])} | {_f(fb['chance_precision'])} | | {_f(fb[f'chance_hit_rate@{k}'])} "
+                f"| | {_f(sp[f'chance_hit_rate@{k}'])} | |")
     evaluated = {m["strategy"] for m in report["models"]}
     for strategy, t in trained.items():
         if strategy not in evaluated:
@@ -94,6 +102,11 @@ def metric_table(block: dict, ks: list[int], names: tuple[str, ...]) -> list[str
     rows = ["| metric | " + " | ".join(f"@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for name in names:
         rows.append(f"| {name} | " + " | ".join(_f(block.get(f"{name}@{k}")) for k in ks) + " |")
+    if "chance_precision" in block:
+        rows.append("| *precision, random ranking* | " + " | ".join(_f(block["chance_precision"]) for _ in ks) + " |")
+        rows.append("| *hit_rate, random ranking* | " + " | ".join(_f(block.get(f"chance_hit_rate@{k}")) for k in ks) + " |")
+    if "chance_same_anatomy" in block:
+        rows.append("| *random ranking* | " + " | ".join(_f(block["chance_same_anatomy"]) for _ in ks) + " |")
     return rows
 
 
@@ -186,11 +199,16 @@ def _per_anatomy_plot(report: dict, path: Path, plt) -> Path:
     panels = ((f"same anatomy@{k} (no anatomy filter)", lambda b: b["anatomy"][f"same_anatomy@{k}"]),
               (f"findings precision@{k}, all queries (anatomy filter)",
                lambda b: b["findings_all"][f"precision@{k}"]))
-    for ax, (title, get) in zip(axes, panels):
+    chances = (lambda b: b["anatomy"]["chance_same_anatomy"] if b else np.nan,
+               lambda b: b["findings_all"]["chance_precision"] if b else np.nan)
+    for ax, (title, get), chance_of in zip(axes, panels, chances):
         for i, m in enumerate(models):
             vals = [get(m["per_anatomy"][s]) if s in m["per_anatomy"] else np.nan for s in slugs]
             ax.barh(y + i * height - 0.4 + height / 2, np.nan_to_num(np.asarray(vals, float)), height,
                     label=m["label"])
+        chance = [chance_of(models[0]["per_anatomy"].get(s)) for s in slugs]
+        ax.scatter(np.nan_to_num(np.asarray(chance, float)), y, marker="|", s=120, color="black", zorder=3,
+                   label="random ranking" if ax is axes[0] else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlim(0, 1)
         ax.grid(axis="x", alpha=0.3)

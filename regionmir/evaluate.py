@@ -147,6 +147,9 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
     from regionmir.store import Filter
 
     n_ref = Counter(_key(p.payload) for p in ref_points)
+    n_anat = Counter(p.payload["anatomy"] for p in ref_points)
+    n_own_anat = Counter(p.payload["anatomy"] for p in own_points)
+    n_own_study = Counter((p.payload["anatomy"], p.payload["study_id"]) for p in own_points)
     per_patient = Counter((p.payload.get("patient"), p.payload["anatomy"]) for p in own_points)
     per_study = Counter((p.payload.get("patient"), p.payload["anatomy"], p.payload["study_id"]) for p in own_points)
     logits = queries.logit_matrix()
@@ -168,11 +171,15 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
             "abnormal": bool(finds),
             "predicted": anatomies[int(np.argmax(logits[q]))].slug if logits.size else None,
             "hit_anatomies": [h.payload["anatomy"] for h in plain],
+            "anatomy_share": n_anat[anat] / len(ref_points),  # chance of a random hit
             "findings_rel": [_key(h.payload) == (anat, finds) for h in hits],
             "findings_rel_unfiltered": [_key(h.payload) == (anat, finds) for h in plain],
             "findings_n": n_ref[(anat, finds)],
+            "findings_pool": n_anat[anat],  # what the anatomy-filtered search ranks
+            "findings_pool_unfiltered": len(ref_points),
             "patient_rel": [pt is not None and h.payload.get("patient") == pt for h in mates],
             "patient_n": same_pt,
+            "patient_pool": n_own_anat[anat] - n_own_study[(anat, pl["study_id"])],
             "ann_recall": {k: recall_vs_exact([h.score for h in approx], [h.score for h in exact], k)
                            for k in cfg.ks},
         })
@@ -182,12 +189,16 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
 # ----------------------------------------------------------------------------- metrics
 
 
-def retrieval(rows: Sequence[dict], rel: str, n: str, ks: Sequence[int]) -> dict:
-    """precision/mAP/hit rate/MRR/recall @k over rows whose ``n`` (relevant in collection) > 0."""
+def retrieval(rows: Sequence[dict], rel: str, n: str, pool: str, ks: Sequence[int]) -> dict:
+    """precision/mAP/hit rate/MRR/recall @k over rows whose ``n`` (relevant in collection) > 0,
+    and the chance levels of a random ranking of each query's ``pool``."""
     from regionmir import metrics as m
 
     use = [r for r in rows if r[n] > 0]
     out: dict = {"n_queries": len(use), "n_without_relevant": len(rows) - len(use)}
+    out["chance_precision"] = m.mean([m.chance_precision(r[n], r[pool]) for r in use])[0]
+    for k in ks:
+        out[f"chance_hit_rate@{k}"] = m.mean([m.chance_hit_rate_at_k(r[n], r[pool], k) for r in use])[0]
     for k in ks:
         lists = [(r[rel], r[n]) for r in use]
         out[f"precision@{k}"] = m.mean([m.precision_at_k(x, k) for x, _ in lists])[0]
@@ -204,6 +215,7 @@ def anatomy_block(rows: Sequence[dict], ks: Sequence[int]) -> dict:
 
     out: dict = {"n_queries": len(rows)}
     out["accuracy"] = m.accuracy([r["predicted"] or "" for r in rows], [r["anatomy"] for r in rows])
+    out["chance_same_anatomy"] = m.mean([r["anatomy_share"] for r in rows])[0]
     for k in ks:
         out[f"same_anatomy@{k}"] = m.mean([m.same_label_fraction(r["anatomy"], r["hit_anatomies"], k)
                                            for r in rows])[0]
@@ -243,8 +255,8 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], depth: int) -> dict:
         sub = [r for r in rows if r["anatomy"] == slug]
         per_anatomy[slug] = {
             "anatomy": anatomy_block(sub, ks),
-            "findings_all": retrieval(sub, "findings_rel", "findings_n", ks),
-            "findings_abnormal": retrieval([r for r in sub if r["abnormal"]], "findings_rel", "findings_n", ks),
+            "findings_all": retrieval(sub, "findings_rel", "findings_n", "findings_pool", ks),
+            "findings_abnormal": retrieval([r for r in sub if r["abnormal"]], "findings_rel", "findings_n", "findings_pool", ks),
         }
     curves = {}
     for name, sub in (("all", rows), ("abnormal", abnormal)):
@@ -252,10 +264,10 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], depth: int) -> dict:
         curves[name] = {"k": list(range(1, depth + 1)), "precision": p.tolist(), "recall": rc.tolist()}
     return {
         "anatomy": anatomy_block(rows, ks),
-        "findings_all": retrieval(rows, "findings_rel", "findings_n", ks),
-        "findings_abnormal": retrieval(abnormal, "findings_rel", "findings_n", ks),
-        "findings_all_unfiltered": retrieval(rows, "findings_rel_unfiltered", "findings_n", ks),
-        "same_patient": retrieval(rows, "patient_rel", "patient_n", ks),
+        "findings_all": retrieval(rows, "findings_rel", "findings_n", "findings_pool", ks),
+        "findings_abnormal": retrieval(abnormal, "findings_rel", "findings_n", "findings_pool", ks),
+        "findings_all_unfiltered": retrieval(rows, "findings_rel_unfiltered", "findings_n", "findings_pool_unfiltered", ks),
+        "same_patient": retrieval(rows, "patient_rel", "patient_n", "patient_pool", ks),
         "ann_recall": {f"recall@{k}": m.mean([r["ann_recall"][k] for r in rows])[0] for k in ks},
         "ci95": intervals(rows, max(ks)),
         "per_anatomy": per_anatomy,

@@ -20,7 +20,7 @@ from regionmir import config
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
 from regionmir.ledger import Ledger, Report, default_report_path, ledger_path
-from regionmir.pipeline import Preparer, mask_path, Skipped, batches, encode, plan, prepared_stream, to_points
+from regionmir.pipeline import Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
 
 log = logging.getLogger("regionmir")
 

@@ -4,8 +4,10 @@ No torch here. The image is letterboxed (resized to fit a ``S x S`` square keepi
 ratio, centred, padded with 0), normalised with the model's ``norm_mean``/``norm_std``, and the
 network returns, for each of the 29 boxed Chest ImaGenome regions in ``meta.anatomies`` order,
 a box in normalized letterbox coordinates and a confidence. The confidence is the network's
-own estimate of the IoU between its box and the true region box (an IoU-prediction head
-trained against the IoU it actually achieved), so 0.8 means "expect about 0.8 IoU".
+own estimate of the IoU between its box and the true region box: an IoU-prediction head
+trained against the IoU the box head actually achieved, then Platt-scaled on the held-out
+valid split, so 0.8 means "expect about 0.8 IoU" on films like the training archive. It is not
+an out-of-distribution detector: a non-chest image can still get confident boxes.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ Definitions (``rel_i`` = 1 if the hit at rank ``i`` (1-based) is relevant):
 * ANN recall@k vs exact = |{approximate top-k hits scoring >= the exact k-th score - eps}| / k
   (the ann-benchmarks definition; a tie at the k-th place is not counted as a miss).
 
+Chance level: a random ranking of a pool of ``pool`` items holding ``n_relevant`` relevant ones has
+expected precision@k = n_relevant / pool (k <= pool) and hit rate@k = 1 - C(pool - n_relevant, k) /
+C(pool, k) (:func:`chance_precision`, :func:`chance_hit_rate_at_k`).
+
 Uncertainty: regions of one patient are not independent samples, so :func:`cluster_bootstrap_ci`
 resamples whole clusters (patients) to give a percentile interval of a mean.
 """
@@ -39,6 +43,8 @@ import numpy as np
 __all__ = [
     "accuracy",
     "average_precision_at_k",
+    "chance_hit_rate_at_k",
+    "chance_precision",
     "cluster_bootstrap_ci",
     "hit_rate_at_k",
     "mean",
@@ -223,3 +229,22 @@ def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[object], n_
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(stats, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def chance_precision(n_relevant: int, pool: int) -> float:
+    """Expected precision@k (k <= pool) of a random ranking: ``n_relevant / pool``; nan for an empty pool."""
+    return n_relevant / pool if pool > 0 else float("nan")
+
+
+def chance_hit_rate_at_k(n_relevant: int, pool: int, k: int) -> float:
+    """Probability that ``k`` items drawn at random from ``pool`` include one of ``n_relevant``.
+
+    Returns:
+        ``1 - prod_{i<k} (pool - n_relevant - i) / (pool - i)``; nan for an empty pool.
+    """
+    if pool <= 0:
+        return float("nan")
+    k = min(k, pool)
+    i = np.arange(k)
+    miss = np.prod(np.clip(pool - n_relevant - i, 0, None) / (pool - i))
+    return float(1.0 - miss)

@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +131,22 @@ class Preparer:
             rad = read_image(task.path)
             regions, source, extra = self.find_regions(task, rad.pixels)
         except RegionMIRError as e:
-            return Skipped(task, "failed", getattr(e, "reason", None) or str(e))
+            reason = getattr(e, "reason", None) or str(e)
+            return Skipped(task, "failed", reason.replace(str(task.path), mask_path(task.rel)))
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the run
             reason = f"{type(e).__name__}: {e}".replace(str(task.path), mask_path(task.rel))
             return Skipped(task, "failed", reason)
         if not regions:
             return Skipped(task, "unlabeled", "no scene graph or gold boxes, and no localizer")
         h = rad.header
+        pid = h.patient_id or extra.get("pid")  # raw: only pseudonymised or masked below
         fields = {
             "image_id": task.image_id,
             "study_id": extra.get("study_id") or _study_from_path(task.rel) or h.study_instance_uid,
-            "patient": pseudonym(h.patient_id or extra.get("pid")),
+            "patient": pseudonym(pid),
             "view": h.view or extra.get("view"),
             "modality": h.modality,
-            "path": mask_path(task.rel, h.patient_id or extra.get("pid")),
+            "path": mask_path(task.rel, pid),
         }
         described = [
             {

@@ -93,6 +93,22 @@ def open_existing_store(url: str | None = None, api_key: str | None = None):
     return store
 
 
+def require_collection(store, name: str) -> dict:
+    """The meta of collection ``name``.
+
+    Raises:
+        StoreNotFoundError: no such collection; the message lists those there are.
+    """
+    have = store.collections()
+    if name not in have:
+        raise StoreNotFoundError(
+            f"No collection {name!r} in the store at {store.location} (collections: "
+            f"{', '.join(have) or 'none'}). Fill it with `regionmir ingest ARCHIVE --collection {name}`, "
+            "or pick one with --collection."
+        )
+    return store.collection_meta(name)
+
+
 def parse_where(items: list[str] | tuple[str, ...]) -> dict[str, str | list[str]]:
     """``["view=PA", "findings=nodule", "view=AP"]`` -> ``{"view": ["PA", "AP"], "findings": "nodule"}``.
 
@@ -125,7 +141,7 @@ class Searcher:
         self.store, self.collection, self.encoder = store, collection, encoder
         self._localizer = localizer  # a Localizer, a zero-argument loader, or None
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds
-        self.meta = store.collection_meta(collection)
+        self.meta = require_collection(store, collection)
         check_model(self.meta, collection, encoder.model_id, encoder.dim)
         self.counts = self._timed("collection_check", store.facet, collection, "anatomy")  # slug -> points
         if not self.counts:

@@ -131,6 +131,15 @@ def test_anatomy_all_ranks_studies(query, tiny_model):
     assert table.exit_code == 0 and "regions matched" in table.stdout
 
 
+def test_anatomy_all_montage_shows_the_query_image_and_best_images(query, tiny_model, tmp_path):
+    from regionmir.montage import LABEL, TILE
+
+    path, _ = query
+    out = tmp_path / "all.png"
+    doc = run_json("search", "--anatomy", "all", str(path), "-k", "3", "--montage", str(out), model=tiny_model)
+    assert Image.open(out).size == (TILE * (1 + len(doc["studies"])), TILE + LABEL)
+
+
 def test_montage_shows_query_and_hits(query, tiny_model, tmp_path):
     path, slug = query
     out = tmp_path / "m.png"
@@ -181,10 +190,12 @@ def test_errors(query, tiny_model, tmp_path, indexed):
     assert "trachea" in str(r.exception)
 
 
-def test_unreachable_server(query, tiny_model):
+def test_unreachable_server(query, tiny_model, monkeypatch):
+    monkeypatch.setattr("regionmir.store.retry.time.sleep", lambda s: None)  # no back-off waits
     path, slug = query
     r = run("search", "-a", slug, str(path), "--qdrant-url", "http://127.0.0.1:9", model=tiny_model)
     assert isinstance(r.exception, StoreUnavailableError), r.output
+    assert "127.0.0.1:9" in str(r.exception)
 
 
 def test_no_store_yet(query, tiny_model, tmp_path, monkeypatch):

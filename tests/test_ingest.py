@@ -19,10 +19,10 @@ from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
 from regionmir.ingest import IngestConfig, run_ingest
-from regionmir.ledger import Ledger, ledger_path
+from regionmir.ledger import Ledger
 from regionmir.pipeline import ImageTask, Preparer, Skipped, batches, mask_path, plan, resolve_path, shard_of
 from regionmir.privacy import pseudonym
-from regionmir.store import Filter, open_store, point_id
+from regionmir.store import open_store, point_id
 
 SALT = "test-salt-shared-by-both-homes"
 

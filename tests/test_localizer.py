@@ -25,6 +25,15 @@ from regionmir.train.localizer_model import export_onnx  # noqa: E402
 SIZE = 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- synthetic films
 
 
@@ -180,7 +189,7 @@ def test_training_learns_beyond_the_template(films):
 
     cfg = LocalizerConfig(size=SIZE, epochs=1, batch_size=8, width=8, device="cpu", augment=AugmentConfig.off())
     short = fit(films, cfg)
-    longer = fit(films, LocalizerConfig(**{**cfg.__dict__, "epochs": 12}))
+    longer = fit(films, LocalizerConfig(**{**cfg.__dict__, "epochs": 10}))
     x, target = _clean_batch(films)
     ious = []
     for m in (short, longer):
@@ -188,6 +197,23 @@ def test_training_learns_beyond_the_template(films):
             boxes, _ = m(x)
         ious.append(box_iou(boxes, target)[0].mean().item())
     assert ious[1] > ious[0] + 0.02, ious
+
+
+def test_calibration_matches_mean_confidence_to_mean_iou(model_dir, films):
+    """Platt scaling with an intercept makes the mean confidence equal the mean achieved IoU."""
+    import copy
+
+    from regionmir.train.localizer_model import box_iou, calibrate
+
+    model = copy.deepcopy(model_dir[1])
+    x, target = _clean_batch(films)
+    mask = torch.ones(target.shape[:2], dtype=torch.bool)
+    a, b = calibrate(model, x, target, mask)
+    with torch.no_grad():
+        boxes, conf = model(x)
+    iou = box_iou(boxes, target)[0]
+    assert a > 0 and (a, b) != (1.0, 0.0)
+    assert conf.mean().item() == pytest.approx(iou.mean().item(), abs=2e-3)
 
 
 def _clean_batch(films):

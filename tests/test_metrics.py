@@ -183,3 +183,16 @@ def test_cluster_bootstrap_ci():
     assert low < 0.5 < high and high - low < 0.2
     assert clustered[1] - clustered[0] > 0.9  # only means 0, 0.5, 1 are possible
     assert m.cluster_bootstrap_ci(values, list(range(200)), seed=1) == independent  # seeded
+
+
+def test_chance_levels():
+    assert m.chance_precision(1, 4) == 0.25
+    assert math.isnan(m.chance_precision(0, 0))
+    assert m.chance_hit_rate_at_k(1, 4, 2) == pytest.approx(1 - (3 / 4) * (2 / 3))  # 0.5
+    assert m.chance_hit_rate_at_k(0, 4, 3) == 0.0
+    assert m.chance_hit_rate_at_k(2, 4, 3) == 1.0  # 3 draws from 4 cannot miss both
+    assert m.chance_hit_rate_at_k(1, 3, 10) == 1.0  # k larger than the pool
+    # against simulation
+    rng = np.random.default_rng(0)
+    sims = [np.isin(rng.permutation(20)[:5], [0, 1, 2]).any() for _ in range(20000)]
+    assert m.chance_hit_rate_at_k(3, 20, 5) == pytest.approx(np.mean(sims), abs=0.01)

@@ -224,3 +224,44 @@ def test_boxes_are_the_bounding_boxes_of_the_rendered_masks():
     assert img[gas].mean() < img[ring & out.masks[Anatomy.ABDOMEN]].mean() - 0.03
     heart = out.boxes[Anatomy.CARDIAC_SILHOUETTE].center[0]
     assert heart > pose.width / 2 - 0.02 * pose.width
+
+
+def test_thickness_profile_of_a_disc_rises_from_the_outline_to_the_centre():
+    from regionmir.phantom.raster import thickness
+
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    disc = r < 60
+    t = thickness(disc, 30.0)
+    assert t.shape == disc.shape and t.dtype == np.float32
+    assert t[~disc].max() == 0 and 0.9 <= t[100, 100] <= 1.0
+    ring = [float(t[(r >= a) & (r < a + 5)].mean()) for a in (50, 40, 30, 20)]  # outline -> centre
+    assert all(x < y for x, y in zip(ring, ring[1:])), ring
+    assert ring[0] > 0.2  # steep at the outline: a partial-volume edge, not a slow ramp
+
+
+def _pose_for(seed: int, **changes):
+    rng = np.random.default_rng(seed)
+    p = patient.sample_patient(rng, 0, "10000003")
+    pose = dataclasses.replace(patient.sample_pose(rng, 256, dt.date(2150, 1, 2)), **changes)
+    return p, pose, rng
+
+
+def test_collimated_border_is_light_and_quiet():
+    p, pose, rng = _pose_for(6, collimation=(0.12, 0.0, 0.0, 0.0), shutter_black=False, photons=700.0)
+    out = render.render(p, pose, [], rng)
+    img = out.image  # below 512 pixels the working grid is the output grid
+    border = img[: pose.height // 2, 1: int(0.12 * pose.width) - 3]
+    lung = img[out.masks[Anatomy.LEFT_MID_LUNG_ZONE]]
+    assert border.mean() > 0.85 and border.std() < 0.5 * lung.std()
+
+
+def test_quantum_noise_falls_as_the_photons_rise():
+    # one seed: the same anatomy and noise pattern; the difference to a near noiseless
+    # exposure is the quantum noise alone, which should scale as 1 / sqrt(photons)
+    p, pose, _ = _pose_for(8, collimation=(0.0, 0.0, 0.0, 0.0), shutter_black=False)
+    shot = {q: render.render(p, dataclasses.replace(pose, photons=q), [], np.random.default_rng(1))
+            for q in (300.0, 3000.0, 1e8)}
+    lung = shot[300.0].masks[Anatomy.RIGHT_LUNG] | shot[300.0].masks[Anatomy.LEFT_LUNG]
+    noise = {q: (shot[q].image - shot[1e8].image)[lung].std() for q in (300.0, 3000.0)}
+    assert noise[3000.0] > 0.002 and 2.4 < noise[300.0] / noise[3000.0] < 3.6, noise

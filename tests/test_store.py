@@ -322,3 +322,36 @@ def test_open_store_defaults_to_embedded_under_regionmir_home(tmp_path, monkeypa
     store = open_store()
     assert isinstance(store, EmbeddedStore) and store.location == str(tmp_path / "store")
     assert store.collections() == []
+
+
+def test_unfinished_create_is_completed(tmp_path):
+    with EmbeddedStore(tmp_path) as store:
+        store.create_collection("regions", DIM, {"model_id": MODEL})
+    (tmp_path / "regions" / "meta.json").unlink()  # as if the process died before writing it
+    with EmbeddedStore(tmp_path) as store:
+        assert store.collections() == []
+        store.create_collection("regions", DIM, {"model_id": MODEL})
+        assert store.collections() == ["regions"] and store.count("regions") == 0
+
+
+@pytest.mark.parametrize("anatomy_graphs", [False, True], ids=["global-graph", "anatomy-graphs"])
+def test_embedded_layouts_answer_filtered_and_unfiltered_searches(tmp_path, anatomy_graphs):
+    opts = EdgeOptions(full_scan_threshold_kb=10, indexing_threshold_kb=10, anatomy_graphs=anatomy_graphs)
+    points, x = make_points(n=3000, seed=2)
+    with EmbeddedStore(tmp_path, opts) as store:
+        store.create_collection("regions", DIM, {"model_id": MODEL})
+        store.upsert("regions", points)
+        store.build_index("regions")
+        assert store._shard("regions").info().indexed_vectors_count == len(points)
+        rng = np.random.default_rng(5)
+        for flt in (
+            None,
+            Filter(must={"anatomy": SLUGS[1]}),
+            Filter(must={"anatomy": SLUGS[:2]}),
+            Filter(must={"anatomy": [SLUGS[3]], "view": "AP"}, must_not={"findings": "effusion"}),
+        ):
+            recalls = []
+            for q in rng.normal(size=(10, DIM)).astype(np.float32):
+                got = {h.id for h in store.search("regions", q, top_k=10, filter=flt)}
+                recalls.append(len(got & {i for i, _ in brute_force(points, x, q, 10, flt)}) / 10)
+            assert np.mean(recalls) >= 0.9, flt

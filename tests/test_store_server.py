@@ -229,3 +229,12 @@ def test_numpy_values_in_payloads_are_sent_as_plain_json():
     sent = client.upsert.call_args.args[1][0].payload
     assert sent == {"confidence": 0.5, "box": [1, 2, 3, 4], "n": 2}
     assert json.dumps(sent) and type(sent["confidence"]) is float
+
+
+def test_collection_created_meanwhile_by_another_worker_is_accepted():
+    client = recording_client()
+    client.create_collection.side_effect = http_error(409)
+    store = ServerStore(client=client)
+    store.create_collection("c", 4, {"model_id": "m"})  # same dim and model: fine
+    with pytest.raises(StoreError, match="filled by model"):
+        ServerStore(client=client).create_collection("c", 4, {"model_id": "other"})

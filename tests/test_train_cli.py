@@ -38,6 +38,11 @@ def test_all_strategies_are_compared_and_regionmir_exported(trained):
     md = (model_dir / "report.md").read_text()
     assert "| regionmir |" in md and "| scratch |" in md and "| cotrain |" in md
     assert "Left/right confusions" in md
+    for name in ("scratch", "cotrain"):  # baselines for `regionmir evaluate`
+        baseline = Encoder(model_dir / name)
+        assert baseline.meta.strategy == name and baseline.model_id == report["baselines"][name]["model_id"]
+        assert json.loads((model_dir / name / "report.json").read_text())["results"][name]["accuracy"] >= 0
+    assert len({report["model"]["model_id"], *(b["model_id"] for b in report["baselines"].values())}) == 3
 
 
 def test_exported_encoder_describes_its_training(trained):
@@ -87,3 +92,10 @@ def test_human_output_shows_progress_and_table(trained, tmp_path):
     assert "regionmir pretrain: epoch 1/1 loss" in out and "crops/s" in out and "ETA" in out
     assert "regionmir finetune: epoch 1/1" in out
     assert "Anatomy classification on `test`" in out and (tmp_path / "m" / "encoder.onnx").is_file()
+
+
+def test_bad_config_fails_before_reading_images(tmp_path):
+    from regionmir.errors import ModelError
+
+    with pytest.raises(ModelError, match="Unknown backbone 'resnet7'"):
+        run(tmp_path / "not-even-an-archive", tmp_path / "m", TrainConfig(backbone="resnet7"))

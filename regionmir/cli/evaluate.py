@@ -79,7 +79,7 @@ def _print_summary(report: dict, console) -> None:
     cols = ("model", "acc", f"same anat@{kk}", f"P@{kk} all", f"mAP@{kk} abn.", f"HR@{kk} abn.",
             f"MRR@{kk} abn.", f"same pt HR@{kk}", f"ANN rec@{kk}")
     for col in cols:
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for m in report["models"]:
         fa, fb = m["findings_all"], m["findings_abnormal"]
         vals = (m["anatomy"]["accuracy"], m["anatomy"][f"same_anatomy@{kk}"], fa[f"precision@{kk}"],

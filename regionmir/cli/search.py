@@ -25,11 +25,13 @@ def search(
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
 ) -> None:
     """Search the collection for regions like IMAGE's region of --anatomy."""
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
+    from concurrent.futures import ThreadPoolExecutor
+
     from regionmir import config
     from regionmir.anatomy import Anatomy
     from regionmir.regions import Box
-    from regionmir.search import open_existing_store, parse_where, search_image
+    from regionmir.search import Searcher, open_existing_store, parse_where, require_collection, search_image
 
     if anatomy.strip().lower() != "all":
         anatomy = Anatomy.parse(anatomy).slug  # UnknownAnatomyError lists close slugs
@@ -41,26 +43,36 @@ def search(
         raise typer.BadParameter(str(e), param_hint="--box") from None
     conditions = parse_where(where)
     timings = {"import": time.perf_counter() - t0}
-    t = time.perf_counter()
-    store = open_existing_store(qdrant_url or None)
-    timings["open_store"] = time.perf_counter() - t
-    try:
-        searcher, timings["model_load"] = _searcher(store, collection or config.DEFAULT_COLLECTION, model)
-        outcome = search_image(
-            searcher, image, anatomy, query_box, scene_graph, conditions, study,
-            exclude_same_patient, top_k, exact,
-        )
-        timings.update(searcher.timings)
-        if montage is not None:
-            from regionmir.montage import write_montage
-
-            write_montage(outcome, searcher.meta.get("archive_root"), montage, top_k)
-    finally:
+    name = collection or config.DEFAULT_COLLECTION
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(_load_models, model)  # ONNX session creation overlaps the store load
         t = time.perf_counter()
-        store.close()
-        timings["close"] = time.perf_counter() - t
-    timings["total_in_command"] = time.perf_counter() - t0
-    doc = _as_doc(outcome, searcher, timings)
+        store = open_existing_store(qdrant_url or None)
+        try:
+            require_collection(store, name)
+            store.count(name)  # loads the collection now, while the model loads
+            timings["open_store"] = time.perf_counter() - t
+            t = time.perf_counter()
+            encoder, localizer, timings["model_load"] = loading.result()
+            timings["model_wait"] = time.perf_counter() - t
+            searcher = Searcher(store, name, encoder, localizer)
+            outcome = search_image(
+                searcher, image, anatomy, query_box, scene_graph, conditions, study,
+                exclude_same_patient, top_k, exact,
+            )
+            timings.update(searcher.timings)
+            if montage is not None:
+                from regionmir.montage import write_montage
+
+                write_montage(outcome, searcher.meta.get("archive_root"), montage, top_k)
+            timings["total_in_command"] = time.perf_counter() - t0
+            doc = {**_as_doc(outcome, searcher, timings), "started_unix": round(started, 4)}
+            _output(doc, as_json, montage)  # before the store closes
+        finally:
+            store.close()
+
+
+def _output(doc: dict, as_json: bool, montage: Path | None) -> None:
     if as_json:
         import json
 
@@ -69,9 +81,9 @@ def search(
         _print(doc, montage)
 
 
-def _searcher(store, collection: str, model: Path | None):
+def _load_models(model: Path | None):
+    """``(encoder, localizer loader, seconds)``: the encoder now, the localizer on first use."""
     from regionmir.encoder import load_encoder
-    from regionmir.search import Searcher
 
     t = time.perf_counter()
     encoder = load_encoder(model)
@@ -82,7 +94,7 @@ def _searcher(store, collection: str, model: Path | None):
 
         return load_localizer(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None
 
-    return Searcher(store, collection, encoder, localizer), time.perf_counter() - t
+    return encoder, localizer, time.perf_counter() - t
 
 
 def _hit_doc(rank: int, hit) -> dict:
@@ -135,6 +147,8 @@ def _print(doc: dict, montage: Path | None) -> None:
             b = s["best"]
             table.add_row(str(s["rank"]), f"{s['score']:.4f}", str(s["study_id"]),
                           f"{s['matched_regions']}/{len(s['regions'])}", b["image_id"], b["anatomy"], b["path"])
+    for column in table.columns:
+        column.overflow = "fold"  # wrap long ids and paths instead of cutting them
     console.print(table)
     if montage is not None:
         console.print(f"Montage written to {montage}", highlight=False)

@@ -128,7 +128,7 @@ def ribs(th: Thorax, p: Patient, pose: Pose) -> tuple[list, list]:
     for k in range(11):
         gap = p.rib_gap * (1 + 0.035 * k)
         ax = np.linspace(0.045, 1.0, 30)
-        y = y0 - 0.1 * ax + 0.95 * flat * ax**2.5
+        y = y0 - 0.1 * ax + (0.95 + 0.05 * k) * flat * ax**2.3 + 0.012 * k * ax
         lat = th.lateral(y) + 0.025
         keep = ax <= lat
         ax, y = ax[keep][::2], y[keep][::2]
@@ -144,24 +144,47 @@ def ribs(th: Thorax, p: Patient, pose: Pose) -> tuple[list, list]:
 
 
 @lru_cache(maxsize=64)
-def vessel_tree(seed: int, s: int) -> tuple[tuple[np.ndarray, float], ...]:
-    """Pulmonary vessels of one lung as segments relative to the hilum: ((2,2) pts, width)."""
+def vessel_tree(seed: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pulmonary vessels of one lung relative to the hilum: ``(segments (n, 3, 2), widths (n,))``.
+
+    Seven trunks (up, lateral, down), each branching in two five times; branches get shorter,
+    thinner and bend a little (three points per segment), so the tree tapers toward the pleura.
+    """
     rng = np.random.default_rng([seed, s + 2])
+    n0 = 7
+    ang = np.linspace(-np.pi * 0.55, np.pi * 0.6, n0) + rng.normal(0, 0.12, n0)
+    y = np.sin(ang) * 0.05 + rng.normal(0, 0.015, n0)  # trunks leave along the hilum, not one point
+    x = rng.uniform(0.0, 0.03, n0)
+    length, width = rng.uniform(0.06, 0.09, n0), np.full(n0, 0.022)
+    segs, widths = [], []
+    for depth in range(6):
+        bend = ang + rng.normal(0, 0.25, ang.size)
+        xm, ym = x + 0.5 * length * np.cos(ang), y + 0.5 * length * np.sin(ang)
+        x2, y2 = xm + 0.5 * length * np.cos(bend), ym + 0.5 * length * np.sin(bend)
+        segs.append(np.stack([np.stack([x, y], 1), np.stack([xm, ym], 1), np.stack([x2, y2], 1)], 1))
+        widths.append(width)
+        split = rng.uniform(0.2, 0.55, (2, ang.size)) * np.array([[-1.0], [1.0]])
+        ang = (bend[None] + split).ravel()
+        x, y = np.tile(x2, 2), np.tile(y2, 2)
+        length = np.tile(length, 2) * rng.uniform(0.62, 0.82, ang.size)
+        width = np.tile(width, 2) * 0.68
+    return np.concatenate(segs) * np.array([s, 1.0]), np.concatenate(widths)
+
+
+def bowel_gas(seed: int, th: Thorax) -> list[tuple[Pts, float]]:
+    """Gas in the colon: (outline, relative darkness) pockets along the flexures and transverse colon."""
+    rng = np.random.default_rng([seed, 11])
     out = []
-
-    def grow(x, y, ang, length, width, depth):
-        x2, y2 = x + length * np.cos(ang), y + length * np.sin(ang)
-        out.append((np.array([[x, y], [x2, y2]]), width))
-        if depth == 0:
-            return
-        for d in (-1, 1):
-            grow(x2, y2, ang + d * rng.uniform(0.2, 0.55), length * rng.uniform(0.6, 0.8),
-                 width * 0.72, depth - 1)
-
-    for base in np.linspace(-np.pi * 0.55, np.pi * 0.55, 7):  # up, lateral, down
-        ang = base + rng.normal(0, 0.12)
-        grow(0.0, 0.0, ang, rng.uniform(0.07, 0.1), 0.022, 5)
-    return tuple((seg * np.array([s, 1.0]), w) for seg, w in out)
+    for _ in range(int(rng.integers(2, 7))):
+        side = -1 if rng.random() < 0.4 else 1
+        ax = rng.uniform(0.2, th.W * 0.9)
+        y = th.diaphragm(np.array([ax]), side)[0] + rng.uniform(0.26, 0.55)
+        rx, ry = rng.uniform(0.04, 0.1), rng.uniform(0.025, 0.05)
+        a = np.linspace(0, 2 * np.pi, 20)
+        wob = 1 + 0.18 * np.sin(3 * a + rng.uniform(0, 6)) + 0.1 * np.sin(5 * a + rng.uniform(0, 6))
+        pts = np.stack([side * ax + rx * wob * np.cos(a), y + ry * wob * np.sin(a)], 1)
+        out.append((pts, float(rng.uniform(0.3, 0.8))))
+    return out
 
 
 def build(p: Patient, pose: Pose) -> Body:
@@ -187,7 +210,7 @@ def build(p: Patient, pose: Pose) -> Body:
         b.polys[f"{side}_scapula"] = scap * np.array([s, 1.0])
         b.polys[f"{side}_humerus"] = ellipse(s * (W + 0.15), -0.06, 0.085, 0.09)
         b.lines.setdefault("humerus", []).append(
-            (np.array([[s * (W + 0.16), -0.04], [s * (W + 0.26), 0.55]]), 0.075))
+            (np.array([[s * (W + 0.16), -0.04], [s * (W + 0.24), 1.15]]), 0.075))
         post, ant = ribs(th, p, pose)
         b.lines.setdefault("rib_post", []).extend((r * np.array([s, 1.0]), w) for r, w in post)
         b.lines.setdefault("rib_ant", []).extend((r * np.array([s, 1.0]), w) for r, w in ant)
@@ -224,8 +247,10 @@ def _body_outline(b: Body, p: Patient, th: Thorax) -> None:
                      (-(W + 0.04 + st), 1.1), (-(W + 0.02 + 1.2 * st), 2.5)])
     right = np.concatenate([[[-neck, -2.0]], shoulder, wall])
     b.polys["body"] = np.concatenate([right, right[::-1] * np.array([-1.0, 1.0])])
-    for s in (-1, 1):
-        b.polys[f"arm_{s}"] = ellipse(s * (W + 0.27 + st), 0.12, 0.12 + 0.5 * st, 0.42, 24)
+    for s in (-1, 1):  # upper arms hanging beside the chest, out of the field below
+        rx, cx = 0.12 + 0.5 * st, s * (W + 0.27 + st)
+        cap = ellipse(cx, -0.12, rx, 0.2, 16, np.pi, 2 * np.pi)
+        b.polys[f"arm_{s}"] = np.concatenate([cap, [[cx + rx * 0.92, 1.9], [cx - rx * 0.92, 1.9]]])
     if p.breasts > 0:
         for s in (-1, 1):
             b.polys[f"breast_{s}"] = ellipse(s * 0.34 * W / 0.5, 0.8, 0.2 * p.breasts, 0.15 * p.breasts)

@@ -96,8 +96,12 @@ def chronic(rng: np.random.Generator, th: Thorax) -> list[Finding]:
     return [Finding("nodule", side, zone, x, y, float(rng.uniform(0.03, 0.06)), 0)]
 
 
-def draw(fs: list[Finding], b: Body, th: Thorax, r: Raster, lungs: np.ndarray, tex: np.ndarray):
+def draw(fs: list[Finding], b: Body, th: Thorax, r: Raster, lungs: np.ndarray, tex: np.ndarray,
+         air: np.ndarray | None = None):
     """Attenuation added by the findings and a mask where lung markings vanish (pneumothorax).
+
+    ``air`` is the attenuation the aerated lung lacks at each pixel; fluid and consolidation
+    fill those air spaces, so they add at most about that much (defaults to a flat lung).
 
     Returns:
         ``(delta, no_markings)``: ``(h, w)`` float32 attenuation, ``(h, w)`` float32 in [0, 1].
@@ -106,6 +110,7 @@ def draw(fs: list[Finding], b: Body, th: Thorax, r: Raster, lungs: np.ndarray, t
     delta = np.zeros((h, w), np.float32)
     clear = np.zeros((h, w), np.float32)
     px = r.f.units(1.0)
+    air = 2.0 * lungs if air is None else air
     for f in fs:
         rng = np.random.default_rng(f.seed)
         if f.label == "nodule":
@@ -115,14 +120,15 @@ def draw(fs: list[Finding], b: Body, th: Thorax, r: Raster, lungs: np.ndarray, t
             blob = arr(r.poly(ellipse(f.x, f.y, f.size * 1.1, f.size, 24)))
             blob = smooth(blob, px * f.size * 0.5) * lungs
             patch = np.clip(blob * (1.0 + 0.5 * tex) - 0.2, 0, None)
-            delta += (1.1 if f.label == "lung opacity" else 2.0) * patch
+            fill = 0.55 if f.label == "lung opacity" else 0.95
+            delta += np.minimum((1.1 if f.label == "lung opacity" else 2.0) * patch, fill * air)
             if f.label == "consolidation":
                 hil = b.points[f"{f.side_name}_hilum"]
                 paths = [(np.array([[hil[0], hil[1]], [f.x + rng.normal(0, f.size * 0.5),
                           f.y + rng.normal(0, f.size * 0.5)]]), 0.012) for _ in range(3)]
                 delta -= 0.5 * arr(r.lines(paths)) * (patch > 0.2)
         elif f.label == "pleural effusion":
-            delta += _effusion(f, th, r, px) * np.clip(smooth(lungs, px * 0.03) * 2, 0, 1)
+            delta += _effusion(f, th, r, px) * (air + 0.25) * np.clip(smooth(lungs, px * 0.03) * 2, 0, 1)
         elif f.label == "pneumothorax":
             ring = _ptx(f, b, r)
             clear = np.maximum(clear, ring[0])
@@ -130,21 +136,23 @@ def draw(fs: list[Finding], b: Body, th: Thorax, r: Raster, lungs: np.ndarray, t
         elif f.label == "atelectasis":
             ang = rng.normal(0, 0.15)
             dx, dy = np.cos(ang) * f.size, np.sin(ang) * f.size
-            line = arr(r.lines([(np.array([[f.x - dx, f.y - dy], [f.x + dx, f.y + dy]]), 0.025)]))
-            delta += 1.3 * smooth(line, px * 0.008) * lungs
+            sag = rng.normal(0, 0.012)  # plates are slightly curved
+            pts = np.array([[f.x - dx, f.y - dy], [f.x, f.y + sag], [f.x + dx, f.y + dy]])
+            line = arr(r.lines([(pts, 0.018)]))
+            delta += 0.9 * smooth(line, px * 0.008) * lungs
     return delta, clear
 
 
 def _effusion(f: Finding, th: Thorax, r: Raster, px: float) -> np.ndarray:
-    """Fluid at the lung base: meniscus rising laterally, densest at the bottom."""
+    """Fluid at the lung base, in [0, 1]: a meniscus rising along the lateral wall, a hazy upper
+    border (the fluid layer thins anteriorly), fully opaque at the bottom."""
     s = f.side
     level = th.dome[s] - 0.02 - f.size * 0.8
     ax = np.linspace(0.02, th.W + 0.04, 24)
-    top = level - (0.6 * f.size) * ((ax - 0.02) / th.W) ** 3
+    top = level - (0.9 * f.size + 0.04) * ((ax - 0.02) / th.W) ** 2.5
     pts = np.concatenate([np.stack([s * ax, top], 1), [[s * (th.W + 0.04), 1.25], [s * 0.02, 1.25]]])
-    m = arr(r.poly(pts))
-    ramp = smooth(m, px * 0.06)
-    return 3.0 * ramp * np.clip(smooth(m, px * 0.015), 0, 1)
+    m = r.mask(pts).astype(np.float32)
+    return np.clip(smooth(m, px * 0.045) * 1.4 - 0.2, 0, 1)
 
 
 def _ptx(f: Finding, b: Body, r: Raster) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ def structures(b: Body, th: Thorax, r: Raster) -> dict[str, np.ndarray]:
     r.poly(b.polys["body"], 1, into=body)
     for k in (-1, 1):
         r.poly(b.polys[f"arm_{k}"], 1, into=body)
+    m["torso"] = r.mask(b.polys["body"])
     m["body"] = np.asarray(body[0]) > 0
     m["heart"] = r.mask(b.polys["heart"], ANTERIOR)
     m["mediastinum"] = r.mask(b.polys["mediastinum"], ANTERIOR * 0.5)
@@ -48,7 +49,7 @@ def structures(b: Body, th: Thorax, r: Raster) -> dict[str, np.ndarray]:
     m["aorta"] = L([(aorta_path(th, b), 0.05)], POSTERIOR * 0.5)
     below = np.concatenate([diaphragm_path(th, -1)[::-1], diaphragm_path(th, 1),
                             [[FAR, FAR], [-FAR, FAR]]])
-    m["abdomen"] = r.mask(below) & m["body"] & ~m["heart"]
+    m["abdomen"] = r.mask(below) & m["torso"] & ~m["heart"]
     return m
 
 

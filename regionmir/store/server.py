@@ -172,8 +172,19 @@ class ServerStore:
         exists = self._call(lambda: self.client.collection_exists(name), "check collection", name)
         if exists:
             check_compatible(name, self.collection_meta(name), dim, meta)
-        else:
-            o = self.options
+        elif self._create(name, dim, full):
+            if not self._read_meta(name):
+                self._write_fallback_meta(name, full)
+        else:  # another worker created it just now
+            check_compatible(name, self.collection_meta(name), dim, meta)
+        for key in PAYLOAD_INDEXES:  # idempotent; before any data
+            self._call(lambda k=key: self.client.create_payload_index(
+                name, k, models.PayloadSchemaType.KEYWORD, wait=True), "create payload index", name)
+
+    def _create(self, name: str, dim: int, full: dict) -> bool:
+        """Create the collection; False when it already exists (HTTP 409)."""
+        o = self.options
+        try:
             self._call(lambda: self.client.create_collection(
                 name,
                 vectors_config=models.VectorParams(size=int(dim), distance=models.Distance.COSINE),
@@ -182,11 +193,11 @@ class ServerStore:
                 write_consistency_factor=o.write_consistency_factor,
                 metadata=full,
             ), "create collection", name)
-            if not self._read_meta(name):
-                self._write_fallback_meta(name, full)
-        for key in PAYLOAD_INDEXES:  # idempotent; before any data
-            self._call(lambda k=key: self.client.create_payload_index(
-                name, k, models.PayloadSchemaType.KEYWORD, wait=True), "create payload index", name)
+        except StoreError as exc:
+            if status_of(exc.__cause__) != 409:
+                raise
+            return False
+        return True
 
     def collection_meta(self, name: str) -> dict:
         """The metadata given at creation, plus ``name``, ``dim`` and ``distance``.

@@ -24,7 +24,7 @@ from regionmir.localizer import BOX_FORMAT, LETTERBOX, MODEL_FILE, Localizer
 from regionmir.modelmeta import ModelMeta, model_id_of
 from regionmir.train.localizer_augment import AugmentConfig
 from regionmir.train.localizer_data import Film, batches, load_films, template
-from regionmir.train.localizer_model import LocalizerNet, export_onnx, localizer_loss
+from regionmir.train.localizer_model import LocalizerNet, calibrate, export_onnx, localizer_loss
 from regionmir.train.progress import Progress
 
 log = logging.getLogger("regionmir")
@@ -76,6 +76,7 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
     progress.phase("localizer", cfg.epochs * steps_per_epoch, cfg.epochs)
     model.train()
     for epoch in range(1, cfg.epochs + 1):
+        total = 0.0
         for x, target, mask in batches(films, cfg.size, cfg.batch_size, cfg.augment, rng):
             start = time.perf_counter()
             x = ((x - NORM_MEAN) / NORM_STD).to(device)  # (B, 1, S, S)
@@ -86,7 +87,19 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
             opt.step()
             sched.step()
             progress.step(epoch, loss.item(), len(x) / max(time.perf_counter() - start, 1e-9))
+            total += loss.item()
+        log.info("localizer epoch %d/%d: mean loss %.4f", epoch, cfg.epochs, total / steps_per_epoch)
     return model.eval().cpu()
+
+
+def calibrate_on(model: LocalizerNet, archive: Archive, cfg: LocalizerConfig) -> list[float] | None:
+    """Platt-scale the confidence on the valid split (un-augmented); None when it has no films."""
+    try:
+        films = load_films(archive, "valid", cfg.size, cfg.limit)
+    except AnnotationError:
+        return None
+    x, target, mask = next(batches(films, cfg.size, len(films), AugmentConfig.off(), np.random.default_rng(0)))
+    return list(calibrate(model, (x - NORM_MEAN) / NORM_STD, target, mask))
 
 
 def write_model(model: LocalizerNet, cfg: LocalizerConfig, fingerprint: str, path: Path) -> ModelMeta:
@@ -128,15 +141,17 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     films = load_films(archive, "train", cfg.size, cfg.limit)
     fp = fingerprint(sg for _, sg in archive.iter_split("train"))
     model = fit(films, cfg, progress)
-    train_s = time.perf_counter() - start
-    meta = write_model(model, cfg, fp, out / MODEL_FILE)
-    report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
-              "train_images": len(films), "train_seconds": round(train_s, 1),
-              "config": {k: v for k, v in asdict(cfg).items() if k != "augment"}}
     try:
         split = eval_split(archive)
     except AnnotationError:
         split = None  # nothing held out: the report has training facts only
+    calibration = calibrate_on(model, archive, cfg) if split == "test" else None
+    train_s = time.perf_counter() - start
+    meta = write_model(model, cfg, fp, out / MODEL_FILE)
+    report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
+              "train_images": len(films), "train_seconds": round(train_s, 1),
+              "config": {k: v for k, v in asdict(cfg).items() if k != "augment"},
+              "calibration_ab": calibration}
     if split is not None:
         progress.note(f"evaluating on {split}")
         report.update(evaluate(Localizer(out / MODEL_FILE, device="cpu"), archive, split, cfg.limit))

@@ -83,11 +83,6 @@ def sample_warp(width: int, height: int, size: int, cfg: AugmentConfig,
     return Warp(np.array([cx, cy]), m, half, k, np.array([geo.left, geo.top], dtype=float))
 
 
-def identity_warp(width: int, height: int, size: int) -> Warp:
-    """The plain letterbox of a ``width x height`` film (no augmentation)."""
-    return sample_warp(width, height, size, AugmentConfig.off(), np.random.default_rng(0))
-
-
 def warp_boxes(boxes: np.ndarray, warp: Warp, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Move source boxes into normalized canvas coordinates.
 
@@ -122,10 +117,9 @@ def render(image: np.ndarray, warp: Warp, size: int) -> np.ndarray:
     out = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).transform(
         (size, size), Image.Transform.AFFINE, warp.pil_coefficients(),
         resample=Image.Resampling.BILINEAR, fillcolor=0.0)
-    canvas = np.asarray(out, dtype=np.float32).copy()
-    x0, y0 = np.floor(warp.offset).astype(int)
-    x1, y1 = np.ceil(warp.offset + 2 * warp.half * warp.k).astype(int)
-    canvas[:y0], canvas[y1:], canvas[:, :x0], canvas[:, x1:] = 0, 0, 0, 0
+    canvas = np.zeros((size, size), np.float32)
+    rows, cols = film_mask(warp, size)
+    canvas[rows, cols] = np.asarray(out, dtype=np.float32)[rows, cols]
     return canvas
 
 

@@ -51,12 +51,20 @@ class LocalizerNet(nn.Module):
         nn.init.zeros_(self.box_head.weight)
         nn.init.zeros_(self.box_head.bias)
         self.register_buffer("template", template.reshape(N_REGIONS, 4).float())
+        # confidence = sigmoid(a * logit + b); (a, b) = (1, 0) while training, then fitted on
+        # held-out films by `calibrate`, because augmented training films are harder than real ones
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes ``(N, 29, 4)`` and the uncalibrated IoU logits ``(N, 29)``."""
         h = self.hidden(self.squeeze(self.features(x)))  # (N, hidden)
         boxes = self.template + self.box_head(h).view(-1, N_REGIONS, 4)  # (N, 29, 4)
-        confidence = torch.sigmoid(self.iou_head(h))  # (N, 29) predicted IoU
-        return boxes, confidence
+        return boxes, self.iou_head(h)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, logits = self.raw(x)
+        a, b = self.calibration[0], self.calibration[1]
+        return boxes, torch.sigmoid(a * logits + b)  # (N, 29, 4), (N, 29) predicted IoU
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,3 +115,33 @@ def export_onnx(model: LocalizerNet, size: int) -> bytes:
             dynamic_axes={"image": {0: "n"}, "boxes": {0: "n"}, "confidence": {0: "n"}},
         )
     return buffer.getvalue()
+
+
+def calibrate(model: LocalizerNet, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Fit ``model.calibration`` (Platt scaling of the IoU logit) on held-out films.
+
+    Args:
+        x: ``(N, 1, S, S)`` normalized, un-augmented canvases; ``target`` ``(N, 29, 4)``; ``mask`` ``(N, 29)``.
+
+    Returns:
+        The fitted ``(a, b)``; the model's confidence becomes ``sigmoid(a * logit + b)``.
+    """
+    model.eval()
+    with torch.no_grad():
+        boxes, logits = model.raw(x)
+        iou, _ = box_iou(boxes, target)
+    z, y = logits[mask], iou[mask]  # (M,), (M,)
+    ab = torch.tensor([1.0, 0.0], requires_grad=True)
+    opt = torch.optim.LBFGS([ab], lr=0.5, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y)
+        loss.backward()
+        return loss
+
+    if z.numel() >= 10:
+        opt.step(closure)
+    if torch.isfinite(ab).all() and ab[0] > 0:  # a must keep "higher logit = better box"
+        model.calibration.copy_(ab.detach())
+    return float(model.calibration[0]), float(model.calibration[1])

@@ -56,23 +56,28 @@ class SmallResNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, C)
 
 
+def check_backbone(name: str) -> None:
+    """Raise :class:`ModelError` (listing the choices) unless ``name`` is a known backbone."""
+    if not (_SMALL.match(name) or name in TORCHVISION):
+        raise ModelError(f"Unknown backbone {name!r}; use {BACKBONE_HELP}")
+
+
 def make_backbone(name: str) -> tuple[nn.Module, int]:
     """``(module mapping (B, 1, S, S) -> (B, F), F)`` for a backbone name.
 
     Raises:
         ModelError: unknown name (the message lists the choices).
     """
+    check_backbone(name)
     small = _SMALL.match(name)
     if small:
         net = SmallResNet(_SMALL_BLOCKS[int(small["depth"])], int(small["width"]))
         return net, net.out_dim
-    if name in TORCHVISION:
-        net = getattr(tvm, name)(weights=None)
-        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        out_dim = net.fc.in_features
-        net.fc = nn.Identity()
-        return net, out_dim
-    raise ModelError(f"Unknown backbone {name!r}; use {BACKBONE_HELP}")
+    net = getattr(tvm, name)(weights=None)
+    net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    out_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, out_dim
 
 
 class CosineClassifier(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -17,17 +18,22 @@ from regionmir.train.data import (
 )
 from regionmir.train.export import export_encoder
 from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict, set_threads, train_strategy
+from regionmir.train.models import check_backbone
 from regionmir.train.progress import Progress
 
 MODEL_FILE = "encoder.onnx"
 
 
 def strategies_of(cfg: TrainConfig) -> tuple[str, ...]:
-    """The strategies a config trains (``all`` = the three, regionmir first).
+    """The strategies a config trains (``all`` = the three, regionmir first); checks the config
+    before any image is read.
 
     Raises:
-        ModelError: unknown strategy.
+        ModelError: unknown strategy, contrastive loss or backbone.
     """
+    check_backbone(cfg.backbone)
+    if cfg.contrastive not in ("ntxent", "supcon"):
+        raise ModelError(f"Unknown contrastive loss {cfg.contrastive!r}; use ntxent or supcon")
     if cfg.strategy == "all":
         return STRATEGIES
     if cfg.strategy not in STRATEGIES:
@@ -107,13 +113,30 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
         embedding_dim=cfg.embedding_dim, backbone=cfg.backbone, strategy=exported,
         archive_fingerprint=facts["archive_fingerprint"],
     )
-    out_dir = Path(out_dir)
-    meta = export_encoder(models[exported], out_dir / MODEL_FILE, meta)
+    meta, baselines = export_models(models, exported, meta, Path(out_dir))
     report = {
-        **facts, "exported_strategy": exported, "model": dataclasses.asdict(meta),
+        **facts, "exported_strategy": exported, "model": dataclasses.asdict(meta), "baselines": baselines,
         "config": dataclasses.asdict(cfg), "device": str(device), "torch_threads": threads,
         "data_seconds": load_s, "total_seconds": time.perf_counter() - t0, "results": results,
     }
     reports.write(report, out_dir)
+    for name in baselines:  # `regionmir evaluate` reads results beside each encoder
+        (Path(out_dir) / name / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
+
+def export_models(models: dict, exported: str, meta: ModelMeta, out_dir: Path) -> tuple[ModelMeta, dict]:
+    """Export ``models[exported]`` as ``out_dir/encoder.onnx`` and every other strategy as a
+    baseline ``out_dir/<strategy>/encoder.onnx`` (for `regionmir evaluate` to compare).
+
+    Returns:
+        The main model's metadata, and ``{strategy: {"path", "model_id"}}`` of the baselines.
+    """
+    main = export_encoder(models[exported], out_dir / MODEL_FILE, meta)
+    baselines = {}
+    for name, model in models.items():
+        if name != exported:
+            rel = f"{name}/{MODEL_FILE}"
+            written = export_encoder(model, out_dir / rel, dataclasses.replace(meta, strategy=name))
+            baselines[name] = {"path": rel, "model_id": written.model_id}
+    return main, baselines

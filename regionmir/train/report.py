@@ -14,11 +14,18 @@ import numpy as np
 from regionmir.anatomy import Anatomy
 from regionmir.errors import UnknownAnatomyError
 
-DESCRIPTIONS = {
-    "regionmir": ("contrastive (NT-Xent) on region crops", "anatomy classification"),
-    "scratch": ("none (random init)", "anatomy classification"),
-    "cotrain": ("none", "contrastive + classification together"),
-}
+LOSS_NAMES = {"ntxent": "NT-Xent, self-supervised", "supcon": "SupCon, uses anatomy labels"}
+
+
+def describe(strategy: str, cfg: dict) -> tuple[str, str]:
+    """(pretraining, training) columns of the summary table for a strategy."""
+    loss = LOSS_NAMES.get(cfg.get("contrastive"), cfg.get("contrastive"))
+    pre, fine = cfg.get("pretrain_epochs", 0), cfg.get("epochs", 0)
+    return {
+        "regionmir": (f"contrastive ({loss}) on region crops, {pre} ep", f"classification, {fine} ep"),
+        "scratch": ("none (random init)", f"classification, {pre + fine} ep"),
+        "cotrain": ("none", f"contrastive ({loss}) + classification, {pre + fine} ep"),
+    }[strategy]
 
 
 def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
@@ -81,13 +88,17 @@ def markdown(report: dict) -> str:
     lines += [f"# RegionMIR encoder report ({report['exported_strategy']} exported)", ""]
     lines += [f"Archive `{report['archive']}` (fingerprint {report['archive_fingerprint']}): "
               f"{report['train_crops']} training crops from {report['train_images']} images; evaluated on "
-              f"the `{report['eval_split']}` split, {report['eval_crops']} crops from {report['eval_images']} images.", ""]
+              f"the `{report['eval_split']}` split, {report['eval_crops']} crops from {report['eval_images']} images. "
+              f"Trained on {report['device']} with {report['torch_threads']} torch thread(s); reading and "
+              f"cropping took {report['data_seconds']:.0f} s, the whole run {report['total_seconds']:.0f} s.", ""]
     lines += ["| Strategy | Pretraining | Training | Accuracy | Macro acc. | L/R swaps | P@10 (embedding) | Time |",
               "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
-        pre, fine = DESCRIPTIONS[name]
+        pre, fine = describe(name, report["config"])
         lines.append(f"| {name} | {pre} | {fine} | {_pct(r['accuracy'])} | {_pct(r['macro_accuracy'])} | "
                      f"{_pct(r['lr_swap_rate'])} | {_pct(r['precision_at_10'])} | {r['train_seconds']:.0f} s |")
+    extra = "".join(f"; baseline `{b['path']}` ({n}, {b['model_id']})" for n, b in report.get("baselines", {}).items())
+    lines += ["", f"Exported `encoder.onnx` ({report['exported_strategy']}, model id {report['model']['model_id']}){extra}."]
     names = list(res)
     lines += ["", "## Accuracy per anatomy", "", "| Anatomy | n | " + " | ".join(names) + " |",
               "|---|---|" + "---|" * len(names)]
