@@ -227,12 +227,15 @@ def _pr_plot(report: dict, path: Path, plt) -> Path:
     """Mean precision@k against mean recall@k over k = 1..depth, per model; abnormal and all queries."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, subset in zip(axes, ("abnormal", "all")):
-        for m in report["models"]:
+        for i, m in enumerate(report["models"]):
             c = m["pr_curve"][subset]
             ax.plot(c["recall"], c["precision"], marker=".", markersize=3, label=m["label"])
-            for kk in report["ks"]:
+            for kk in report["ks"] if i == 0 else ():  # k labels on the first model only: less clutter
                 if kk <= len(c["k"]) and math.isfinite(c["recall"][kk - 1]):
                     ax.annotate(f"k={kk}", (c["recall"][kk - 1], c["precision"][kk - 1]), fontsize=7)
+        chance = report["models"][0]["findings_" + subset]["chance_precision"]
+        if chance is not None and math.isfinite(chance):
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="random ranking")
         n = report["models"][0]["findings_" + subset]["n_queries"]
         ax.set_title(f"findings, {subset} queries (n={n})", fontsize=10)
         ax.set_xlabel("recall@k")

@@ -11,7 +11,8 @@ import pytest
 
 from regionmir import metrics as m
 from regionmir.anatomy import ALL
-from regionmir.evaluate import Encoded, EvalConfig, _eval_store, fill_collection, run_queries, summarize
+from regionmir.evalsummary import summarize
+from regionmir.evaluate import Encoded, EvalConfig, _eval_store, fill_collection, run_queries
 from regionmir.store import PointRecord, point_id
 
 ANATS = ALL[:4]
@@ -165,7 +166,7 @@ def test_end_to_end_writes_strict_json_markdown_and_plots(tiny_report):
     data = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert data["ks"] == [1, 3, 5] and data["search"] == "exact"
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (only: is it installed?)
     except ImportError:
         assert data["plots"] == []
     else:

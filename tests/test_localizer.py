@@ -91,6 +91,7 @@ def films():
 def model_dir(films, tmp_path_factory):
     cfg = LocalizerConfig(size=SIZE, epochs=6, batch_size=8, width=8, device="cpu")
     model = fit(films, cfg)
+    model.calibration.copy_(torch.tensor([1.3, 0.2]))  # the export must carry the calibration
     folder = tmp_path_factory.mktemp("loc")
     write_model(model, cfg, "test-fingerprint", folder / "localizer.onnx")
     return folder, model

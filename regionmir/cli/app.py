@@ -8,6 +8,7 @@ import sys
 import typer
 
 from regionmir.cli import anatomies, phantom
+from regionmir.cli import demo as demo_cmd
 from regionmir.cli import evaluate as evaluate_cmd
 from regionmir.cli import doctor as doctor_cmd
 from regionmir.cli import info as info_cmd
@@ -36,6 +37,7 @@ app.command("train-localizer")(train_localizer_cmd.train_localizer)
 app.command("search")(search_cmd.search)
 app.command("info")(info_cmd.info)
 app.command("train")(train_cmd.train)
+app.command("demo")(demo_cmd.demo)
 
 
 @app.callback()

@@ -36,8 +36,8 @@ NORM_MEAN, NORM_STD = 0.5, 0.25  # (x - mean) / std on the [0, 1] letterboxed ca
 class LocalizerConfig:
     """How to train a localizer; the CLI options map onto these fields."""
 
-    size: int = 192  # letterbox side S (multiple of 32)
-    epochs: int = 60
+    size: int = 128  # letterbox side S (multiple of 32)
+    epochs: int = 80
     batch_size: int = 16
     lr: float = 3e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
