@@ -10,7 +10,7 @@ import typer
 def train_localizer(
     archive: Path = typer.Argument(..., exists=True, file_okay=False, help="Archive with splits/ and Chest ImaGenome scene graphs."),
     out: Path = typer.Option(..., "--out", help="Model folder; localizer.onnx and localizer_report.{json,md} go there."),
-    epochs: int = typer.Option(80, "--epochs", min=1, help="Passes over the train split (fresh augmentation each)."),
+    epochs: int = typer.Option(100, "--epochs", min=1, help="Passes over the train split (fresh augmentation each)."),
     size: int = typer.Option(128, "--size", min=32, help="Letterbox side in pixels, a multiple of 32."),
     device: str = typer.Option("auto", "--device", help="Torch device: auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, shuffling, augmentation)."),

@@ -37,7 +37,7 @@ class LocalizerConfig:
     """How to train a localizer; the CLI options map onto these fields."""
 
     size: int = 128  # letterbox side S (multiple of 32)
-    epochs: int = 80
+    epochs: int = 100
     batch_size: int = 16
     lr: float = 3e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
