@@ -9,6 +9,7 @@ the way `regionmir train` does, and times both engines on the same crops, side b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -72,6 +73,9 @@ def main() -> None:
     print(f"  onnxruntime {enc.providers[0]:<22} {ort_rate:9.0f} crops/s")
     print(f"  torch eager {'cpu':<22} {torch_rate:9.0f} crops/s")
     print(f"  ratio onnxruntime / torch: {ort_rate / torch_rate:.2f}x")
+    print(json.dumps({"bench": "encoder", "backbone": a.backbone, "crop": spec.size, "dim": a.embedding_dim,
+                      "batch": a.batch_size, "threads": threads, "provider": enc.providers[0],
+                      "ort_crops_s": ort_rate, "torch_crops_s": torch_rate, "ratio": ort_rate / torch_rate}))
 
 
 if __name__ == "__main__":

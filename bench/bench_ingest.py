@@ -14,6 +14,7 @@ build), the encoder-only regions/s on exactly the crops the ingest made, and the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -98,6 +99,10 @@ def main() -> None:
           f"-> {s.ingested / s.seconds:.2f} images/s, {s.regions / s.seconds:.1f} regions/s")
     print(f"encoder only: {n} crops in {enc_s:.2f} s -> {encoder_rate:.1f} regions/s")
     print(f"ratio ingest/encoder: {ingest_rate / encoder_rate:.2f} (target >= 0.8)")
+    print(json.dumps({"bench": "ingest", "images": s.ingested, "regions": s.regions, "workers": args.workers,
+                      "ingest_regions_s": ingest_rate, "ingest_images_s": s.ingested / stream,
+                      "with_index_regions_s": s.regions / s.seconds, "index_s": s.index_seconds,
+                      "encoder_regions_s": encoder_rate, "ratio": ingest_rate / encoder_rate}))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

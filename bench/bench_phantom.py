@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -31,6 +32,9 @@ def main() -> None:
           f"seconds={s['seconds']:.2f} images_per_s={s['images_per_s']:.1f} "
           f"cpu_s_per_image={cpu / max(1, s['images']):.3f} "
           f"cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}")
+    print(json.dumps({"bench": "phantom", "size": args.size, "workers": args.workers, "images": s["images"],
+                      "seconds": s["seconds"], "images_per_s": s["images_per_s"],
+                      "cpu_s_per_image": cpu / max(1, s["images"])}))
 
 
 if __name__ == "__main__":

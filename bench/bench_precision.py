@@ -14,6 +14,7 @@ architecture is measured too, as a floor.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -87,11 +88,13 @@ def main() -> None:
         run(archive, tmp / "trained", TrainConfig(epochs=args.epochs, pretrain_epochs=args.epochs, device="cpu"))
         print(f"trained a default-architecture model in {time.perf_counter() - t:.0f} s ({args.epochs}+{args.epochs} epochs)")
         models = {"trained": tmp / "trained", "untrained": default_model(tmp / "untrained")}
+    results = {}
     for name, model in models.items():
-        r = precision_at_10(archive, model, name)
+        r = results[name] = precision_at_10(archive, model, name)
         print(f"{name:10s} precision@10 {r['precision@10']:.3f}  (base rate {r['base_rate']:.3f}, {r['queries']} queries)")
         for finding, (n, p) in r["per_finding"].items():
             print(f"    {finding:28s} {p:.3f} ({n})")
+    print(json.dumps({"bench": "precision", "patients": args.patients, "epochs": args.epochs, "results": results}))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

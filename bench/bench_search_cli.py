@@ -201,6 +201,8 @@ def main() -> None:
     store.close()
     print(f"in-process filtered query (top 10, one anatomy, {args.queries} queries): "
           f"p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, recall@10 vs exact {lat['recall@10']:.3f}")
+    print(json.dumps({"bench": "search_cli", "points": total, "size": args.size, "runs": args.runs,
+                      "fill_s": fill_s, "index_s": index_s, "cold_median_s": med, "query": lat}))
     if args.keep:
         print(f"kept {tmp}")
     else:

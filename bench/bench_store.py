@@ -11,6 +11,7 @@ search, and qdrant-client local-mode latency for comparison. Run with ``nice -n 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -134,6 +135,9 @@ def run_design(x, anat, payloads, design: str, forced: bool, queries, qanat, tru
           f"indexed {indexed:6d}  disk {total / 2**20:6.1f} MiB ({no_wal / n:5.0f} B/pt w/o WAL)  "
           f"query p50 {np.percentile(lat, 50) * 1e3:6.2f} ms p95 {np.percentile(lat, 95) * 1e3:6.2f} ms  "
           f"recall@10 {np.mean(rec):.3f}", flush=True)
+    return {"design": name, "upsert_pts_s": n / t_up, "optimize_s": t_opt, "indexed": indexed,
+            "disk_mib": total / 2**20, "b_per_pt_no_wal": no_wal / n, "p50_ms": float(np.percentile(lat, 50)) * 1e3,
+            "p95_ms": float(np.percentile(lat, 95)) * 1e3, "recall": float(np.mean(rec))}
 
 
 def exact_truth(x, anat, queries, qanat) -> list[set[str]]:
@@ -170,6 +174,8 @@ def bench_local(dim: int, n: int = 10_000, nq: int = 100) -> None:
             lat.append(time.perf_counter() - t)
     print(f"  qdrant-client local mode, {n} pts: upsert {n / t_up:8.0f} pts/s  "
           f"query p50 {np.percentile(lat, 50) * 1e3:6.2f} ms p95 {np.percentile(lat, 95) * 1e3:6.2f} ms", flush=True)
+    return {"design": f"qdrant-client local {n}", "upsert_pts_s": n / t_up,
+            "p50_ms": float(np.percentile(lat, 50)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3}
 
 
 def main() -> None:
@@ -184,6 +190,7 @@ def main() -> None:
     ap.add_argument("--local", action="store_true", help="also time qdrant-client local mode at 10k")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} n={args.n} queries={args.queries} ef={args.ef}", flush=True)
+    rows = []
     for dim in args.dim:
         x, anat, payloads = make_data(args.n, dim)
         rng = np.random.default_rng(99)
@@ -195,9 +202,10 @@ def main() -> None:
         print(f"dim {dim}:", flush=True)
         for forced in [False, True] if args.forced else [False]:
             for design in args.designs:
-                run_design(x, anat, payloads, design, forced, queries, qanat, truth, args.ef)
+                rows.append({"dim": dim, **run_design(x, anat, payloads, design, forced, queries, qanat, truth, args.ef)})
         if args.local:
-            bench_local(dim)
+            rows.append({"dim": dim, **bench_local(dim)})
+    print(json.dumps({"bench": "store", "n": args.n, "rows": rows}))
 
 
 if __name__ == "__main__":

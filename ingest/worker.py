@@ -11,6 +11,9 @@ Environment (see ingest/README.md):
     SHARD                    "i/n": this worker takes images with hash mod n == i   [0/1]
     WORKERS                  decode+crop processes                        [library default]
     BATCH_SIZE               crops per encoder call and upsert            [library default]
+    QDRANT_SHARDS            server: shards of the collection, if this worker creates it   [server default]
+    QDRANT_REPLICATION_FACTOR  server: copies of each shard (cluster)     [server default]
+    QDRANT_WRITE_CONSISTENCY   server: replicas that must ack a write     [server default]
     REGIONMIR_SALT           pseudonym salt; required, the same for every shard and searcher
     QDRANT_WAIT_SECONDS      how long to wait for the server to be ready  [120]
     QDRANT_EXPECT_PEERS      cluster peers to wait for before starting    [0: do not wait]
@@ -56,6 +59,9 @@ class WorkerEnv:
     shard: tuple[int, int]  # (i, n)
     workers: int | None
     batch_size: int | None
+    shards: int | None  # collection layout, used by whichever worker creates the collection
+    replication_factor: int | None
+    write_consistency: int | None
     wait_s: float
     expect_peers: int
     collection_wait_s: float
@@ -114,14 +120,23 @@ def read_env(env: Mapping[str, str]) -> WorkerEnv:
     if not model.exists():
         raise WorkerError(EX_NOINPUT, f"REGIONMIR_MODEL {model} does not exist; mount the model "
                           "folder there (read-only) or set REGIONMIR_MODEL.")
+    qdrant_url = (env.get("QDRANT_URL") or "").strip() or None
+    layout = [k for k in ("QDRANT_SHARDS", "QDRANT_REPLICATION_FACTOR", "QDRANT_WRITE_CONSISTENCY")
+              if _number(env, k, None, low=1) not in (None, 1)]
+    if layout and not qdrant_url:
+        raise WorkerError(EX_USAGE, f"{', '.join(layout)} need a Qdrant server: the embedded store "
+                          "is a single shard. Set QDRANT_URL, or unset them.")
     return WorkerEnv(
         archive=archive, model=model,
-        qdrant_url=(env.get("QDRANT_URL") or "").strip() or None,
+        qdrant_url=qdrant_url,
         api_key=env.get("QDRANT_API_KEY") or None,
         collection=(env.get("COLLECTION") or "regions").strip(),
         shard=shard,
         workers=_number(env, "WORKERS", None),
         batch_size=_number(env, "BATCH_SIZE", None, low=1),
+        shards=_number(env, "QDRANT_SHARDS", None, low=1),
+        replication_factor=_number(env, "QDRANT_REPLICATION_FACTOR", None, low=1),
+        write_consistency=_number(env, "QDRANT_WRITE_CONSISTENCY", None, low=1),
         wait_s=_number(env, "QDRANT_WAIT_SECONDS", 120.0, float),
         expect_peers=_number(env, "QDRANT_EXPECT_PEERS", 0),
         collection_wait_s=_number(env, "COLLECTION_WAIT_SECONDS", 600.0, float),
@@ -139,6 +154,10 @@ def ingest_argv(cfg: WorkerEnv) -> list[str]:
         argv += ["--workers", str(cfg.workers)]
     if cfg.batch_size is not None:
         argv += ["--batch-size", str(cfg.batch_size)]
+    for flag, value in (("--shards", cfg.shards), ("--replication-factor", cfg.replication_factor),
+                        ("--write-consistency", cfg.write_consistency)):
+        if value is not None:
+            argv += [flag, str(value)]
     return argv
 
 

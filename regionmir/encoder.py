@@ -7,70 +7,21 @@ search or ingest time is made exactly as the crops the encoder was trained on.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from regionmir import config
-from regionmir.errors import MissingDependencyError, ModelError
-from regionmir.modelmeta import ModelMeta
+from regionmir.errors import ModelError
 from regionmir.regions import Box, crop_region, normalize
+from regionmir.runtime import choose_providers, cuda_device_present, model_file, open_model
 
 log = logging.getLogger("regionmir")
 
 MODEL_FILE = "encoder.onnx"
-_QUIET = 3  # onnxruntime log severity: 3 = errors only (no provider-fallback warnings)
-
-
-@lru_cache(maxsize=1)
-def cuda_device_present() -> bool:
-    """True when the CUDA driver loads and reports at least one device."""
-    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/dxg")):
-        return False
-    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-        count = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
-        raise MissingDependencyError("onnxruntime", "", "Encoding regions") from None
-    ort.set_default_logger_severity(_QUIET)
-    return ort
-
-
-def choose_providers(device: str = "auto") -> list[str]:
-    """onnxruntime providers for ``device`` ("auto", "cpu" or "cuda").
-
-    CUDA is chosen only when onnxruntime offers it AND a CUDA device really exists, so a
-    CPU machine with onnxruntime-gpu installed neither fails nor prints warnings.
-
-    Raises:
-        ModelError: ``device="cuda"`` where no usable GPU is found, or an unknown device.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ModelError(f"Unknown device {device!r}; use auto, cpu or cuda")
-    cuda_ok = "CUDAExecutionProvider" in _ort().get_available_providers() and cuda_device_present()
-    if device == "cuda" and not cuda_ok:
-        raise ModelError(
-            "device=cuda was asked for, but onnxruntime has no usable CUDA GPU here "
-            "(needs onnxruntime-gpu and an NVIDIA driver). Use --device cpu or auto."
-        )
-    if device != "cpu" and cuda_ok:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+__all__ = ["Encoder", "choose_providers", "cuda_device_present", "load_encoder", "resolve_model_file"]
 
 
 def resolve_model_file(path: str | Path) -> Path:
@@ -79,15 +30,10 @@ def resolve_model_file(path: str | Path) -> Path:
     Raises:
         ModelError: nothing is there; the message says how to make a model.
     """
-    path = Path(path).expanduser()
-    file = path if path.suffix == ".onnx" or path.is_file() else path / MODEL_FILE
-    if not file.is_file():
-        folder = file.parent
-        raise ModelError(
-            f"No encoder model at {file}. Train one with "
-            f"`regionmir train ARCHIVE --out {folder}` (or pass --model to an existing model folder)."
-        )
-    return file
+    folder = Path(path).expanduser()
+    folder = folder.parent if folder.suffix == ".onnx" else folder
+    return model_file(path, MODEL_FILE, f"Train one with `regionmir train ARCHIVE --out {folder}` "
+                      "(or pass --model to an existing model folder).")
 
 
 class Encoder:
@@ -99,20 +45,9 @@ class Encoder:
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not an encoder.
         """
-        ort = _ort()
         self.path = resolve_model_file(path)
-        options = ort.SessionOptions()
-        options.log_severity_level = _QUIET
-        self.providers = choose_providers(device)
-        try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=self.providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"Cannot load encoder {self.path}: {e}") from None
+        self._session, self.meta, _ = open_model(self.path, "encoder", device)
         self.providers = list(self._session.get_providers())
-        props = dict(self._session.get_modelmeta().custom_metadata_map)
-        self.meta = ModelMeta.from_props(props, source=str(self.path))
-        if self.meta.kind != "encoder":
-            raise ModelError(f"{self.path} is a {self.meta.kind} model, not an encoder")
         self.model_id = self.meta.model_id
         self.dim = self.meta.embedding_dim
         self.spec = self.meta.crop_spec()

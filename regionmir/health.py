@@ -187,9 +187,9 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
 
 def check_gpu(model_file: Path | None = None) -> Check:
     """onnxruntime providers, and whether a CUDA GPU is really usable (quietly, no CUDA spam)."""
-    from regionmir.encoder import _ort, cuda_device_present
+    from regionmir import runtime
 
-    ort = _ort()
+    ort = runtime.ort()
     providers = ort.get_available_providers()
     listed = ", ".join(p.removesuffix("ExecutionProvider") for p in providers)
     has_ep = "CUDAExecutionProvider" in providers
@@ -197,7 +197,7 @@ def check_gpu(model_file: Path | None = None) -> Check:
     if not node:
         note = " (onnxruntime-gpu is installed; it runs on CPU here)" if has_ep else ""
         return Check("gpu", OK, f"no NVIDIA GPU: encoding runs on CPU{note}; providers: {listed}")
-    if not cuda_device_present():
+    if not runtime.cuda_device_present():
         return Check("gpu", WARN, "an NVIDIA device node exists but the CUDA driver does not "
                      f"initialise; encoding runs on CPU; providers: {listed}",
                      "Check the driver with `nvidia-smi`; in Docker run with --gpus all.")

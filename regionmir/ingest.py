@@ -19,7 +19,7 @@ from pathlib import Path
 from regionmir import config
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
-from regionmir.ledger import Ledger, Report, default_report_path, ledger_path
+from regionmir.ledger import Ledger, Report, default_report_path, ledger_family, ledger_path
 from regionmir.pipeline import Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
 
 log = logging.getLogger("regionmir")
@@ -38,6 +38,11 @@ class IngestConfig:
     shard: tuple[int, int] = (0, 1)  # (i, n): the images whose stable hash mod n == i
     batch_size: int = 64  # crops per encoder call and per upsert (whole images per batch)
     report: Path | None = None  # JSONL report; None: $REGIONMIR_HOME/reports/ingest-*.jsonl
+    # Layout of a collection created on a server (ignored when it exists; refused for the
+    # embedded store unless None or 1). None: the server's defaults.
+    shards: int | None = None  # shards of the collection, spread over the cluster's nodes
+    replication_factor: int | None = None  # copies of each shard
+    write_consistency: int | None = None  # replicas that must acknowledge a write
 
 
 @dataclass
@@ -90,31 +95,44 @@ def check_model(meta: dict, collection: str, model_id: str, dim: int) -> None:
 
 
 def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
-    """The meta of collection ``name``, created for ``encoder`` when absent.
+    """The stored meta of collection ``name``, created for ``encoder`` when absent.
+
+    Creation is idempotent: when another worker creates the collection between our check and
+    our create, the store treats "already exists" as success, and the meta (with the winner's
+    ``ingest_token``) is read back from the store, never taken from our own attempt.
 
     Raises:
         CollectionMismatchError: the collection exists and belongs to another model.
     """
     root = str(Path(archive_root).resolve())
-    if name in store.collections():
-        meta = store.collection_meta(name)
-        check_model(meta, name, encoder.model_id, encoder.dim)
-        if meta.get("archive_root") not in (None, root):
-            log.warning(
-                "collection %r was created from archive %s; paths of %s are stored relative to "
-                "their own root, and montages resolve them against %s",
-                name, meta.get("archive_root"), root, meta.get("archive_root"),
-            )
-        return meta
-    meta = {
-        "model_id": encoder.model_id,
-        "embedding_dim": encoder.dim,
-        "archive_root": root,  # payload `path`s are relative to it (search montages read images)
-        "ingest_token": uuid.uuid4().hex,  # ties ledgers to this generation of the collection
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    store.create_collection(name, encoder.dim, meta)
-    return store.collection_meta(name)  # another shard may have created it first: use its token
+    if name not in store.collections():
+        meta = {
+            "model_id": encoder.model_id,
+            "embedding_dim": encoder.dim,
+            "archive_root": root,  # payload `path`s are relative to it (search montages read images)
+            "ingest_token": uuid.uuid4().hex,  # ties ledgers to this generation of the collection
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        store.create_collection(name, encoder.dim, meta)  # a no-op when it appeared meanwhile
+    meta = store.collection_meta(name)
+    check_model(meta, name, encoder.model_id, encoder.dim)
+    if meta.get("archive_root") not in (None, root):
+        log.warning(
+            "collection %r was created from archive %s; paths of %s are stored relative to "
+            "their own root, and montages resolve them against %s",
+            name, meta.get("archive_root"), root, meta.get("archive_root"),
+        )
+    return meta
+
+
+def server_options(cfg: IngestConfig):
+    """The store options for ``cfg``'s collection layout; None when none is given."""
+    if cfg.shards is None and cfg.replication_factor is None and cfg.write_consistency is None:
+        return None
+    from regionmir.store.server import ServerOptions
+
+    return ServerOptions(shard_number=cfg.shards, replication_factor=cfg.replication_factor,
+                         write_consistency_factor=cfg.write_consistency)
 
 
 def _model_dir(model: Path | None) -> Path:
@@ -132,7 +150,10 @@ def run_ingest(
 
     Raises:
         CollectionMismatchError: the collection belongs to another model.
-        ModelError, StoreError, AnnotationError: from loading the model, store or archive.
+        StoreLockedError: another process ingests the same shard with this $REGIONMIR_HOME.
+        ModelError, StoreError, AnnotationError: from loading the model, store or archive
+            (StoreError too for --shards/--replication-factor/--write-consistency on the
+            embedded store).
     """
     from regionmir.encoder import load_encoder
     from regionmir.store import open_store
@@ -140,10 +161,13 @@ def run_ingest(
     archive = Archive(cfg.archive)
     encoder = load_encoder(cfg.model)
     url = cfg.qdrant_url
-    store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir())
+    store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir(),
+                       options=server_options(cfg))
     try:
         meta = ensure_collection(store, cfg.collection, encoder, archive.root)
-        ledger = Ledger(ledger_path(store.location, cfg.collection), str(meta.get("ingest_token", "")))
+        ledger = Ledger(ledger_path(store.location, cfg.collection, cfg.shard),
+                        str(meta.get("ingest_token", "")),
+                        others=ledger_family(store.location, cfg.collection))
         try:
             return _run(cfg, archive, encoder, store, ledger, on_progress)
         finally:

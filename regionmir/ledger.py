@@ -1,9 +1,14 @@
-"""Ingest bookkeeping: the per-collection ledger of finished images and the JSONL run report.
+"""Ingest bookkeeping: the per-(collection, shard) ledger of finished images and the JSONL run report.
 
 The ledger makes an ingest resumable. After every upsert batch the ids of the images whose
 points are all stored are appended and fsync'd; a rerun skips them. An image in doubt (its
 batch was being written when the process died) is not in the ledger and is simply redone:
 point ids are deterministic, so redoing overwrites instead of duplicating.
+
+Each shard ``i/n`` of a collection has its own ledger file, written by one process at a time
+(a lock file enforces it), so workers of different shards may share one $REGIONMIR_HOME. A
+ledger also counts as done the ids in the other shards' ledgers of the same collection
+(read-only), so a rerun with another ``--shard`` split skips what any split finished.
 """
 
 from __future__ import annotations
@@ -11,20 +16,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from regionmir import config
+from regionmir.errors import StoreLockedError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; do not run two ingests of one shard there
+    fcntl = None
 
 INDEXED = "#indexed"  # ledger line: the index was built after every id above it was upserted
 
 
-def ledger_path(location: str, collection: str) -> Path:
-    """Where the ledger of ``collection`` in the store at ``location`` lives (under $REGIONMIR_HOME)."""
+def _ledger_base(location: str, collection: str) -> Path:
     tag = hashlib.sha1(location.encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in collection)
-    return config.home() / "ledgers" / f"{safe}-{tag}.done"
+    return config.home() / "ledgers" / f"{safe}-{tag}"
+
+
+def ledger_path(location: str, collection: str, shard: tuple[int, int] = (0, 1)) -> Path:
+    """Where the ledger of shard ``i/n`` of ``collection`` in the store at ``location`` lives.
+
+    Under ``$REGIONMIR_HOME/ledgers``; the whole archive (``0/1``) keeps the plain name.
+    """
+    base = _ledger_base(location, collection)
+    i, n = shard
+    return base.with_name(base.name + (".done" if n == 1 else f".shard-{i}of{n}.done"))
+
+
+def ledger_family(location: str, collection: str) -> list[Path]:
+    """The existing ledgers of every shard split of ``collection`` in the store at ``location``."""
+    base = _ledger_base(location, collection)
+    if not base.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(base.name) + r"(\.shard-\d+of\d+)?\.done")
+    return sorted(p for p in base.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def _read_lines(path: Path, token: str) -> list[str] | None:
+    """The complete lines after the token header of ``path``; None when missing or of another token."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    lines = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").split("\n")
+    if lines[0] != token:
+        return None
+    return [x for x in lines[1:] if x]
 
 
 class Ledger:
@@ -37,15 +79,49 @@ class Ledger:
     index was built, so a rerun that finds nothing to do need not build it again.
     """
 
-    def __init__(self, path: Path, token: str):
+    def __init__(self, path: Path, token: str, others: Iterable[Path] = ()):
+        """Open (or start) the ledger at ``path``; ``others``: ledgers of other shards, read only.
+
+        Raises:
+            StoreLockedError: another process is writing this ledger (the same shard of the
+                same collection, with the same $REGIONMIR_HOME).
+        """
         self.path = Path(path)
         self.token = token
         self.indexed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
         if self._header() != token:
             self._write_header()
         self.done: set[str] = self._load()
+        self._merge(p for p in others if Path(p) != self.path)
         self._handle = self.path.open("a", encoding="utf-8")
+
+    def _acquire_lock(self):
+        """Lock ``<ledger>.lock`` against other processes (a POSIX lock: held per process)."""
+        handle = self.path.with_suffix(".lock").open("a")
+        if fcntl is None:
+            return handle
+        try:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreLockedError(
+                f"Another ingest is writing the ledger {self.path.name} (the same --shard of the "
+                f"same collection, with this REGIONMIR_HOME {self.path.parent.parent}). Wait for "
+                "it, or give each concurrent worker a distinct --shard i/n."
+            ) from None
+        return handle
+
+    def _merge(self, others: Iterable[Path]) -> None:
+        """Count the ids finished by other shards' ledgers (same token) as done too."""
+        flags = [self.indexed] if self.done else []
+        for other in others:
+            lines = _read_lines(Path(other), self.token)
+            if lines:
+                self.done.update(x for x in lines if x != INDEXED)
+                flags.append(lines[-1] == INDEXED)
+        self.indexed = bool(flags) and all(flags)
 
     def _header(self) -> str | None:
         try:
@@ -96,6 +172,7 @@ class Ledger:
 
     def close(self) -> None:
         self._handle.close()
+        self._lock.close()  # releases the lock
 
 
 class Report:

@@ -20,10 +20,9 @@ from PIL import Image
 
 from regionmir import config
 from regionmir.annotations import Region
-from regionmir.encoder import _QUIET, _ort, choose_providers
 from regionmir.errors import ModelError
-from regionmir.modelmeta import ModelMeta
 from regionmir.regions import Box
+from regionmir.runtime import model_file, open_model
 
 MODEL_FILE = "localizer.onnx"
 LETTERBOX = "center-pad0"  # metadata_props["letterbox"]: how the image is fitted to the square
@@ -95,15 +94,10 @@ def resolve_model_file(path: str | Path) -> Path:
     Raises:
         ModelError: nothing there; the message says to run `regionmir train-localizer`.
     """
-    path = Path(path).expanduser()
-    file = path if path.suffix == ".onnx" or path.is_file() else path / MODEL_FILE
-    if not file.is_file():
-        raise ModelError(
-            f"No localizer model at {file}. Train one with "
-            f"`regionmir train-localizer ARCHIVE --out {file.parent}` "
-            "(or pass --model to a folder that has localizer.onnx)."
-        )
-    return file
+    folder = Path(path).expanduser()
+    folder = folder.parent if folder.suffix == ".onnx" else folder
+    return model_file(path, MODEL_FILE, f"Train one with `regionmir train-localizer ARCHIVE --out "
+                      f"{folder}` (or pass --model to a folder that has localizer.onnx).")
 
 
 class Localizer:
@@ -115,20 +109,9 @@ class Localizer:
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not a localizer.
         """
-        ort = _ort()
         self.path = resolve_model_file(path)
-        options = ort.SessionOptions()
-        options.log_severity_level = _QUIET
-        try:
-            self._session = ort.InferenceSession(
-                str(self.path), options, providers=choose_providers(device))
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"Cannot load localizer {self.path}: {e}") from None
+        self._session, self.meta, props = open_model(self.path, "localizer", device)
         self.providers = list(self._session.get_providers())
-        props = dict(self._session.get_modelmeta().custom_metadata_map)
-        self.meta = ModelMeta.from_props(props, source=str(self.path))
-        if self.meta.kind != "localizer":
-            raise ModelError(f"{self.path} is a {self.meta.kind} model, not a localizer")
         if props.get("letterbox") != LETTERBOX or props.get("box_format") != BOX_FORMAT:
             raise ModelError(
                 f"{self.path} uses letterbox={props.get('letterbox')!r}, box_format="

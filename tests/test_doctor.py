@@ -196,15 +196,15 @@ def test_codecs_really_round_trip():
 def test_gpu_check_is_quiet_and_honest(monkeypatch, capfd):
     import os
 
-    import regionmir.encoder as encoder
+    import regionmir.runtime as runtime
 
     assert health.check_gpu().status in ("OK", "WARN")
     real_exists = os.path.exists
     monkeypatch.setattr(os.path, "exists", lambda p: p == "/dev/nvidia0" or real_exists(p))
-    monkeypatch.setattr(encoder, "cuda_device_present", lambda: False)
+    monkeypatch.setattr(runtime, "cuda_device_present", lambda: False)
     broken_driver = health.check_gpu()
-    monkeypatch.setattr(encoder, "cuda_device_present", lambda: True)
-    monkeypatch.setattr(encoder._ort(), "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(runtime, "cuda_device_present", lambda: True)
+    monkeypatch.setattr(runtime.ort(), "get_available_providers", lambda: ["CPUExecutionProvider"])
     no_provider = health.check_gpu()
     assert broken_driver.status == "WARN" and "does not initialise" in broken_driver.detail
     assert no_provider.status == "WARN" and "onnxruntime-gpu" in no_provider.fix
@@ -249,16 +249,16 @@ def test_model_that_cannot_run_fails(tmp_path, monkeypatch):
 def test_gpu_present_but_cuda_provider_unusable_is_a_quiet_warning(tmp_path, monkeypatch, capfd):
     import os
 
-    import regionmir.encoder as encoder
+    import regionmir.runtime as runtime
 
     file = tiny_encoder(tmp_path / "m") / "encoder.onnx"
-    ort = encoder._ort()
-    if "CUDAExecutionProvider" in ort.get_available_providers() and not encoder.cuda_device_present():
+    ort = runtime.ort()
+    if "CUDAExecutionProvider" in ort.get_available_providers() and not runtime.cuda_device_present():
         assert health._cuda_session_works(ort, file) is False  # this machine: provider, no GPU
         assert "CUDA" not in capfd.readouterr().err  # and no error spam
     real_exists = os.path.exists
     monkeypatch.setattr(os.path, "exists", lambda p: p == "/dev/nvidia0" or real_exists(p))
-    monkeypatch.setattr(encoder, "cuda_device_present", lambda: True)
+    monkeypatch.setattr(runtime, "cuda_device_present", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     seen = []
     monkeypatch.setattr(health, "_cuda_session_works", lambda o, f: seen.append(f) or False)

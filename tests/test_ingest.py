@@ -317,3 +317,168 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
     summary = json.loads(out.stdout)
     assert summary["skipped"] >= n_done and summary["ingested"] == total - summary["skipped"]
     assert all_points(home=killed_home) == all_points(home=clean_home)
+
+
+# ----------------------------------------------------------------------------- concurrent workers
+
+
+def racing(monkeypatch, loser, winner_moves) -> None:
+    """Make ``loser.collections()`` return what it saw *before* ``winner_moves()`` ran: the
+    other worker creates the collection between the loser's check and its create."""
+    real = loser.collections
+
+    def collections():
+        seen = real()
+        winner_moves()
+        return seen
+
+    monkeypatch.setattr(loser, "collections", collections)
+
+
+def two_stores(kind: str, tmp_path: Path):
+    """Two handles on one store, as two workers have: local-mode server or embedded folder."""
+    from regionmir.store.embedded import EmbeddedStore
+    from regionmir.store.server import ServerStore
+
+    if kind == "server":
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(location=":memory:")
+        return ServerStore(client=client), ServerStore(client=client)
+    return EmbeddedStore(tmp_path / "store"), EmbeddedStore(tmp_path / "store")
+
+
+def encoder_like(model_id: str = "model-a", dim: int = 8):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model_id=model_id, dim=dim)
+
+
+@pytest.mark.parametrize("kind", ["server", "embedded"])
+def test_racing_creators_end_with_one_meta_and_one_token(kind, tmp_path, monkeypatch):
+    from regionmir.ingest import ensure_collection
+
+    winner, loser = two_stores(kind, tmp_path)
+    won = {}
+    racing(monkeypatch, loser, lambda: won.update(ensure_collection(winner, "c", encoder_like(), tmp_path)))
+    created = []
+    real_create = loser.create_collection
+    monkeypatch.setattr(loser, "create_collection", lambda *a: created.append(a) or real_create(*a))
+    lost = ensure_collection(loser, "c", encoder_like(), tmp_path)
+    assert len(created) == 1, "the loser must have tried to create it (the race happened)"
+    assert created[0][2]["ingest_token"] != won["ingest_token"]  # its own attempt had another token
+    assert lost == won and lost["ingest_token"] == won["ingest_token"]
+    assert winner.collections() == loser.collections() == ["c"]
+    assert loser.collection_meta("c") == winner.collection_meta("c") == won
+    winner.close()
+    loser.close()
+
+
+@pytest.mark.parametrize("kind", ["server", "embedded"])
+@pytest.mark.parametrize("other", [encoder_like("model-b", 8), encoder_like("model-a", 16)])
+def test_racing_creator_of_another_model_is_refused(kind, other, tmp_path, monkeypatch):
+    from regionmir.ingest import ensure_collection
+
+    winner, loser = two_stores(kind, tmp_path)
+    racing(monkeypatch, loser, lambda: ensure_collection(winner, "c", other, tmp_path))
+    with pytest.raises(CollectionMismatchError):
+        ensure_collection(loser, "c", encoder_like(), tmp_path)
+    assert winner.collection_meta("c")["model_id"] == other.model_id
+    winner.close()
+    loser.close()
+
+
+def test_layout_options_reach_the_server_collection(tiny_archive, tiny_model, home, monkeypatch):
+    from qdrant_client import QdrantClient
+
+    local = QdrantClient(location=":memory:")  # stands in for the server; ignores sharding
+    monkeypatch.setattr("regionmir.store.server.QdrantClient", lambda **kwargs: local)
+    calls, real = [], local.create_collection
+    monkeypatch.setattr(local, "create_collection", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(local, "close", lambda: None)  # keep it readable after the run
+    cfg = IngestConfig(tiny_archive, tiny_model, qdrant_url="http://qdrant.invalid:6333", workers=0,
+                       shards=3, replication_factor=2, write_consistency=1)
+    s = run_ingest(cfg)
+    (kwargs,) = calls
+    assert (kwargs["shard_number"], kwargs["replication_factor"], kwargs["write_consistency_factor"]) == (3, 2, 1)
+    assert s.ingested == len(labeled_regions(tiny_archive)) and local.count("regions").count == s.regions
+
+
+def test_layout_options_are_refused_for_the_embedded_store(tiny_archive, tiny_model, home):
+    from regionmir.errors import StoreError
+
+    with pytest.raises(StoreError, match="--shards / QDRANT_SHARDS = 3.*single shard"):
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, shards=3))
+    assert not (home / "store").exists()
+    env = {**os.environ, "REGIONMIR_HOME": str(home), "REGIONMIR_SALT": SALT, "QDRANT_URL": "",
+           "QDRANT_REPLICATION_FACTOR": "2"}
+    out = subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "QDRANT_REPLICATION_FACTOR = 2" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_layout_options_and_environment_reach_the_config(tiny_archive, monkeypatch):
+    from typer.testing import CliRunner
+
+    from regionmir.cli.app import app
+    from regionmir.ingest import IngestSummary
+
+    seen = []
+    monkeypatch.setattr("regionmir.ingest.run_ingest", lambda cfg, **k: seen.append(cfg) or IngestSummary("c", "s", "m"))
+    result = CliRunner().invoke(app, ["ingest", str(tiny_archive), "--json", "--replication-factor", "2"],
+                                env={"QDRANT_SHARDS": "3", "QDRANT_WRITE_CONSISTENCY": "1"})
+    assert result.exit_code == 0, result.output
+    assert (seen[0].shards, seen[0].replication_factor, seen[0].write_consistency) == (3, 2, 1)
+    result = CliRunner().invoke(app, ["ingest", str(tiny_archive), "--json", "--shards", "0"])
+    assert result.exit_code == 2 and not seen[1:]
+
+
+# ----------------------------------------------------------------------------- ledgers per shard
+
+
+def test_shard_ledgers_are_separate_files_read_together(tmp_path):
+    from regionmir.ledger import ledger_family, ledger_path
+
+    os.environ["REGIONMIR_HOME"] = str(tmp_path)  # restored by monkeypatch-free cleanup below
+    try:
+        p0, p1 = ledger_path("loc", "c", (0, 2)), ledger_path("loc", "c", (1, 2))
+        whole = ledger_path("loc", "c")
+        assert len({p0, p1, whole}) == 3 and ledger_path("loc", "c", (1, 2)) == p1
+        a, b = Ledger(p0, "t"), Ledger(p1, "t")  # two workers of one home, at once
+        for i in range(50):  # interleaved appends
+            a.mark([f"a{i}"])
+            b.mark([f"b{i}"])
+        a.mark_indexed()
+        second = subprocess.run(  # a second process on shard 1/2 of the same home
+            [sys.executable, "-c", f"from regionmir.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and "StoreLockedError" in second.stderr
+        assert "same --shard" in second.stderr
+        b.close()
+        with p1.open("a") as f:
+            f.write("b-torn")  # shard 1 killed mid-write
+        family = ledger_family("loc", "c")
+        assert family == sorted([p0, p1])
+        assert ledger_family("loc", "c2") == [] and ledger_path("loc", "c2") not in family
+        torn = p1.read_bytes()
+        merged = Ledger(whole, "t", others=family)
+        assert merged.done == {f"a{i}" for i in range(50)} | {f"b{i}" for i in range(50)}
+        assert not merged.indexed  # shard 1 has not built the index since its last upsert
+        assert p1.read_bytes() == torn  # another shard's ledger is only read, never cut
+        merged.close()
+        assert Ledger(p1, "t").done == {f"b{i}" for i in range(50)}  # torn line dropped by its owner
+        assert Ledger(whole, "other-token", others=family).done == set()  # re-created collection
+        a.close()
+    finally:
+        del os.environ["REGIONMIR_HOME"]
+
+
+def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_model, home):
+    a = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, shard=(0, 2)))
+    b = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, shard=(1, 2)))
+    ledgers = sorted(p.name for p in (home / "ledgers").glob("*.done"))
+    assert len(ledgers) == 2 and [".shard-0of2." in ledgers[0], ".shard-1of2." in ledgers[1]] == [True, True]
+    whole = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert whole.ingested == 0 and whole.skipped == a.ingested + b.ingested
+    assert whole.index_seconds == 0.0  # both shards built the index after their last upsert

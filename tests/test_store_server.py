@@ -14,7 +14,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from regionmir.errors import StoreError, StoreNotFoundError, StoreUnavailableError
+from regionmir.errors import CollectionMismatchError, StoreError, StoreNotFoundError, StoreUnavailableError
 from regionmir.store import PAYLOAD_INDEXES, PointRecord, open_store, point_id
 from regionmir.store.retry import RetryPolicy, call_with_retries, is_transient
 from regionmir.store.server import META_COLLECTION, ServerOptions, ServerStore
@@ -238,3 +238,79 @@ def test_collection_created_meanwhile_by_another_worker_is_accepted():
     store.create_collection("c", 4, {"model_id": "m"})  # same dim and model: fine
     with pytest.raises(StoreError, match="filled by model"):
         ServerStore(client=client).create_collection("c", 4, {"model_id": "other"})
+
+
+# -- collection layout options: open_store -> ServerStore -> create_collection --------------
+def spy_on_create(client: QdrantClient) -> list[dict]:
+    """Record the keyword arguments of every ``client.create_collection`` call (still made)."""
+    calls, real = [], client.create_collection
+
+    def create_collection(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    client.create_collection = create_collection
+    return calls
+
+
+def test_open_store_passes_layout_options_to_create_collection(monkeypatch):
+    local = QdrantClient(location=":memory:")  # the "server": local mode ignores sharding
+    monkeypatch.setattr("regionmir.store.server.QdrantClient", lambda **kwargs: local)
+    calls = spy_on_create(local)
+    opts = ServerOptions(shard_number=3, replication_factor=2, write_consistency_factor=1)
+    store = open_store("http://qdrant.invalid:6333", options=opts)
+    assert store.options is opts
+    store.create_collection("c", 4, {"model_id": "m"})
+    (kwargs,) = [c for c in calls if c["metadata"]]
+    assert (kwargs["shard_number"], kwargs["replication_factor"], kwargs["write_consistency_factor"]) == (3, 2, 1)
+    assert store.collection_meta("c")["model_id"] == "m"
+
+
+def test_default_layout_leaves_it_to_the_server():
+    store = ServerStore(location=":memory:")
+    calls = spy_on_create(store.client)
+    store.create_collection("c", 4, {"model_id": "m"})
+    assert [(c["shard_number"], c["replication_factor"], c["write_consistency_factor"]) for c in calls] == [
+        (None, None, None)]
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"shard_number": 3}, "--shards / QDRANT_SHARDS = 3"),
+    ({"replication_factor": 2}, "--replication-factor / QDRANT_REPLICATION_FACTOR = 2"),
+    ({"replication_factor": 2, "write_consistency_factor": 2}, "QDRANT_WRITE_CONSISTENCY = 2"),
+])
+def test_embedded_store_refuses_cluster_layout(tmp_path, options, message):
+    with pytest.raises(StoreError, match=f"{message}.*single shard.*--qdrant-url") as info:
+        open_store(path=tmp_path / "store", options=ServerOptions(**options))
+    assert not isinstance(info.value, StoreUnavailableError)
+    assert not (tmp_path / "store").exists()
+
+
+def test_embedded_store_accepts_the_layout_it_has(tmp_path):
+    store = open_store(path=tmp_path / "store", options=ServerOptions(shard_number=1, replication_factor=1))
+    store.create_collection("c", 4, {"model_id": "m"})
+    assert store.collections() == ["c"]
+    store.close()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"shard_number": 0}, "shard_number must be a positive integer"),
+    ({"replication_factor": -1}, "replication_factor must be a positive integer"),
+    ({"replication_factor": 2, "write_consistency_factor": 3}, "write consistency 3 exceeds the replication factor 2"),
+])
+def test_server_options_refuse_impossible_layouts(options, message):
+    with pytest.raises(StoreError, match=message):
+        ServerOptions(**options)
+
+
+def test_local_mode_collection_created_meanwhile_is_accepted():
+    client = QdrantClient(location=":memory:")
+    first, second = ServerStore(client=client), ServerStore(client=client)
+    second.client = mock.Mock(wraps=client)
+    second.client.collection_exists.return_value = False  # checked before the other created it
+    first.create_collection("c", 4, {"model_id": "m", "ingest_token": "first"})
+    second.create_collection("c", 4, {"model_id": "m", "ingest_token": "second"})
+    assert second.client.create_collection.call_count == 1  # tried, got "already exists"
+    assert second.collection_meta("c")["ingest_token"] == "first"
+    with pytest.raises(CollectionMismatchError, match="filled by model m"):
+        second.create_collection("c", 4, {"model_id": "other"})

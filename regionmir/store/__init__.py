@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regionmir.store.base import (
     PAYLOAD_INDEXES,
@@ -14,9 +15,23 @@ from regionmir.store.base import (
     point_id,
 )
 
+if TYPE_CHECKING:
+    from regionmir.store.server import ServerOptions
+
+# ServerOptions field -> how a person sets it (`regionmir ingest` option / environment variable)
+LAYOUT_OPTIONS = {
+    "shard_number": "--shards / QDRANT_SHARDS",
+    "replication_factor": "--replication-factor / QDRANT_REPLICATION_FACTOR",
+    "write_consistency_factor": "--write-consistency / QDRANT_WRITE_CONSISTENCY",
+}
+
 
 def open_store(
-    url: str | None = None, api_key: str | None = None, path: Path | str | None = None
+    url: str | None = None,
+    api_key: str | None = None,
+    path: Path | str | None = None,
+    *,
+    options: ServerOptions | None = None,
 ) -> Store:
     """Open the store: a Qdrant server when ``url`` (or ``$QDRANT_URL``) is set, else the embedded one.
 
@@ -24,9 +39,13 @@ def open_store(
         url: Qdrant server URL (``http://host:6333`` or ``https://...``).
         api_key: server API key; default ``$QDRANT_API_KEY``.
         path: embedded store folder; default ``config.default_store_dir()``.
+        options: server collection layout (shards, replication, write consistency), timeouts,
+            retries. The embedded store is one shard with one copy: layout values other than
+            ``None`` or 1 are refused there.
 
     Raises:
         StoreUnavailableError: the server cannot be reached or refuses the API key.
+        StoreError: cluster layout options given for the embedded store.
     """
     from regionmir import config
 
@@ -34,10 +53,27 @@ def open_store(
     if url:
         from regionmir.store.server import ServerStore
 
-        return ServerStore(url=url, api_key=api_key or config.qdrant_api_key())
+        return ServerStore(url=url, api_key=api_key or config.qdrant_api_key(), options=options)
     from regionmir.store.embedded import EmbeddedStore
 
+    _refuse_layout_for_embedded(options)
+
     return EmbeddedStore(Path(path) if path is not None else config.default_store_dir())
+
+
+def _refuse_layout_for_embedded(options: ServerOptions | None) -> None:
+    """Raise when ``options`` asks for a shard/replica layout the embedded store cannot have."""
+    from regionmir.errors import StoreError
+
+    given = {k: getattr(options, k, None) for k in LAYOUT_OPTIONS}
+    wrong = {k: v for k, v in given.items() if v not in (None, 1)}
+    if wrong:
+        said = ", ".join(f"{LAYOUT_OPTIONS[k]} = {v}" for k, v in wrong.items())
+        raise StoreError(
+            f"{said}: only a Qdrant server or cluster has shards and replicas; the embedded "
+            "store is a single shard with one copy. Set --qdrant-url (or QDRANT_URL) to use a "
+            "server, or leave these options unset."
+        )
 
 
 __all__ = [
@@ -45,6 +81,7 @@ __all__ = [
     "REGIONMIR_NS",
     "Filter",
     "Hit",
+    "LAYOUT_OPTIONS",
     "PointRecord",
     "Store",
     "open_store",

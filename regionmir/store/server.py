@@ -53,6 +53,18 @@ class ServerOptions:
     hnsw_ef: int | None = None  # HNSW search breadth; None: server default
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
+    def __post_init__(self) -> None:
+        for key in ("shard_number", "replication_factor", "write_consistency_factor"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise StoreError(f"ServerOptions.{key} must be a positive integer or None, got {value!r}.")
+        rf, wcf = self.replication_factor, self.write_consistency_factor
+        if rf is not None and wcf is not None and wcf > rf:
+            raise StoreError(
+                f"write consistency {wcf} exceeds the replication factor {rf}: a write cannot be "
+                "acknowledged by more replicas than exist. Lower --write-consistency."
+            )
+
 
 def server_filter(filter: Filter | None) -> models.Filter | None:
     """Our :class:`Filter` as a qdrant-client filter (``None`` when there is no condition)."""
@@ -182,7 +194,7 @@ class ServerStore:
                 name, k, models.PayloadSchemaType.KEYWORD, wait=True), "create payload index", name)
 
     def _create(self, name: str, dim: int, full: dict) -> bool:
-        """Create the collection; False when it already exists (HTTP 409)."""
+        """Create the collection; False when it already exists (HTTP 409; ValueError in local mode)."""
         o = self.options
         try:
             self._call(lambda: self.client.create_collection(
@@ -194,7 +206,9 @@ class ServerStore:
                 metadata=full,
             ), "create collection", name)
         except StoreError as exc:
-            if status_of(exc.__cause__) != 409:
+            cause = exc.__cause__
+            local_exists = isinstance(cause, ValueError) and "already exists" in str(cause)
+            if status_of(cause) != 409 and not local_exists:
                 raise
             return False
         return True

@@ -1,0 +1,214 @@
+"""Run every bench in sequence, collect each one's final JSON line, and write bench/README.md.
+
+    .venv/bin/python bench/run_all.py            # quick sizes for a 2-core machine (`make bench`)
+    .venv/bin/python bench/run_all.py --full     # the sizes the issue asks for (tens of minutes)
+    .venv/bin/python bench/run_all.py --only encoder ingest
+
+Each bench runs in its own process under ``nice -n 5`` (the CPU is shared), its output is shown
+as it runs, and the load average is recorded before each one: numbers taken under load are
+slower, and the README says which load each came from. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def benches(full: bool, localizer_model: str) -> dict[str, list[str]]:
+    """Bench name -> arguments after ``python bench/<file>``; quick sizes unless ``full``."""
+    q = not full
+    return {
+        "phantom": ["bench_phantom.py", "--patients", "8" if q else "40"],
+        "encoder": ["bench_encoder.py", "--n", "1024" if q else "2048"],
+        "ingest": ["bench_ingest.py", "--patients", "6" if q else "12"],
+        "search_cli": ["bench_search_cli.py", "--points", "20000" if q else "100000",
+                       "--queries", "100" if q else "200"],
+        "localizer": ["bench_localizer.py", localizer_model, "--repeat", "10" if q else "50"],
+        "store": ["bench_store.py", "--n", "20000" if q else "100000", "--dim", "128", *([] if q else ["512"]),
+                  "--designs", *(["tenant", "one"] if q else ["one", "one-lean", "tenant", "per"]), "--local"],
+        "search_scale": ["bench_search_scale.py", "--sizes", *(["10000", "100000"] if q else
+                         ["10000", "100000", "1000000"]), "--queries", "100" if q else "200"],
+        "precision": ["bench_precision.py", "--patients", "16" if q else "40", "--epochs", "2" if q else "6"],
+    }
+
+
+def machine() -> dict:
+    """CPU model, cores, RAM and OS of this machine."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem_kib / 2**20, 1),
+            "os": platform.platform(), "python": platform.python_version()}
+
+
+def make_localizer_model(folder: Path) -> None:
+    """An untrained encoder + localizer of the default architecture (needs torch, like the benches)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from bench_ingest import default_model; from bench_search_cli import add_localizer; "
+            "add_localizer(default_model(Path(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, str(BENCH), str(folder)], check=True)
+
+
+def run_one(name: str, args: list[str], timeout: float) -> dict:
+    """Run one bench, echoing its output; returns its JSON line, load, wall time and command."""
+    cmd = ["nice", "-n", "5", sys.executable, str(BENCH / args[0]), *args[1:]]
+    shown = "nice -n 5 .venv/bin/python bench/" + " ".join(shlex.quote(a) for a in args)
+    load = os.getloadavg()
+    print(f"\n=== {name}: {shown}  (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
+    t = time.perf_counter()
+    lines, rc = [], None
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+            if time.perf_counter() - t > timeout:
+                proc.kill()
+                lines.append(f"killed after {timeout:.0f} s")
+                break
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = next((json.loads(x) for x in reversed(lines) if x.startswith("{")), None)
+    return {"name": name, "command": shown, "rc": rc, "seconds": time.perf_counter() - t,
+            "load_start": load[0], "load_end": os.getloadavg()[0], "result": result,
+            "tail": lines[-5:] if rc or result is None else []}
+
+
+def summary(name: str, r: dict | None) -> str:
+    """The key numbers of one bench, in one table cell."""
+    if r is None:
+        return "failed (see below)"
+    if name == "phantom":
+        return f"{r['images']} images at {r['size']} px: {r['images_per_s']:.2f} images/s, {r['cpu_s_per_image']:.2f} CPU s/image"
+    if name == "encoder":
+        return (f"onnxruntime {r['ort_crops_s']:.0f} crops/s vs torch eager {r['torch_crops_s']:.0f} crops/s: "
+                f"**{r['ratio']:.2f}x** ({r['backbone']}, {r['crop']} px, batch {r['batch']})")
+    if name == "ingest":
+        return (f"{r['images']} images, {r['regions']} regions: ingest {r['ingest_regions_s']:.0f} regions/s "
+                f"({r['ingest_images_s']:.2f} images/s), encoder only {r['encoder_regions_s']:.0f} regions/s: "
+                f"**ratio {r['ratio']:.2f}**; with index build {r['with_index_regions_s']:.0f} regions/s")
+    if name == "search_cli":
+        m = r["cold_median_s"]
+        parts = ["startup+imports", "model_load", "decode", "localize", "encode", "query"]
+        split = ", ".join(f"{k} {m.get(k, 0) * 1000:.0f}" for k in parts)
+        return (f"cold `regionmir search` on {r['points']} points: **{m['wall'] * 1000:.0f} ms** wall "
+                f"({split} ms); in-process query p50 {r['query']['p50_ms']:.2f} ms, recall@10 {r['query']['recall@10']:.3f}")
+    if name == "localizer":
+        return "; ".join(f"{x['input']}: locate {x['locate_ms'][0]:.1f} ms" for x in r["rows"])
+    if name == "store":
+        return "; ".join(f"{x['design']} d{x['dim']}: p50 {x['p50_ms']:.2f} ms" +
+                         (f", build {x['optimize_s']:.1f} s, recall {x['recall']:.3f}" if "optimize_s" in x else "")
+                         for x in r["rows"])
+    if name == "search_scale":
+        return "; ".join(f"{x['n']:,}: edge p50 {x['edge']['p50_ms']:.2f} ms, numpy {x['numpy']['p50_ms']:.2f} ms"
+                         + (f", qdrant-client local {x['qdrant-client local']['p50_ms']:.0f} ms"
+                            if "qdrant-client local" in x else "") for x in r["results"]) + " (table below)"
+    if name == "precision":
+        return "; ".join(f"{k} precision@10 {v['precision@10']:.3f} (base rate {v['base_rate']:.3f}, {v['queries']} queries)"
+                         for k, v in r["results"].items())
+    return json.dumps(r)[:200]
+
+
+def scale_table(r: dict) -> list[str]:
+    """Markdown rows of bench_search_scale: one per size and backend."""
+    out = ["| regions | backend | p50 ms | p95 ms | recall@10 | upsert pts/s | build s | disk B/region (w/o WAL) "
+           "| RSS load / cold open MiB | search path | load |", "|" + "---|" * 11]
+    for x in r["results"]:
+        for name in ("numpy", "edge", "edge forced HNSW", "qdrant-client local"):
+            b = x.get(name)
+            if not b:
+                continue
+            up = f"{b['upsert_pts_s']:.0f}" if "upsert_pts_s" in b else "-"
+            build = f"{b['build_s']:.1f}" if "build_s" in b else "-"
+            disk = f"{b['disk_b_per_region']:.0f} ({b['disk_b_per_region_no_wal']:.0f})" if "build_s" in b else "-"
+            rss = (f"+{b['rss_load_mib']:.0f} / +{b['rss_queried_mib']:.0f}" if "rss_queried_mib" in b else
+                   f"{b['mem_mib']:.0f} (arrays)" if "mem_mib" in b else f"+{b.get('rss_load_mib', 0):.0f}")
+            path = b.get("path", "exact" if name == "numpy" else f"exact (pure Python), {b.get('queries')} queries")
+            if "exact_p50_ms" in b:
+                path += f"; exact=True p50 {b['exact_p50_ms']:.2f} ms"
+            out.append(f"| {x['n']:,} | {name} | {b['p50_ms']:.2f} | {b['p95_ms']:.2f} | {b['recall']:.3f} | {up} "
+                       f"| {build} | {disk} | {rss} | {path} | {x['load1_start']:.2f} |")
+    return out
+
+
+def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: tuple) -> Path:
+    """bench/README.md: machine, load, commands and the latest numbers."""
+    flag = " --full" if full else ""
+    lines = [
+        "# Benchmarks", "",
+        f"Latest run: {started} UTC, {'full' if full else 'quick'} mode, written by `bench/run_all.py`.", "",
+        f"- Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM; {info['os']}, Python {info['python']}",
+        f"- Load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the CPU is shared; each row has its own)",
+        f"- Command: `make bench` = `.venv/bin/python bench/run_all.py{flag}` (`--full` for the big sizes); "
+        "each bench runs as shown in its row and can be run alone.", "",
+        "| bench | key numbers | load at start | wall s | command |", "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(f"| {r['name']} | {summary(r['name'], r['result'])} | {r['load_start']:.2f} | {r['seconds']:.0f} "
+                     f"| `{r['command']}` |")
+    scale = next((r for r in runs if r["name"] == "search_scale" and r["result"]), None)
+    if scale:
+        lines += ["", "## Filtered search at scale (bench_search_scale.py)", "",
+                  "One anatomy filter, top 10, 128-d synthetic region vectors; recall@10 against exact numpy. "
+                  "`edge` is EmbeddedStore in the production layout; `search path` is what Qdrant does for a "
+                  "one-anatomy query (it scans exactly when the filtered subset in a segment is below "
+                  "full_scan_threshold); `edge forced HNSW` lowers the thresholds so every query walks a graph.", "",
+                  *scale_table(scale["result"])]
+    failed = [r for r in runs if r["rc"] or r["result"] is None]
+    if failed:
+        lines += ["", "## Failures", ""]
+        for r in failed:
+            lines += [f"- {r['name']} (exit {r['rc']}):", "", "```", *r["tail"], "```"]
+    path = BENCH / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    (BENCH / "last_run.json").write_text(json.dumps({"started": started, "machine": info, "load": load,
+                                                      "full": full, "runs": runs}, indent=1) + "\n")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="the big sizes (100k-point CLI search, 1M-region scale)")
+    ap.add_argument("--only", nargs="+", help="run only these benches")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per bench before it is killed")
+    args = ap.parse_args()
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    load, info = os.getloadavg(), machine()
+    print(f"{info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
+        model = Path(tmp) / "model"
+        todo = benches(args.full, str(model))
+        unknown = set(args.only or []) - set(todo)
+        if unknown:
+            sys.exit(f"Unknown bench(es) {sorted(unknown)}; choose from {sorted(todo)}.")
+        if "localizer" in (args.only or todo):
+            make_localizer_model(model)
+        runs = [run_one(name, a, args.timeout) for name, a in todo.items() if not args.only or name in args.only]
+    path = write_readme(runs, info, args.full, started, load)
+    print(f"\nwrote {path.relative_to(ROOT)}")
+    if any(r["rc"] or r["result"] is None for r in runs):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
