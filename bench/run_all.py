@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run_all.py            # quick sizes for a 2-core machine (`make bench`)
     .venv/bin/python bench/run_all.py --full     # the sizes the issue asks for (tens of minutes)
-    .venv/bin/python bench/run_all.py --only encoder ingest
+    .venv/bin/python bench/run_all.py --only encoder ingest   # re-run two; keep the other rows
 
 Each bench runs in its own process under ``nice -n 5`` (the CPU is shared), its output is shown
 as it runs, and the load average is recorded before each one: numbers taken under load are
@@ -90,6 +90,7 @@ def run_one(name: str, args: list[str], timeout: float) -> dict:
             proc.kill()
     result = next((json.loads(x) for x in reversed(lines) if x.startswith("{")), None)
     return {"name": name, "command": shown, "rc": rc, "seconds": time.perf_counter() - t,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "load_start": load[0], "load_end": os.getloadavg()[0], "result": result,
             "tail": lines[-5:] if rc or result is None else []}
 
@@ -134,7 +135,7 @@ def scale_table(r: dict) -> list[str]:
     out = ["| regions | backend | p50 ms | p95 ms | recall@10 | upsert pts/s | build s | disk B/region (w/o WAL) "
            "| RSS load / cold open MiB | search path | load |", "|" + "---|" * 11]
     for x in r["results"]:
-        for name in ("numpy", "edge", "edge forced HNSW", "qdrant-client local"):
+        for name in ("numpy", "numpy blocks", "edge", "edge forced HNSW", "qdrant-client local"):
             b = x.get(name)
             if not b:
                 continue
@@ -156,16 +157,17 @@ def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: t
     flag = " --full" if full else ""
     lines = [
         "# Benchmarks", "",
-        f"Latest run: {started} UTC, {'full' if full else 'quick'} mode, written by `bench/run_all.py`.", "",
+        f"Latest run: {started} UTC, {'full' if full else 'quick'} mode, written by `bench/run_all.py`; rows "
+        "not re-run then (`--only`) keep their earlier numbers, date and command.", "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM; {info['os']}, Python {info['python']}",
         f"- Load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the CPU is shared; each row has its own)",
         f"- Command: `make bench` = `.venv/bin/python bench/run_all.py{flag}` (`--full` for the big sizes); "
         "each bench runs as shown in its row and can be run alone.", "",
-        "| bench | key numbers | load at start | wall s | command |", "|---|---|---|---|---|",
+        "| bench | key numbers | load at start | wall s | finished (UTC) | command |", "|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(f"| {r['name']} | {summary(r['name'], r['result'])} | {r['load_start']:.2f} | {r['seconds']:.0f} "
-                     f"| `{r['command']}` |")
+                     f"| {r.get('date', '?')} | `{r['command']}` |")
     scale = next((r for r in runs if r["name"] == "search_scale" and r["result"]), None)
     if scale:
         lines += ["", "## Filtered search at scale (bench_search_scale.py)", "",
@@ -181,9 +183,18 @@ def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: t
             lines += [f"- {r['name']} (exit {r['rc']}):", "", "```", *r["tail"], "```"]
     path = BENCH / "README.md"
     path.write_text("\n".join(lines) + "\n")
-    (BENCH / "last_run.json").write_text(json.dumps({"started": started, "machine": info, "load": load,
-                                                      "full": full, "runs": runs}, indent=1) + "\n")
     return path
+
+
+def merged(runs: list[dict], only: list[str] | None) -> list[dict]:
+    """With ``--only``, the earlier rows of the other benches (from bench/last_run.json) plus these."""
+    old = BENCH / "last_run.json"
+    if not only or not old.is_file():
+        return runs
+    new = {r["name"]: r for r in runs}
+    kept = [r for r in json.loads(old.read_text())["runs"] if r["name"] not in new]
+    order = list(benches(False, ""))
+    return sorted(kept + runs, key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
 
 
 def main() -> None:
@@ -204,6 +215,9 @@ def main() -> None:
         if "localizer" in (args.only or todo):
             make_localizer_model(model)
         runs = [run_one(name, a, args.timeout) for name, a in todo.items() if not args.only or name in args.only]
+    runs = merged(runs, args.only)
+    (BENCH / "last_run.json").write_text(json.dumps({"started": started, "machine": info, "load": load,
+                                                      "full": args.full, "runs": runs}, indent=1) + "\n")
     path = write_readme(runs, info, args.full, started, load)
     print(f"\nwrote {path.relative_to(ROOT)}")
     if any(r["rc"] or r["result"] is None for r in runs):

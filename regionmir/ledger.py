@@ -99,7 +99,7 @@ class Ledger:
 
     def _acquire_lock(self):
         """Lock ``<ledger>.lock`` against other processes (a POSIX lock: held per process)."""
-        handle = self.path.with_suffix(".lock").open("a")
+        handle = self.path.with_suffix(".lock").open("a", encoding="utf-8")
         if fcntl is None:
             return handle
         try:

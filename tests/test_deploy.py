@@ -195,6 +195,28 @@ def test_cluster_workers_cover_every_shard_once(cluster):
         assert int(s["environment"]["QDRANT_EXPECT_PEERS"]) == len(qdrant_nodes(cluster))
 
 
+def test_cluster_workers_create_the_collection_sharded_and_replicated(base, cluster):
+    nodes = qdrant_nodes(cluster)
+    server = nodes["qdrant"]["environment"]
+    for name, svc in workers(cluster).items():
+        # compose's ${VAR:-default} / ${VAR:?message} as plain values, then the worker's parser
+        env = {k: re.sub(r"\$\{\w+:[-?]([^}]*)\}", r"\1", str(v)) for k, v in svc["environment"].items()}
+        cfg = worker.read_env({**env, "ARCHIVE": str(ROOT), "REGIONMIR_MODEL": str(ROOT), "REGIONMIR_SALT": "s"})
+        assert cfg.shards == len(nodes), f"{name}: one shard per node"
+        assert 1 < cfg.replication_factor <= len(nodes), f"{name}: a node may fail"
+        assert 1 <= cfg.write_consistency <= cfg.replication_factor
+        argv = worker.ingest_argv(cfg)
+        for flag, value in (("--shards", cfg.shards), ("--replication-factor", cfg.replication_factor),
+                            ("--write-consistency", cfg.write_consistency)):
+            assert argv[argv.index(flag) + 1] == str(value)
+        # the server defaults (for collections made by other clients) say the same
+        assert int(server["QDRANT__STORAGE__COLLECTION__REPLICATION_FACTOR"]) == cfg.replication_factor
+        assert int(server["QDRANT__STORAGE__COLLECTION__WRITE_CONSISTENCY_FACTOR"]) == cfg.write_consistency
+        assert int(server["QDRANT__STORAGE__COLLECTION__SHARD_NUMBER_PER_NODE"]) * len(nodes) == cfg.shards
+    for svc in workers(base).values():  # one server: its defaults, no replicas to ask for
+        assert not {"QDRANT_SHARDS", "QDRANT_REPLICATION_FACTOR"} & set(svc["environment"])
+
+
 # ----------------------------------------------------------------------------- worker image
 
 
@@ -247,6 +269,11 @@ def test_read_env(env):
     cfg = worker.read_env(env)
     assert (cfg.shard, cfg.workers, cfg.collection, cfg.wait_s, cfg.expect_peers) == ((1, 3), 4, "cxr", 120.0, 0)
     assert cfg.qdrant_url == "http://qdrant:6333" and cfg.api_key == "k"
+    assert (cfg.shards, cfg.replication_factor, cfg.write_consistency) == (None, None, None)
+    assert "--shards" not in worker.ingest_argv(cfg)
+    cfg = worker.read_env({**env, "QDRANT_SHARDS": "6", "QDRANT_REPLICATION_FACTOR": "3",
+                           "QDRANT_WRITE_CONSISTENCY": ""})
+    assert (cfg.shards, cfg.replication_factor, cfg.write_consistency) == (6, 3, None)
 
 
 @pytest.mark.parametrize("change,code,message", [
@@ -254,6 +281,9 @@ def test_read_env(env):
     ({"REGIONMIR_SALT": ""}, 64, "REGIONMIR_SALT is not set"),
     ({"WORKERS": "many"}, 64, "WORKERS must be a number"),
     ({"BATCH_SIZE": "0"}, 64, "BATCH_SIZE must be >= 1"),
+    ({"QDRANT_SHARDS": "0"}, 64, "QDRANT_SHARDS must be >= 1"),
+    ({"QDRANT_REPLICATION_FACTOR": "two"}, 64, "QDRANT_REPLICATION_FACTOR must be a number"),
+    ({"QDRANT_URL": "", "QDRANT_SHARDS": "3"}, 64, "QDRANT_SHARDS need a Qdrant server"),
     ({"ARCHIVE": "/nonexistent/archive"}, 66, "ARCHIVE /nonexistent/archive is not a folder"),
     ({"REGIONMIR_MODEL": "/nonexistent/model"}, 66, "REGIONMIR_MODEL"),
 ])
@@ -264,7 +294,8 @@ def test_read_env_refuses(env, change, code, message):
 
 
 def test_ingest_argv_is_accepted_by_the_real_cli(env):
-    cfg = worker.read_env({**env, "BATCH_SIZE": "32"})
+    cfg = worker.read_env({**env, "BATCH_SIZE": "32", "QDRANT_SHARDS": "3", "QDRANT_REPLICATION_FACTOR": "2",
+                           "QDRANT_WRITE_CONSISTENCY": "1"})
     argv = worker.ingest_argv(cfg)
     assert argv[:3] == ["regionmir", "--verbose", "ingest"] and "k" not in argv  # key stays in env
     from regionmir.cli.app import app
@@ -275,6 +306,7 @@ def test_ingest_argv_is_accepted_by_the_real_cli(env):
     assert str(params["archive"]) == env["ARCHIVE"] and params["shard"] == "1/3"
     assert params["workers"] == 4 and params["batch_size"] == 32 and params["collection"] == "cxr"
     assert params["qdrant_url"] == "http://qdrant:6333"
+    assert (params["shards"], params["replication_factor"], params["write_consistency"]) == (3, 2, 1)
 
 
 def fake_wait(result):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pydicom
@@ -109,7 +110,10 @@ def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
     ledger.close()
     ledger = Ledger(path, "token-1")
     assert ledger.done == {"a", "b", "c"} and not ledger.indexed  # upserted after the index
-    assert Ledger(path, "token-2").done == set()  # the collection was re-created: start afresh
+    ledger.close()
+    ledger = Ledger(path, "token-2")
+    assert ledger.done == set()  # the collection was re-created: start afresh
+    ledger.close()
 
 
 def test_mask_path_hides_patient_folders(tmp_path):
@@ -325,14 +329,17 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
 def racing(monkeypatch, loser, winner_moves) -> None:
     """Make ``loser.collections()`` return what it saw *before* ``winner_moves()`` ran: the
     other worker creates the collection between the loser's check and its create."""
-    real = loser.collections
+    real, stale = loser.collections, []
 
     def collections():
         seen = real()
+        stale.extend(seen)
         winner_moves()
         return seen
 
     monkeypatch.setattr(loser, "collections", collections)
+    if hasattr(loser, "client"):  # the server store checks again just before creating: stale too
+        loser.client.collection_exists = lambda name: name in stale
 
 
 def two_stores(kind: str, tmp_path: Path):
@@ -344,7 +351,7 @@ def two_stores(kind: str, tmp_path: Path):
         from qdrant_client import QdrantClient
 
         client = QdrantClient(location=":memory:")
-        return ServerStore(client=client), ServerStore(client=client)
+        return ServerStore(client=client), ServerStore(client=mock.Mock(wraps=client))
     return EmbeddedStore(tmp_path / "store"), EmbeddedStore(tmp_path / "store")
 
 
@@ -366,6 +373,8 @@ def test_racing_creators_end_with_one_meta_and_one_token(kind, tmp_path, monkeyp
     monkeypatch.setattr(loser, "create_collection", lambda *a: created.append(a) or real_create(*a))
     lost = ensure_collection(loser, "c", encoder_like(), tmp_path)
     assert len(created) == 1, "the loser must have tried to create it (the race happened)"
+    if kind == "server":  # and the server answered "already exists" (ValueError in local mode)
+        assert loser.client.create_collection.call_count == 1
     assert created[0][2]["ingest_token"] != won["ingest_token"]  # its own attempt had another token
     assert lost == won and lost["ingest_token"] == won["ingest_token"]
     assert winner.collections() == loser.collections() == ["c"]
@@ -437,41 +446,42 @@ def test_cli_layout_options_and_environment_reach_the_config(tiny_archive, monke
 # ----------------------------------------------------------------------------- ledgers per shard
 
 
-def test_shard_ledgers_are_separate_files_read_together(tmp_path):
+def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
     from regionmir.ledger import ledger_family, ledger_path
 
-    os.environ["REGIONMIR_HOME"] = str(tmp_path)  # restored by monkeypatch-free cleanup below
-    try:
-        p0, p1 = ledger_path("loc", "c", (0, 2)), ledger_path("loc", "c", (1, 2))
-        whole = ledger_path("loc", "c")
-        assert len({p0, p1, whole}) == 3 and ledger_path("loc", "c", (1, 2)) == p1
-        a, b = Ledger(p0, "t"), Ledger(p1, "t")  # two workers of one home, at once
-        for i in range(50):  # interleaved appends
-            a.mark([f"a{i}"])
-            b.mark([f"b{i}"])
-        a.mark_indexed()
-        second = subprocess.run(  # a second process on shard 1/2 of the same home
-            [sys.executable, "-c", f"from regionmir.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
-            capture_output=True, text=True, timeout=60)
-        assert second.returncode == 1 and "StoreLockedError" in second.stderr
-        assert "same --shard" in second.stderr
-        b.close()
-        with p1.open("a") as f:
-            f.write("b-torn")  # shard 1 killed mid-write
-        family = ledger_family("loc", "c")
-        assert family == sorted([p0, p1])
-        assert ledger_family("loc", "c2") == [] and ledger_path("loc", "c2") not in family
-        torn = p1.read_bytes()
-        merged = Ledger(whole, "t", others=family)
-        assert merged.done == {f"a{i}" for i in range(50)} | {f"b{i}" for i in range(50)}
-        assert not merged.indexed  # shard 1 has not built the index since its last upsert
-        assert p1.read_bytes() == torn  # another shard's ledger is only read, never cut
-        merged.close()
-        assert Ledger(p1, "t").done == {f"b{i}" for i in range(50)}  # torn line dropped by its owner
-        assert Ledger(whole, "other-token", others=family).done == set()  # re-created collection
-        a.close()
-    finally:
-        del os.environ["REGIONMIR_HOME"]
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
+    p0, p1 = ledger_path("loc", "c", (0, 2)), ledger_path("loc", "c", (1, 2))
+    whole = ledger_path("loc", "c")
+    assert len({p0, p1, whole}) == 3 and ledger_path("loc", "c", (1, 2)) == p1
+    a, b = Ledger(p0, "t"), Ledger(p1, "t")  # two workers of one home, at once
+    for i in range(50):  # interleaved appends
+        a.mark([f"a{i}"])
+        b.mark([f"b{i}"])
+    a.mark_indexed()
+    second = subprocess.run(  # a second process on shard 1/2 of the same home
+        [sys.executable, "-c", f"from regionmir.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and "StoreLockedError" in second.stderr
+    assert "same --shard" in second.stderr
+    b.close()
+    with p1.open("a") as f:
+        f.write("b-torn")  # shard 1 killed mid-write
+    Ledger(ledger_path("loc", "c2", (0, 2)), "t").close()  # another collection
+    Ledger(ledger_path("other-store", "c"), "t").close()  # the same name in another store
+    family = ledger_family("loc", "c")
+    assert family == sorted([p0, p1])
+    torn = p1.read_bytes()
+    merged = Ledger(whole, "t", others=family)
+    assert merged.done == {f"a{i}" for i in range(50)} | {f"b{i}" for i in range(50)}
+    assert not merged.indexed  # shard 1 has not built the index since its last upsert
+    assert p1.read_bytes() == torn  # another shard's ledger is only read, never cut
+    merged.close()
+    owner = Ledger(p1, "t")
+    assert owner.done == {f"b{i}" for i in range(50)}  # its torn line dropped by its owner
+    fresh = Ledger(whole, "other-token", others=family)
+    assert fresh.done == set()  # the collection was re-created: other generations do not count
+    for ledger in (owner, fresh, a):
+        ledger.close()
 
 
 def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_model, home):

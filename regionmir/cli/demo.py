@@ -18,7 +18,7 @@ import typer
 
 
 def demo(
-    workdir: Path = typer.Option(None, "--workdir", help="Where the archive and outputs go [default: $REGIONMIR_HOME/demo]."),
+    workdir: Path = typer.Option(None, "--workdir", help="Where the archive and outputs go \\[default: $REGIONMIR_HOME/demo]."),
     patients: int = typer.Option(120, min=3, help="Phantom patients (each with --studies-per-patient studies)."),
     studies_per_patient: int = typer.Option(2, min=1),
     size: int = typer.Option(512, min=64, help="Long side of the phantom images in pixels."),

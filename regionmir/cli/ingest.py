@@ -19,23 +19,23 @@ def _shard(text: str) -> tuple[int, int]:
 
 def ingest(
     archive: Path = typer.Argument(..., exists=True, file_okay=False, help="Archive folder (MIMIC-CXR / ImaGenome layout or a folder of DICOMs)."),
-    model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx [default: $REGIONMIR_HOME/model]."),
-    collection: str = typer.Option(None, "--collection", help="Collection name [default: regions]."),
+    model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
+    collection: str = typer.Option(None, "--collection", help="Collection name \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store under $REGIONMIR_HOME/store."),
-    workers: int = typer.Option(None, "--workers", min=0, help="Decode+crop processes (0: in-process) [default: min(2, cpus)]."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Decode+crop processes (0: in-process) \\[default: min(2, cpus)]."),
     shard: str = typer.Option("0/1", "--shard", help="Take the images whose stable hash mod n == i (i/n)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Crops per encoder call and upsert."),
-    shards: int = typer.Option(None, "--shards", envvar="QDRANT_SHARDS", min=1, help="Server only: shards of a new collection [default: the server's]."),
-    replication_factor: int = typer.Option(None, "--replication-factor", envvar="QDRANT_REPLICATION_FACTOR", min=1, help="Server only: copies of each shard of a new collection (cluster) [default: the server's]."),
-    write_consistency: int = typer.Option(None, "--write-consistency", envvar="QDRANT_WRITE_CONSISTENCY", min=1, help="Server only: replicas that must acknowledge a write [default: the server's]."),
-    report: Path = typer.Option(None, "--report", help="JSONL report of failed/unlabeled images [default: $REGIONMIR_HOME/reports/]."),
+    shards: int = typer.Option(None, "--shards", envvar="QDRANT_SHARDS", min=1, help="Server only: shards of a new collection; default: the server's."),
+    replication_factor: int = typer.Option(None, "--replication-factor", envvar="QDRANT_REPLICATION_FACTOR", min=1, help="Server only: copies of each shard of a new collection (cluster); default: the server's."),
+    write_consistency: int = typer.Option(None, "--write-consistency", envvar="QDRANT_WRITE_CONSISTENCY", min=1, help="Server only: replicas that must acknowledge a write; default: the server's."),
+    report: Path = typer.Option(None, "--report", help="JSONL report of failed/unlabeled images \\[default: $REGIONMIR_HOME/reports/]."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON only."),
 ) -> None:
     """Ingest ARCHIVE: every labeled region of every DICOM becomes a point in the collection.
 
     Rerunning resumes: images already ingested are skipped, ids never duplicate.
-    --shards, --replication-factor and --write-consistency lay out a collection created on a
-    Qdrant server; an existing collection keeps its layout.
+
+    --shards, --replication-factor and --write-consistency lay out a new collection on a Qdrant server.
     """
     import json
 

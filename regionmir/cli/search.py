@@ -15,13 +15,13 @@ def search(
     scene_graph: Path = typer.Option(None, "--scene-graph", exists=True, dir_okay=False, help="Scene graph JSON with the query's regions."),
     where: list[str] = typer.Option([], "--where", help="Payload condition key=value (repeatable): view=PA, findings=nodule."),
     study: str = typer.Option(None, "--study", help="Only regions of this study."),
-    exclude_same_patient: bool = typer.Option(None, "--exclude-same-patient/--include-same-patient", help="Leave out the query's patient [default: exclude when the query is in the collection]."),
+    exclude_same_patient: bool = typer.Option(None, "--exclude-same-patient/--include-same-patient", help="Leave out the query's patient \\[default: exclude when the query is in the collection]."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=1000, help="Number of results."),
     exact: bool = typer.Option(False, "--exact", help="Exact (brute-force) search instead of HNSW."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON results only."),
     montage: Path = typer.Option(None, "--montage", dir_okay=False, help="Write a PNG: query crop beside the top hits."),
-    model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx [default: $REGIONMIR_HOME/model]."),
-    collection: str = typer.Option(None, "--collection", help="Collection [default: regions]."),
+    model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
+    collection: str = typer.Option(None, "--collection", help="Collection \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
 ) -> None:
     """Search the collection for regions like IMAGE's region of --anatomy."""
@@ -128,6 +128,12 @@ def _as_doc(outcome, searcher, timings: dict) -> dict:
     return doc
 
 
+def _short(image_id: str) -> str:
+    """MIMIC dicom_ids are five hex groups; the first one identifies an image in a table."""
+    head = image_id.split("-")[0]
+    return head + "…" if len(head) < len(image_id) else image_id
+
+
 def _print(doc: dict, montage: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -136,19 +142,25 @@ def _print(doc: dict, montage: Path | None) -> None:
     q = doc["query"]
     where = "in the collection" if q["in_collection"] else "not in the collection"
     console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']})", highlight=False)
+    wide = console.width >= 150  # paths only where they fit; --json always has everything
     if "results" in doc:
-        table = Table("rank", "score", "anatomy", "study", "image", "box", "findings", "path")
+        anatomies = {r["anatomy"] for r in doc["results"]}
+        table = Table("rank", "score", "study", "image", "box", "findings", *(("path",) if wide else ()),
+                      title=f"{', '.join(sorted(anatomies))}: top {len(doc['results'])}" if anatomies else None)
         for r in doc["results"]:
-            table.add_row(str(r["rank"]), f"{r['score']:.4f}", r["anatomy"], str(r["study_id"]), r["image_id"],
-                          ",".join(f"{v:g}" for v in r["box"]), ", ".join(r["findings"]), r["path"])
+            table.add_row(str(r["rank"]), f"{r['score']:.4f}", str(r["study_id"]), _short(r["image_id"]),
+                          ",".join(f"{v:.0f}" for v in r["box"]), ", ".join(r["findings"]) or "-",
+                          *((r["path"],) if wide else ()))
     else:
-        table = Table("rank", "score", "study", "regions matched", "best image", "best anatomy", "path")
+        table = Table("rank", "score", "study", "regions matched", "best image", "best anatomy",
+                      *(("path",) if wide else ()))
         for s in doc["studies"]:
             b = s["best"]
             table.add_row(str(s["rank"]), f"{s['score']:.4f}", str(s["study_id"]),
-                          f"{s['matched_regions']}/{len(s['regions'])}", b["image_id"], b["anatomy"], b["path"])
+                          f"{s['matched_regions']}/{len(s['regions'])}", _short(b["image_id"]), b["anatomy"],
+                          *((b["path"],) if wide else ()))
     for column in table.columns:
-        column.overflow = "fold"  # wrap long ids and paths instead of cutting them
+        column.overflow = "fold"  # wrap long values instead of cutting them
     console.print(table)
     if montage is not None:
         console.print(f"Montage written to {montage}", highlight=False)

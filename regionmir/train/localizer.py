@@ -73,7 +73,7 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15)
-    progress.phase("localizer", cfg.epochs * steps_per_epoch, cfg.epochs)
+    progress.phase("localizer", cfg.epochs * steps_per_epoch, cfg.epochs, unit="films")
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         total = 0.0

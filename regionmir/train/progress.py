@@ -1,4 +1,4 @@
-"""Training progress: a small reporting interface and its rich implementation (epoch, loss, crops/s, ETA)."""
+"""Training progress: a small reporting interface and its rich implementation (epoch, loss, rate, ETA)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from contextlib import AbstractContextManager
 class Progress:
     """Silent progress reporter; subclasses draw something."""
 
-    def phase(self, label: str, total_steps: int, epochs: int) -> None:
-        """A new training phase of ``total_steps`` optimizer steps over ``epochs`` epochs."""
+    def phase(self, label: str, total_steps: int, epochs: int, unit: str = "crops") -> None:
+        """A new training phase of ``total_steps`` optimizer steps over ``epochs`` epochs.
+
+        ``unit`` names what the rate counts ("crops", "films").
+        """
 
     def step(self, epoch: int, loss: float, crops_per_s: float) -> None:
         """One optimizer step finished in ``epoch`` (1-based) with running ``loss``."""
@@ -36,7 +39,7 @@ class RichProgress(Progress, AbstractContextManager):
             MofNCompleteColumn(),
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             TextColumn("loss {task.fields[loss]:>7}"),
-            TextColumn("{task.fields[rate]:>6.0f} crops/s"),
+            TextColumn("{task.fields[rate]:>6.0f} {task.fields[unit]}/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -54,9 +57,9 @@ class RichProgress(Progress, AbstractContextManager):
     def __exit__(self, *exc) -> None:
         self._bar.stop()
 
-    def phase(self, label: str, total_steps: int, epochs: int) -> None:
+    def phase(self, label: str, total_steps: int, epochs: int, unit: str = "crops") -> None:
         self._task = self._bar.add_task(label, total=total_steps, epoch=0, epochs=epochs,
-                                        loss="-", rate=0.0)
+                                        loss="-", rate=0.0, unit=unit)
         self._per_epoch = max(1, total_steps // max(1, epochs))
 
     def step(self, epoch: int, loss: float, crops_per_s: float) -> None:
@@ -71,7 +74,7 @@ class RichProgress(Progress, AbstractContextManager):
         eta = elapsed / task.completed * (task.total - task.completed) if task.completed else 0.0
         self.console.print(
             f"{task.description}: epoch {epoch}/{task.fields['epochs']} loss {loss} "
-            f"{rate:.0f} crops/s elapsed {elapsed:.0f} s ETA {eta:.0f} s", highlight=False)
+            f"{rate:.0f} {task.fields['unit']}/s elapsed {elapsed:.0f} s ETA {eta:.0f} s", highlight=False)
 
     def note(self, text: str) -> None:
         if self.enabled:
