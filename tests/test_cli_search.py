@@ -70,11 +70,21 @@ def run_json(*args: str, model: Path) -> dict:
 
 def test_table_output(query, tiny_model):
     path, slug = query
-    result = run("search", "--anatomy", slug, str(path), model=tiny_model)
+    result = runner.invoke(app, ["search", "--anatomy", slug, str(path), "--model", str(tiny_model)],
+                           env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    for column in ("rank", "score", "anatomy", "study", "image", "box", "findings", "path"):
+    for column in ("rank", "score", "study", "image", "box", "findings"):
         assert column in result.stdout
-    assert "in the collection" in result.stdout and slug in result.stdout
+    assert "in the collection" in result.stdout and f"{slug}: top" in result.stdout
+    assert "files/" not in result.stdout  # an 80-column terminal gets no path column
+
+
+def test_table_shows_paths_when_wide(query, tiny_model):
+    path, slug = query
+    result = runner.invoke(app, ["search", "--anatomy", slug, str(path), "--model", str(tiny_model)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "path" in result.stdout and "files/" in result.stdout
 
 
 def test_json_top_k_and_exact(query, tiny_model):
