@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def make_localizer_model(folder: Path) -> None:
 def run_one(name: str, args: list[str], timeout: float) -> dict:
     """Run one bench, echoing its output; returns its JSON line, load, wall time and command."""
     cmd = ["nice", "-n", "5", sys.executable, str(BENCH / args[0]), *args[1:]]
-    shown = "nice -n 5 .venv/bin/python bench/" + " ".join(shlex.quote(a) for a in args)
+    shown = "nice -n 5 .venv/bin/python bench/" + " ".join(
+        "MODEL_DIR" if a.startswith(tempfile.gettempdir()) else shlex.quote(a) for a in args)
     load = os.getloadavg()
     print(f"\n=== {name}: {shown}  (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
     t = time.perf_counter()
@@ -144,12 +146,37 @@ def scale_table(r: dict) -> list[str]:
             disk = f"{b['disk_b_per_region']:.0f} ({b['disk_b_per_region_no_wal']:.0f})" if "build_s" in b else "-"
             rss = (f"+{b['rss_load_mib']:.0f} / +{b['rss_queried_mib']:.0f}" if "rss_queried_mib" in b else
                    f"{b['mem_mib']:.0f} (arrays)" if "mem_mib" in b else f"+{b.get('rss_load_mib', 0):.0f}")
-            path = b.get("path", "exact" if name == "numpy" else f"exact (pure Python), {b.get('queries')} queries")
+            path = b.get("path", {"numpy": "exact, x[idx_a] @ q (gather)", "numpy blocks": "exact, per-anatomy contiguous matrix"}
+                         .get(name, f"exact (pure Python), {b.get('queries')} queries"))
             if "exact_p50_ms" in b:
                 path += f"; exact=True p50 {b['exact_p50_ms']:.2f} ms"
             out.append(f"| {x['n']:,} | {name} | {b['p50_ms']:.2f} | {b['p95_ms']:.2f} | {b['recall']:.3f} | {up} "
                        f"| {build} | {disk} | {rss} | {path} | {x['load1_start']:.2f} |")
     return out
+
+
+def ratios(res: dict) -> list[str]:
+    """The side-by-side ratios the issue asks for, each from one bench process."""
+    out = ["", "## Side by side (each ratio from one process, same load)", ""]
+    if "ingest" in res:
+        r = res["ingest"]
+        out.append(f"- Ingest / encoder-only throughput: {r['ingest_regions_s']:.0f} / {r['encoder_regions_s']:.0f} "
+                   f"regions/s = **{r['ratio']:.2f}** ({r['images']} images; target >= 0.8).")
+    if "encoder" in res:
+        r = res["encoder"]
+        out.append(f"- onnxruntime / torch eager: {r['ort_crops_s']:.0f} / {r['torch_crops_s']:.0f} crops/s = **{r['ratio']:.2f}x**.")
+    for x in res.get("search_scale", {}).get("results", []):
+        parts = [f"{k} {x[k]['p50_ms']:.2f} ms" for k in ("edge", "edge forced HNSW", "numpy", "numpy blocks",
+                                                       "qdrant-client local") if k in x]
+        out.append(f"- Filtered query p50 at {x['n']:,} regions: " + ", ".join(parts) + ".")
+    if "search_cli" in res:
+        r, m = res["search_cli"], res["search_cli"]["cold_median_s"]
+        keys = ["startup+imports", "open_store", "model_load", "model_wait", "collection_check", "decode", "lookup",
+                "localizer_load", "localize", "encode", "query", "close+exit"]
+        out.append(f"- Cold `regionmir search` ({r['points']:,} points, {r['size']} px DICOM, median of {r['runs']}): "
+                   f"**{m['wall'] * 1000:.0f} ms** = " + ", ".join(f"{k} {m.get(k, 0) * 1000:.1f}" for k in keys)
+                   + " ms (model_load runs in a thread beside open_store; model_wait is what it adds).")
+    return out if len(out) > 3 else []
 
 
 def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: tuple) -> Path:
@@ -166,8 +193,12 @@ def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: t
         "| bench | key numbers | load at start | wall s | finished (UTC) | command |", "|---|---|---|---|---|---|",
     ]
     for r in runs:
+        command = re.sub(r"/\S*/bench-all-\w+/model", "MODEL_DIR", r["command"])
         lines.append(f"| {r['name']} | {summary(r['name'], r['result'])} | {r['load_start']:.2f} | {r['seconds']:.0f} "
-                     f"| {r.get('date', '?')} | `{r['command']}` |")
+                     f"| {r.get('date', '?')} | `{command}` |")
+    lines += ["", "MODEL_DIR: an untrained encoder + localizer of the default architecture that run_all.py exports "
+              "to a temporary folder (same cost as trained ones)."]
+    lines += ratios({r["name"]: r["result"] for r in runs if r["result"]})
     scale = next((r for r in runs if r["name"] == "search_scale" and r["result"]), None)
     if scale:
         lines += ["", "## Filtered search at scale (bench_search_scale.py)", "",
@@ -202,7 +233,12 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the big sizes (100k-point CLI search, 1M-region scale)")
     ap.add_argument("--only", nargs="+", help="run only these benches")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per bench before it is killed")
+    ap.add_argument("--readme-only", action="store_true", help="rewrite README.md from bench/last_run.json")
     args = ap.parse_args()
+    if args.readme_only:
+        last = json.loads((BENCH / "last_run.json").read_text())
+        print(f"wrote {write_readme(last['runs'], last['machine'], last['full'], last['started'], last['load'])}")
+        return
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     load, info = os.getloadavg(), machine()
     print(f"{info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

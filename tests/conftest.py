@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# The server of the integration tests: docker-compose.yml's pin (tests/test_deploy.py checks),
+# within one minor version of qdrant-client 1.20.
+QDRANT_IMAGE = "qdrant/qdrant:v1.19.1"
+
 
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory):
@@ -44,3 +48,18 @@ def tiny_model(tiny_archive, tmp_path_factory):
                       backbone="resnet6-w8", embedding_dim=32, device="cpu", seed=0)
     run(tiny_archive, out, cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def qdrant_server_url():
+    """URL of a Qdrant server in Docker, for the whole session; skips without a Docker engine."""
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+    except Exception as exc:  # no docker package, no socket, engine down
+        pytest.skip(f"needs a reachable Docker engine to start {QDRANT_IMAGE}: {exc}")
+    from testcontainers.community.qdrant import QdrantContainer
+
+    with QdrantContainer(image=QDRANT_IMAGE) as container:
+        yield f"http://{container.rest_host_address}"

@@ -122,7 +122,7 @@ def test_qdrant_image_pinned_once_everywhere(base, cluster):
     (image,) = images
     assert PINNED.match(image) and "latest" not in image
     assert base["services"]["qdrant"]["image"] == image
-    store_tests = ROOT / "tests" / "test_store.py"
+    store_tests = ROOT / "tests" / "conftest.py"
     if store_tests.exists():  # the testcontainers integration tests must run the same server
         found = re.search(r'QDRANT_IMAGE\s*=\s*"([^"]+)"', store_tests.read_text())
         assert found and found.group(1) == image

@@ -1,7 +1,8 @@
 """The store contract, run against every backend and checked against a numpy reference.
 
 Backends: the embedded store (qdrant-edge), qdrant-client's local mode through ServerStore,
-and (``pytest -m integration``) a real Qdrant server started with testcontainers.
+and (``pytest -m integration``) a real Qdrant server started with testcontainers
+(``qdrant_server_url`` in conftest.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from regionmir.store import Filter, PointRecord, open_store, point_id
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
 from regionmir.store.server import ServerStore
 
-QDRANT_IMAGE = "qdrant/qdrant:v1.19.1"  # within one minor version of qdrant-client 1.20
 DIM = 32
 MODEL = "m0123456789abcdef"
 SLUGS = [a.slug for a in ALL[:6]]
@@ -36,21 +36,6 @@ BACKENDS = [
     "qdrant-local",
     pytest.param("qdrant-server", marks=pytest.mark.integration),
 ]
-
-
-@pytest.fixture(scope="session")
-def qdrant_server_url():
-    """URL of a Qdrant server in Docker, for the whole session; skips without a Docker engine."""
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-    except Exception as exc:  # no docker package, no socket, engine down
-        pytest.skip(f"needs a reachable Docker engine to start {QDRANT_IMAGE}: {exc}")
-    from testcontainers.community.qdrant import QdrantContainer
-
-    with QdrantContainer(image=QDRANT_IMAGE) as container:
-        yield f"http://{container.rest_host_address}"
 
 
 @pytest.fixture(params=BACKENDS)
