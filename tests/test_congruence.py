@@ -33,7 +33,7 @@ TOL = 1e-5  # scores are float32 cosines computed by two engines
 # Small index thresholds, so that the embedded store really builds its per-anatomy HNSW graphs
 # for the 432 points of the tiny archive and answers approximate searches from them.
 SMALL_INDEX = EdgeOptions(full_scan_threshold_kb=1, indexing_threshold_kb=1)
-SERVER_INDEX_KB = 10  # the same on the server (its smallest full-scan threshold)
+SERVER_INDEX_KB = 10  # the same on the server (10 KB: low, yet within its config validation)
 
 SECOND = ["qdrant-local", pytest.param("qdrant-server", marks=pytest.mark.integration)]
 
