@@ -182,14 +182,16 @@ def ratios(res: dict) -> list[str]:
 def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: tuple) -> Path:
     """bench/README.md: machine, load, commands and the latest numbers."""
     flag = " --full" if full else ""
+    partial = len({r.get("date", "")[:16] for r in runs}) > 1 or len(runs) < len(benches(False, ""))
     lines = [
         "# Benchmarks", "",
-        f"Latest run: {started} UTC, {'full' if full else 'quick'} mode, written by `bench/run_all.py`; rows "
-        "not re-run then (`--only`) keep their earlier numbers, date and command.", "",
+        f"Written by `bench/run_all.py` at {started} UTC ({'full' if full else 'quick'} mode); rows not re-run "
+        "then (`--only`) keep their earlier numbers, date and command.", "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM; {info['os']}, Python {info['python']}",
         f"- Load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the CPU is shared; each row has its own)",
-        f"- Command: `make bench` = `.venv/bin/python bench/run_all.py{flag}` (`--full` for the big sizes); "
-        "each bench runs as shown in its row and can be run alone.", "",
+        f"- Latest invocation: `.venv/bin/python bench/run_all.py{flag}{' --only ...' if partial else ''}`; `make bench` runs "
+        "`.venv/bin/python bench/run_all.py` (quick sizes); `--full` takes the big sizes, `--only NAME...` re-runs "
+        "some rows. Each row shows its own command (runnable alone), date and load average at its start.", "",
         "| bench | key numbers | load at start | wall s | finished (UTC) | command |", "|---|---|---|---|---|---|",
     ]
     for r in runs:
@@ -205,7 +207,11 @@ def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: t
                   "One anatomy filter, top 10, 128-d synthetic region vectors; recall@10 against exact numpy. "
                   "`edge` is EmbeddedStore in the production layout; `search path` is what Qdrant does for a "
                   "one-anatomy query (it scans exactly when the filtered subset in a segment is below "
-                  "full_scan_threshold); `edge forced HNSW` lowers the thresholds so every query walks a graph.", "",
+                  "full_scan_threshold; the share of queries that lose a neighbour at hnsw_ef=10 shows a graph "
+                  "was walked); `edge forced HNSW` lowers the thresholds so that every anatomy gets a graph. "
+                  "RSS: growth of the loading process after the upserts (mmapped pages included) / of a fresh "
+                  "process after opening the store and one query per anatomy. load: load average at the start "
+                  "of each size.", "",
                   *scale_table(scale["result"])]
     failed = [r for r in runs if r["rc"] or r["result"] is None]
     if failed:
