@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_store import disk_bytes  # bench/ is on sys.path when a bench runs as a script
 from regionmir.anatomy import ALL
 from regionmir.store.base import Filter, PointRecord
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
@@ -86,17 +87,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def disk_bytes(path: Path) -> tuple[int, int]:
-    """(allocated bytes, allocated bytes without the WAL) under ``path``."""
-    total = no_wal = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            b = os.stat(os.path.join(root, f)).st_blocks * 512
-            total += b
-            no_wal += 0 if "wal" in Path(root).parts else b
-    return total, no_wal
 
 
 def pct(times: list[float]) -> tuple[float, float]:

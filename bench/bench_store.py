@@ -82,7 +82,7 @@ def disk_bytes(path: Path) -> tuple[int, int]:
         for f in files:
             b = os.stat(os.path.join(root, f)).st_blocks * 512
             total += b
-            no_wal += 0 if "/wal" in root + "/" or root.endswith("wal") else b
+            no_wal += 0 if "wal" in Path(root).parts else b
     return total, no_wal
 
 

@@ -63,3 +63,15 @@ def qdrant_server_url():
 
     with QdrantContainer(image=QDRANT_IMAGE) as container:
         yield f"http://{container.rest_host_address}"
+
+
+def ingested_home(home, archive, model, salt: str):
+    """Ingest ``archive`` with ``model`` into the embedded store under ``home`` (REGIONMIR_HOME)."""
+    from regionmir.ingest import IngestConfig, run_ingest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REGIONMIR_HOME", str(home))
+        mp.setenv("REGIONMIR_SALT", salt)
+        mp.delenv("QDRANT_URL", raising=False)
+        run_ingest(IngestConfig(archive, model, workers=0))
+    return home

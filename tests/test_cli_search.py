@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ingested_home
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -22,7 +23,6 @@ from regionmir.errors import (
     StoreUnavailableError,
     UnknownAnatomyError,
 )
-from regionmir.ingest import IngestConfig, run_ingest
 from regionmir.store import PointRecord, open_store, point_id
 
 SALT = "test-salt-cli"
@@ -32,13 +32,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def indexed(tiny_archive, tiny_model, tmp_path_factory) -> Path:
     """A $REGIONMIR_HOME whose embedded store holds the tiny archive in collection `regions`."""
-    home = tmp_path_factory.mktemp("cli-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REGIONMIR_HOME", str(home))
-        mp.setenv("REGIONMIR_SALT", SALT)
-        mp.delenv("QDRANT_URL", raising=False)
-        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
-    return home
+    return ingested_home(tmp_path_factory.mktemp("cli-home"), tiny_archive, tiny_model, SALT)
 
 
 @pytest.fixture(autouse=True)

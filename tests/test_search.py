@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ingested_home
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError, RegionMIRError, StoreError, StoreNotFoundError
-from regionmir.ingest import IngestConfig, run_ingest
 from regionmir.regions import Box, crop_region
 from regionmir.search import Searcher, open_existing_store, parse_where, rank_studies, search_image
 from regionmir.store import Hit, open_store
@@ -22,13 +22,7 @@ SALT = "test-salt-search"
 @pytest.fixture(scope="module")
 def indexed(tiny_archive, tiny_model, tmp_path_factory) -> Path:
     """A $REGIONMIR_HOME whose embedded store holds the tiny archive in collection `regions`."""
-    home = tmp_path_factory.mktemp("search-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REGIONMIR_HOME", str(home))
-        mp.setenv("REGIONMIR_SALT", SALT)
-        mp.delenv("QDRANT_URL", raising=False)
-        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
-    return home
+    return ingested_home(tmp_path_factory.mktemp("search-home"), tiny_archive, tiny_model, SALT)
 
 
 @pytest.fixture
