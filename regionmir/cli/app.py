@@ -26,18 +26,19 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Each command module imports only typer at import time; heavy imports happen inside commands.
+# In pipeline order. Each command module imports only typer at import time; heavy imports
+# happen inside the commands.
+app.command("demo")(demo_cmd.demo)
 app.command("anatomies")(anatomies.anatomies)
 app.command("phantom")(phantom.phantom)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("doctor")(doctor_cmd.doctor)
-app.command("ingest")(ingest_cmd.ingest)
-app.command("localize")(localize_cmd.localize)
+app.command("train")(train_cmd.train)
 app.command("train-localizer")(train_localizer_cmd.train_localizer)
+app.command("localize")(localize_cmd.localize)
+app.command("ingest")(ingest_cmd.ingest)
 app.command("search")(search_cmd.search)
 app.command("info")(info_cmd.info)
-app.command("train")(train_cmd.train)
-app.command("demo")(demo_cmd.demo)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 @app.callback()

@@ -26,7 +26,7 @@ def demo(
     localizer: bool = typer.Option(True, "--localizer/--no-localizer", help="Also train the anatomy localizer and search a real chest film."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier demo outputs first."),
 ) -> None:
-    """Run phantom -> train -> ingest -> search on the embedded store and show the results."""
+    """Run phantom -> train (encoder, localizer) -> ingest -> search on the embedded store and show the results."""
     from rich.console import Console
 
     from regionmir import config
