@@ -126,7 +126,7 @@ def markdown(report: dict, plots: list[str]) -> str:
     """The human report."""
     ks, k = report["ks"], max(report["ks"])
     d = report["data"]
-    lines = [f"# RegionMIR evaluation", "", f"Archive `{report['archive']}`; queries: `{report['split']}` split; "
+    lines = ["# RegionMIR evaluation", "", f"Archive `{report['archive']}`; queries: `{report['split']}` split; "
              f"reference: `train` split; search: **{report['search']}** ({report['store']}).", "",
              "| split | images | regions | abnormal regions | patients | studies | unlabeled images | failed |",
              "|---|---|---|---|---|---|---|---|"]

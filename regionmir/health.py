@@ -239,7 +239,7 @@ def _check_server(url: str, api_key: str | None, timeout: float) -> Check:
 
     p = probe(url, api_key, timeout)
     if not p.reachable:
-        return Check("store", FAIL, p.error or "", f"Start Qdrant (`docker compose up -d qdrant`) or fix "
+        return Check("store", FAIL, p.error or "", "Start Qdrant (`docker compose up -d qdrant`) or fix "
                      "--qdrant-url / QDRANT_URL; check firewalls and TLS (https://).")
     if p.auth_ok is False:
         return Check("store", FAIL, p.error or "", "Set QDRANT_API_KEY to the server's "

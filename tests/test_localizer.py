@@ -20,7 +20,6 @@ from regionmir.cli.app import app  # noqa: E402
 from regionmir.train.localizer import LocalizerConfig, fit, write_model  # noqa: E402
 from regionmir.train.localizer_augment import AugmentConfig, augment  # noqa: E402
 from regionmir.train.localizer_data import make_film  # noqa: E402
-from regionmir.train.localizer_model import export_onnx  # noqa: E402
 
 SIZE = 64
 
