@@ -37,8 +37,15 @@ def _collection(store, name: str) -> dict:
         "name": name, "points": store.count(name), "model_id": meta.get("model_id"),
         "dim": meta.get("dim") or meta.get("embedding_dim"), "archive_root": meta.get("archive_root"),
         "created": meta.get("created"),
-        "per_anatomy": dict(sorted(per_anatomy.items())),
+        "per_anatomy": dict(sorted(per_anatomy.items(), key=lambda kv: _order(kv[0]))),
     }
+
+
+def _order(slug: str) -> tuple[int, str]:
+    """Vocabulary (class index) order; slugs outside the vocabulary last, alphabetically."""
+    from regionmir.anatomy import SLUGS
+
+    return (SLUGS.index(slug), "") if slug in SLUGS else (len(SLUGS), slug)
 
 
 def _print(doc: dict) -> None:
