@@ -7,16 +7,12 @@ from pathlib import Path
 
 import typer
 
+from regionmir.cli.train import Device  # one definition of the device choice
+
 
 class Split(str, enum.Enum):
     test = "test"
     valid = "valid"
-
-
-class Device(str, enum.Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def _ks(text: str) -> tuple[int, ...]:
