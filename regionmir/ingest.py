@@ -143,10 +143,14 @@ def _model_dir(model: Path | None) -> Path:
 def run_ingest(
     cfg: IngestConfig,
     on_progress: Callable[[IngestSummary, int], None] | None = None,
+    source=None,
 ) -> IngestSummary:
     """Ingest ``cfg.archive`` into ``cfg.collection``; return the counts.
 
     ``on_progress(summary, total)`` is called after each batch and each skipped image.
+    ``source`` (a :mod:`regionmir.pacs.source` object) replaces the walk of ``cfg.archive``
+    (which then only holds scene graphs): its ``plan`` lists the images, ``feed`` puts each on
+    disk before it is decoded, and ``release`` is told which are in the ledger or the report.
 
     Raises:
         CollectionMismatchError: the collection belongs to another model.
@@ -169,15 +173,16 @@ def run_ingest(
                         str(meta.get("ingest_token", "")),
                         others=ledger_family(store.location, cfg.collection))
         try:
-            return _run(cfg, archive, encoder, store, ledger, on_progress)
+            return _run(cfg, archive, encoder, store, ledger, on_progress, source)
         finally:
             ledger.close()
     finally:
         store.close()
 
 
-def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
-    tasks, skipped = plan(archive, cfg.shard, ledger.done)
+def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> IngestSummary:
+    tasks, skipped = source.plan(cfg.shard, ledger.done) if source else plan(archive, cfg.shard, ledger.done)
+    release = source.release if source else (lambda tasks: None)
     report_path = Path(cfg.report) if cfg.report else default_report_path(cfg.collection)
     summary = IngestSummary(
         cfg.collection, store.location, encoder.model_id,
@@ -190,15 +195,18 @@ def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
     def on_skip(item: Skipped) -> None:
         setattr(summary, item.kind, getattr(summary, item.kind) + 1)
         report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel), "reason": item.reason})
+        release([item.task])
         progress(summary, total)
 
     start = time.perf_counter()
     preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model))
     try:
-        for batch in batches(prepared_stream(preparer, tasks, cfg.workers), cfg.batch_size, on_skip):
+        feed = source.feed(tasks, on_skip) if source else tasks
+        for batch in batches(prepared_stream(preparer, feed, cfg.workers), cfg.batch_size, on_skip):
             embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
             store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
             ledger.mark(p.task.image_id for p in batch)
+            release([p.task for p in batch])
             summary.ingested += len(batch)
             summary.regions += sum(len(p.regions) for p in batch)
             summary.seconds = time.perf_counter() - start

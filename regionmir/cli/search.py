@@ -9,7 +9,7 @@ import typer
 
 
 def search(
-    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Query image: DICOM (PNG/JPEG accepted)."),
+    image: str = typer.Argument(..., help="Query image: DICOM (PNG/JPEG accepted), or a WADO-RS instance URL .../studies/UID/series/UID/instances/UID."),
     anatomy: str = typer.Option(..., "--anatomy", "-a", help="Region slug (see `regionmir anatomies`), or 'all' to rank studies."),
     box: str = typer.Option(None, "--box", help="Query box x1,y1,x2,y2 in image pixels."),
     scene_graph: Path = typer.Option(None, "--scene-graph", exists=True, dir_okay=False, help="Scene graph JSON with the query's regions."),
@@ -24,8 +24,26 @@ def search(
     collection: str = typer.Option(None, "--collection", help="Collection \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
 ) -> None:
-    """Search the collection for regions like IMAGE's region of --anatomy."""
+    """Search the collection for regions like IMAGE's region of --anatomy.
+
+    An IMAGE URL is retrieved with WADO-RS (credentials: REGIONMIR_DICOMWEB_TOKEN or
+    REGIONMIR_DICOMWEB_USER/PASSWORD) and is never kept.
+    """
     t0, started = time.perf_counter(), time.time()
+    import tempfile
+
+    from regionmir.pacs.dicomweb import download_instance, is_url
+
+    if not is_url(image) and not Path(image).is_file():
+        raise typer.BadParameter(f"{image} is not a file (or an http(s):// WADO-RS instance URL)", param_hint="IMAGE")
+    with tempfile.TemporaryDirectory(prefix="regionmir-query-") as tmp:
+        query = download_instance(image, Path(tmp)) if is_url(image) else Path(image)
+        _search(query, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
+                montage, model, collection, qdrant_url, t0, started)
+
+
+def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
+            montage, model, collection, qdrant_url, t0: float, started: float) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from regionmir import config
