@@ -56,28 +56,31 @@ class Orthanc:
     url: str
     dicomweb: str
     dicom_port: int
+    auth: tuple[str, str] | None = None  # HTTP basic user and password, when it asks for them
     ae_title: str = AE_TITLE
 
     def upload(self, path: Path) -> dict:
         """Store one DICOM file through the REST API; returns Orthanc's answer."""
-        r = requests.post(f"{self.url}/instances", data=Path(path).read_bytes(), timeout=30)
+        r = requests.post(f"{self.url}/instances", data=Path(path).read_bytes(), auth=self.auth, timeout=30)
         r.raise_for_status()
         return r.json()
 
     def clear(self) -> None:
-        for pid in requests.get(f"{self.url}/patients", timeout=30).json():
-            requests.delete(f"{self.url}/patients/{pid}", timeout=30).raise_for_status()
+        """Delete every patient (and so every instance)."""
+        for pid in requests.get(f"{self.url}/patients", auth=self.auth, timeout=30).json():
+            requests.delete(f"{self.url}/patients/{pid}", auth=self.auth, timeout=30).raise_for_status()
 
 
 @contextmanager
-def running_orthanc(folder: Path) -> Iterator[Orthanc]:
-    """Start Orthanc with storage and config under ``folder``; stop it on exit."""
+def running_orthanc(folder: Path, auth: tuple[str, str] | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc with storage and config under ``folder`` (HTTP basic ``auth`` if given); stop it on exit."""
     folder.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
     config = {
         "Name": "regionmir-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpPort": http, "DicomPort": dicom, "DicomAet": AE_TITLE, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "HttpServerEnabled": True, "DicomServerEnabled": True,
+        "AuthenticationEnabled": auth is not None, "RegisteredUsers": dict([auth]) if auth else {},
+        "HttpServerEnabled": True, "DicomServerEnabled": True,
         "Plugins": [str(dicomweb_plugin())], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "StorageCompression": False, "OverwriteInstances": True,
     }
@@ -89,14 +92,14 @@ def running_orthanc(folder: Path) -> Iterator[Orthanc]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{url}/system", timeout=1).ok:
+                if requests.get(f"{url}/system", auth=auth, timeout=1).ok:
                     break
             except requests.ConnectionError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Orthanc did not start; see {folder / 'orthanc.log'}")
             time.sleep(0.1)
-        yield Orthanc(url, f"{url}/dicom-web", dicom)
+        yield Orthanc(url, f"{url}/dicom-web", dicom, auth)
     finally:
         proc.terminate()
         try:

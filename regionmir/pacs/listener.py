@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regionmir import config
+from regionmir.errors import StoreLockedError
 from regionmir.pacs.dicomweb import InstanceRef, valid_uid
 from regionmir.pacs.spool import Spool
 
@@ -150,7 +151,7 @@ class Listener:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if drain and self.error is None:
+        if drain and self.error is None and self.spool.pending():
             self.ingest_pending()
 
     # ------------------------------------------------------------------ ingest side
@@ -179,7 +180,10 @@ class Listener:
                 continue
             try:
                 self.ingest_pending()
-            except Exception as e:  # noqa: BLE001 - keep answering C-STOREs; the spool keeps the images
+            except StoreLockedError as e:  # a search or ingest holds the embedded store: retry later
+                log.warning("store busy, the spool waits for the next pass: %s", e)
+                self._wake.set()
+            except Exception as e:  # noqa: BLE001 - the spool keeps the images for the next start
                 self.error = e
                 log.error("ingest of the spool failed (%s); images stay spooled: %s", type(e).__name__, e)
                 return
