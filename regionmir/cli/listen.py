@@ -59,7 +59,10 @@ def listen(
 
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: drain, then exit
-    listener.serve_forever()
+    try:
+        listener.serve_forever()
+    except KeyboardInterrupt:  # the normal way to stop a listener: exit 0 once drained
+        pass
     if listener.error is not None:
         raise listener.error
 

@@ -1,0 +1,201 @@
+"""`regionmir listen` (the installed console script) fed by a pynetdicom C-STORE client, as a PACS would.
+
+The points must equal those of the folder ingest of the same files; a kill -9 mid-transfer
+followed by a restart and a resend must end with every image once: nothing acknowledged lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from orthanc_server import free_port
+from pacs_helpers import assert_same_as_folder, bad_instances, bare_copy, env_for, model_with_localizer, store_points
+from regionmir.archive import Archive
+from regionmir.pacs.spool import Spool
+from regionmir.pacs.dicomweb import InstanceRef
+
+CLI = str(Path(sys.executable).parent / "regionmir")
+AET = "REGIONMIR"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
+    """A model with a localizer, the bare files, bad instances, and the folder ingest to compare with."""
+    tmp = tmp_path_factory.mktemp("listen")
+    model = model_with_localizer(tiny_model, tiny_localizer, tmp / "model")
+    folder = bare_copy(tiny_archive, tmp / "folder")
+    home = tmp / "home-folder"
+    r = subprocess.run([CLI, "ingest", str(folder), "--model", str(model), "--json", "--workers", "0"],
+                       env=env_for(home), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return {"model": model, "folder": folder, "folder_home": home, "bad": bad_instances(tiny_archive, tmp / "bad"),
+            "files": Archive(folder).dicom_paths()}
+
+
+class Listen:
+    """`regionmir listen --json` in a subprocess; its JSON lines arrive on a queue."""
+
+    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2):
+        cmd = [CLI, "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
+               "--json", "--batch-seconds", str(batch_seconds)]
+        self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.next_event(30)["event"] == "listening"
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def next_event(self, timeout: float = 30) -> dict:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise AssertionError(f"listen said nothing for {timeout} s: {self.proc.stderr.read()[-2000:]}") from None
+
+    def wait_ingested(self, n: int, timeout: float = 60) -> list[dict]:
+        """Ingest events until ``n`` images were ingested, reported or found already stored, in total."""
+        events, done, deadline = [], 0, time.monotonic() + timeout
+        while done < n:
+            e = self.next_event(max(0.1, deadline - time.monotonic()))
+            events.append(e)
+            done += e["ingested"] + e["failed"] + e["unlabeled"] + e["skipped"]
+        return events
+
+    def stop(self, sig=signal.SIGTERM) -> str:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=60)
+        return err
+
+
+def send(port: int, files: list[Path], stop_after: int | None = None) -> dict[str, int]:
+    """C-STORE ``files`` in one association; SOP Instance UID -> status (missing: never answered)."""
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(p) for p in files]
+    ae = AE(ae_title="STORESCU")
+    for sop, syntax in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
+        ae.add_requested_context(sop, syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AET)
+    assert assoc.is_established
+    out = {}
+    try:
+        for ds in datasets[:stop_after]:
+            status = assoc.send_c_store(ds)
+            if "Status" not in status:  # the association went away
+                break
+            out[str(ds.SOPInstanceUID)] = int(status.Status)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return out
+
+
+def test_echo_and_stored_images_equal_the_folder_ingest(setup, tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    home, port = tmp_path / "home", free_port()
+    listen = Listen(home, setup["model"], port)
+    try:
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title=AET)
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        statuses = send(port, [*setup["files"], *setup["bad"].values()])
+        sop = {k: str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for k, p in setup["bad"].items()}
+        assert statuses.pop(sop["sr"]) == 0x0122  # refused politely: not a CR/DX image
+        assert set(statuses.values()) == {0}  # RGB and truncated DX are accepted, then reported
+        events = listen.wait_ingested(len(setup["files"]) + 2)
+    finally:
+        err = listen.stop()
+    assert listen.proc.returncode == 0, err
+    assert sum(e["failed"] for e in events) == 2
+    report_ids = set()
+    for e in events:
+        for line in Path(e["report"]).read_text().splitlines():
+            record = json.loads(line)
+            if record["event"] == "failed":
+                report_ids.add(record["image_id"])
+    assert report_ids == {sop["rgb"], sop["truncated"]}
+    assert_same_as_folder(store_points(setup["folder_home"]), store_points(home))
+    assert not list((home / "spool").rglob("*.dcm"))  # everything left the spool
+
+
+def test_kill_9_mid_transfer_then_restart_and_resend_loses_nothing_and_duplicates_nothing(setup, tmp_path):
+    home, port = tmp_path / "home", free_port()
+    files = setup["files"]
+    listen = Listen(home, setup["model"], port, batch_seconds=3600)  # receive, never ingest: all in the spool
+    acked: dict[str, int] = {}
+    sender = threading.Thread(target=lambda: acked.update(send(port, files)), daemon=True)
+    sender.start()
+    spool = home / "spool" / f"listen-{AET}"
+    deadline = time.monotonic() + 30
+    while len(list(spool.rglob("*.dcm"))) < len(files) // 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    listen.proc.send_signal(signal.SIGKILL)  # mid-transfer
+    listen.proc.wait(30)
+    sender.join(30)
+    acknowledged = {s for s, status in acked.items() if status == 0}
+    assert 0 < len(acknowledged) < len(files)  # killed mid-transfer
+    spooled = {p.stem for p in spool.rglob("*.dcm")}
+    assert acknowledged <= spooled  # every acknowledged image is on disk
+
+    listen = Listen(home, setup["model"], port)  # restart: ingests the spool first
+    try:
+        listen.wait_ingested(len(spooled))
+        assert acknowledged <= {p["sop_uid"] for p in store_points(home).values()}  # the listener idles now
+        resent = send(port, files)  # the sender retries everything
+        assert set(resent.values()) == {0}
+        listen.wait_ingested(len(files))
+    finally:
+        listen.stop()
+    points = store_points(home)
+    folder = store_points(setup["folder_home"])
+    assert_same_as_folder(folder, points)  # every image, each region once: no gaps, no duplicates
+    assert len(points) == len(folder)
+
+
+def test_spool_put_is_complete_or_absent_and_refuses_unsafe_uids(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    ref = InstanceRef("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    path = spool.put(ref, b"DICM-bytes")
+    assert path == tmp_path / "spool" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm" and path.read_bytes() == b"DICM-bytes"
+    assert spool.pending() == [(path, ref)]
+    (path.parent / ".x.dcm.123.part").write_bytes(b"half")  # a write cut by kill -9
+    assert spool.pending() == [(path, ref)] and spool.clear_partial() == 1
+    spool.remove([path])
+    assert spool.pending() == [] and not (tmp_path / "spool" / "1.2.3").exists()
+    from regionmir.errors import PacsError
+
+    with pytest.raises(PacsError, match="malformed UIDs"):
+        spool.put(InstanceRef("1.2", "../../etc", "1.2.3"), b"x")
+
+
+def test_a_busy_port_is_one_line_error(setup, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([CLI, "listen", "--port", str(port), "--host", "127.0.0.1", "--model", str(setup["model"])],
+                           env=env_for(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "pick a free port with --port" in r.stderr and "Traceback" not in r.stderr
+
+
+if os.name != "posix":  # kill -9 and fsync'd folders are POSIX
+    pytestmark = pytest.mark.skip(reason="POSIX only")
