@@ -68,6 +68,25 @@ def test_instance_urls_parse_into_root_and_uids():
         parse_instance_url("http://h/dicom-web/studies/1.2/series/../instances/1.2.3.4")
 
 
+def test_narrowing_options_are_checked_before_any_request(monkeypatch, tmp_path):
+    from regionmir.errors import RegionMIRError
+    from regionmir.pacs.source import dicomweb_source
+
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
+    url = "http://127.0.0.1:9/dicom-web"  # nothing listens there: no request may be made
+    with pytest.raises(RegionMIRError, match="--since takes a date YYYY-MM-DD"):
+        dicomweb_source(url, since="02/12/2026")
+    with pytest.raises(RegionMIRError, match="--modality takes CR or DX"):
+        dicomweb_source(url, modalities=["MR"])
+    with pytest.raises(RegionMIRError, match="--study takes a StudyInstanceUID"):
+        dicomweb_source(url, study="1.2.3; DROP")
+    source, folder = dicomweb_source(url, since="2026-01-31", modalities=["dx"], study="1.2.3")
+    assert (source.query.modalities, str(source.query.since), source.query.study) == (("DX",), "2026-01-31", "1.2.3")
+    assert folder == source.spool.root and folder.is_relative_to(tmp_path / "spool")
+    with pytest.raises(PacsError, match="cannot reach it"):
+        source.plan((0, 1), set())
+
+
 # ----------------------------------------------------------------------------- with Orthanc
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,11 @@ def connect(url: str):
     """
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(check_url(url), session=session(), timeout=60)
+    client = DICOMwebClient(check_url(url), session=session(), timeout=60)
+    # dicomweb-client retries 429/408/503/504 and connection errors; 3 attempts, 1 + 2 s apart,
+    # ride out a busy PACS without making a mistyped address hang for half a minute
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+    return client
 
 
 def _value(item: dict, tag: str) -> str | None:
