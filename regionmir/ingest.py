@@ -94,7 +94,7 @@ def check_model(meta: dict, collection: str, model_id: str, dim: int) -> None:
         )
 
 
-def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
+def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> dict:
     """The stored meta of collection ``name``, created for ``encoder`` when absent.
 
     Creation is idempotent: when another worker creates the collection between our check and
@@ -104,7 +104,7 @@ def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
     Raises:
         CollectionMismatchError: the collection exists and belongs to another model.
     """
-    root = str(Path(archive_root).resolve())
+    root = None if archive_root is None else str(Path(archive_root).resolve())  # None: a PACS source
     if name not in store.collections():
         meta = {
             "model_id": encoder.model_id,
@@ -116,7 +116,7 @@ def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
         store.create_collection(name, encoder.dim, meta)  # a no-op when it appeared meanwhile
     meta = store.collection_meta(name)
     check_model(meta, name, encoder.model_id, encoder.dim)
-    if meta.get("archive_root") not in (None, root):
+    if root is not None and meta.get("archive_root") not in (None, root):
         log.warning(
             "collection %r was created from archive %s; paths of %s are stored relative to "
             "their own root, and montages resolve them against %s",
@@ -168,7 +168,7 @@ def run_ingest(
     store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir(),
                        options=server_options(cfg))
     try:
-        meta = ensure_collection(store, cfg.collection, encoder, archive.root)
+        meta = ensure_collection(store, cfg.collection, encoder, archive.root if source is None else None)
         ledger = Ledger(ledger_path(store.location, cfg.collection, cfg.shard),
                         str(meta.get("ingest_token", "")),
                         others=ledger_family(store.location, cfg.collection))

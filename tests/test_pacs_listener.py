@@ -169,6 +169,16 @@ def test_kill_9_mid_transfer_then_restart_and_resend_loses_nothing_and_duplicate
     assert len(points) == len(folder)
 
 
+def test_ctrl_c_ingests_what_was_received_then_exits_0(setup, tmp_path):
+    home, port = tmp_path / "home", free_port()
+    listen = Listen(home, setup["model"], port, batch_seconds=3600)  # no pass before the Ctrl-C
+    assert set(send(port, setup["files"][:4]).values()) == {0}
+    err = listen.stop(signal.SIGINT)
+    assert listen.proc.returncode == 0, err
+    sops = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in setup["files"][:4]}
+    assert {p["sop_uid"] for p in store_points(home).values()} == sops
+
+
 def test_spool_put_is_complete_or_absent_and_refuses_unsafe_uids(tmp_path):
     spool = Spool(tmp_path / "spool")
     ref = InstanceRef("1.2.3", "1.2.3.4", "1.2.3.4.5")
