@@ -175,12 +175,17 @@ def retrieve(client, ref: InstanceRef) -> bytes:
 
     from pydicom.filewriter import dcmwrite
 
+    import requests
+
     try:
         ds = client.retrieve_instance(ref.study_uid, ref.series_uid, ref.sop_uid)
-    except Exception as e:
+        buffer = BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+    except requests.RequestException as e:
         raise _http(f"WADO-RS retrieve of instance {ref.sop_uid}", client.base_url, e) from None
-    buffer = BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
+    except Exception as e:  # noqa: BLE001 - pydicom's many types for an unparsable part
+        raise PacsError(f"WADO-RS returned instance {ref.sop_uid} in a form that cannot be parsed "
+                        f"({type(e).__name__}); check it in the PACS viewer.") from None
     return buffer.getvalue()
 
 

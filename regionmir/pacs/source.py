@@ -60,13 +60,11 @@ class DicomWebSource:
     """
 
     def __init__(self, url: str, query: Query, spool: Spool, fetchers: int = 4, window: int = 32):
-        self.client = connect(url)
-        self.url = self.client.base_url
+        self.client = connect(url)  # one requests session, shared by the fetch threads (GETs only)
         self.query = query
         self.spool = spool
         self.fetchers = fetchers
         self.window = window
-        self.found = 0  # instances QIDO-RS returned (all shards)
 
     def plan(self, shard: tuple[int, int], done: set[str]) -> tuple[list[ImageTask], int]:
         """Instances of ``shard`` not in the ledger, and how many the ledger skips.
@@ -77,7 +75,6 @@ class DicomWebSource:
         self._clear()  # files of a killed run: not in the ledger, so fetched again below
         i, n = shard
         refs = [r for r in find_instances(self.client, self.query) if shard_of(r.sop_uid, n) == i]
-        self.found = len(refs)
         todo = [r for r in refs if r.sop_uid not in done]
         return [_task(self.spool.path(r), r) for r in todo], len(refs) - len(todo)
 
