@@ -8,8 +8,11 @@ credentials, which come from the environment and must never reach output, payloa
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -169,6 +172,30 @@ def test_rerun_resumes_and_narrowing_options_take_their_part(pacs, tmp_path):
     assert (last["skipped"], last["ingested"], last["failed"]) == (done_before, len(paths) - done_before, 3)
     assert json.loads(ingest_url(pacs, home, "--workers", "0").stdout)["skipped"] == len(paths)
     assert set(store_points(home)) == set(store_points(pacs["folder_home"]))
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_clean_result(pacs, tmp_path):
+    home = tmp_path / "home"
+    env = {**env_for(home), "REGIONMIR_DICOMWEB_USER": USER, "REGIONMIR_DICOMWEB_PASSWORD": PASSWORD}
+    cmd = [CLI, "ingest", pacs["orthanc"].dicomweb, "--model", str(pacs["model"]), "--json"]
+    proc = subprocess.Popen([*cmd, "--batch-size", "1", "--workers", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledgers, n_done, deadline = home / "ledgers", 0, time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        files = list(ledgers.glob("*.done")) if ledgers.is_dir() else []
+        n_done = len(files[0].read_text().splitlines()) - 1 if files else 0
+        if n_done >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    total = len(Archive(pacs["folder"]).dicom_paths())
+    assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
+    r = subprocess.run([*cmd, "--workers", "0"], env=env, capture_output=True, text=True, timeout=120)
+    summary = json.loads(r.stdout)
+    assert summary["skipped"] >= n_done and summary["ingested"] == total - summary["skipped"]
+    assert_same_as_folder(store_points(pacs["folder_home"]), store_points(home))
+    assert not list((home / "spool").rglob("*.dcm"))  # the killed run's fetched files were cleared
 
 
 def test_wrong_or_missing_credentials_give_one_line_and_no_password(pacs, tmp_path):
