@@ -56,6 +56,9 @@ def test_session_takes_token_or_basic_credentials_from_the_environment(monkeypat
     monkeypatch.setenv("REGIONMIR_DICOMWEB_PASSWORD", PASSWORD)
     s = session()
     assert s.auth == (USER, PASSWORD) and "Authorization" not in s.headers
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_CA", str(tmp_path / "ca.pem"))
+    assert session().verify == str(tmp_path / "ca.pem")  # requests checks the server against it
     monkeypatch.setenv("REGIONMIR_DICOMWEB_CA", str(tmp_path / "missing.pem"))
     with pytest.raises(PacsError, match="PEM CA bundle"):
         session()
