@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,26 @@ def test_dicomweb_ingest_equals_the_folder_ingest(pacs, tmp_path):
 
 def _close(a: dict, b: dict) -> bool:
     return set(a) == set(b) and all(x == pytest.approx(y, abs=1e-5) for k in a for x, y in zip(a[k], b[k]))
+
+
+def test_scene_graphs_named_by_sop_uid_give_the_annotated_boxes(pacs, tiny_archive, tmp_path):
+    a = Archive(tiny_archive)
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    for path in a.dicom_paths():
+        sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        shutil.copy(a.scene_graph_path(path.stem), graphs / f"{sop}_SceneGraph.json")
+    folder_home, home = tmp_path / "folder", tmp_path / "pacs"
+    r = subprocess.run([CLI, "ingest", str(tiny_archive), "--model", str(pacs["model"]), "--json", "--workers", "0"],
+                       env=env_for(folder_home), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ingest_url(pacs, home, "--scene-graphs", str(graphs), "--workers", "0").returncode == 0
+    folder, web = store_points(folder_home), store_points(home)
+    assert set(web) == set(folder) and len(folder) > 29 * len(a.dicom_paths())  # all 36 regions, not the localizer's 29
+    for pid, p in web.items():  # the scene graph gives the study id too: only image_id and path differ
+        assert {k: v for k, v in p.items() if k not in ("image_id", "path")} == \
+            {k: v for k, v in folder[pid].items() if k not in ("image_id", "path")}
+        assert p["box_source"] == "annotation" and p["image_id"] == p["sop_uid"]
 
 
 def test_bad_instances_are_reported_not_fatal_and_nothing_leaks(pacs, tmp_path):
