@@ -46,9 +46,9 @@ def setup(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
 class Listen:
     """`regionmir listen --json` in a subprocess; its JSON lines arrive on a queue."""
 
-    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2):
+    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = ()):
         cmd = [CLI, "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
-               "--json", "--batch-seconds", str(batch_seconds)]
+               "--json", "--batch-seconds", str(batch_seconds), *extra]
         self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -193,6 +193,28 @@ def test_spool_put_is_complete_or_absent_and_refuses_unsafe_uids(tmp_path):
 
     with pytest.raises(PacsError, match="malformed UIDs"):
         spool.put(InstanceRef("1.2", "../../etc", "1.2.3"), b"x")
+
+
+def test_only_the_allowed_calling_ae_titles_may_associate(setup, tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    home, port = tmp_path / "home", free_port()
+    listen = Listen(home, setup["model"], port, extra=["--calling-ae", "PACS1"])
+    try:
+        for calling, ok in (("STRANGER", False), ("PACS1", True)):
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", port, ae_title=AET)
+            assert assoc.is_established is ok and assoc.is_rejected is not ok
+            if ok:
+                assert assoc.send_c_echo().Status == 0
+                assoc.release()
+        ae = AE(ae_title="PACS1")
+        ae.add_requested_context(Verification)
+        assert ae.associate("127.0.0.1", port, ae_title="SOMEONE_ELSE").is_rejected  # must call us by our title
+    finally:
+        listen.stop()
 
 
 def test_a_busy_port_is_one_line_error(setup, tmp_path):
