@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,11 @@ import pydicom
 import pytest
 import requests
 
-from orthanc_server import orthanc_missing, running_orthanc
+from orthanc_server import free_port, orthanc_missing, running_orthanc
 from pacs_helpers import (
+    AET,
+    CLI,
+    Listen,
     assert_same_as_folder,
     bad_instances,
     bare_copy,
@@ -35,7 +37,6 @@ from regionmir.errors import PacsError
 from regionmir.pacs.dicomweb import InstanceRef, check_url, parse_instance_url, session
 
 USER, PASSWORD = "radiology", "s3cret-Pa55word"
-CLI = str(Path(sys.executable).parent / "regionmir")
 
 
 # ----------------------------------------------------------------------------- without Orthanc
@@ -111,9 +112,10 @@ def pacs(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
                        env=env_for(home), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     with running_orthanc(tmp / "orthanc", auth=(USER, PASSWORD)) as orthanc:
-        for path in [*Archive(folder).dicom_paths(), *bad.values()]:
+        good = [orthanc.upload(path)["ID"] for path in Archive(folder).dicom_paths()]
+        for path in bad.values():
             orthanc.upload(path)
-        yield {"orthanc": orthanc, "model": model, "folder": folder, "folder_home": home, "bad": bad, "tmp": tmp}
+        yield {"orthanc": orthanc, "good_ids": good, "model": model, "folder": folder, "folder_home": home, "bad": bad, "tmp": tmp}
 
 
 def ingest_url(pacs, home: Path, *extra: str, credentials: bool = True) -> subprocess.CompletedProcess:
@@ -253,6 +255,23 @@ def test_search_by_wado_rs_url_finds_the_query_in_the_collection(pacs, tmp_path)
                         env=env_for(home), capture_output=True, text=True, timeout=60)
     assert r2.returncode == 0, r2.stderr
     assert [h["id"] for h in json.loads(r2.stdout)["results"]] == [h["id"] for h in doc["results"]]
+
+
+def test_orthanc_pushing_to_listen_gives_the_folder_points(pacs, tmp_path):
+    """A real PACS as the C-STORE client: Orthanc (DCMTK) sends the images to `regionmir listen`."""
+    o, home, port = pacs["orthanc"], tmp_path / "home", free_port()
+    listen = Listen(home, pacs["model"], port)
+    try:
+        r = requests.put(f"{o.url}/modalities/regionmir", auth=o.auth, timeout=10,
+                         json={"AET": AET, "Host": "127.0.0.1", "Port": port})
+        r.raise_for_status()
+        r = requests.post(f"{o.url}/modalities/regionmir/store", auth=o.auth, timeout=120, json=pacs["good_ids"])
+        assert r.ok, r.text
+        listen.wait_ingested(len(pacs["good_ids"]))
+    finally:
+        err = listen.stop()
+    assert listen.proc.returncode == 0, err
+    assert_same_as_folder(store_points(pacs["folder_home"]), store_points(home))
 
 
 def test_orthanc_answers_qido_for_the_uploaded_files(pacs):

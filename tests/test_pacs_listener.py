@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,13 +18,22 @@ import pydicom
 import pytest
 
 from orthanc_server import free_port
-from pacs_helpers import assert_same_as_folder, bad_instances, bare_copy, env_for, model_with_localizer, store_points
+from pacs_helpers import (
+    AET,
+    CLI,
+    Listen,
+    assert_same_as_folder,
+    bad_instances,
+    bare_copy,
+    env_for,
+    model_with_localizer,
+    send,
+    store_points,
+)
 from regionmir.archive import Archive
 from regionmir.pacs.spool import Spool
 from regionmir.pacs.dicomweb import InstanceRef
 
-CLI = str(Path(sys.executable).parent / "regionmir")
-AET = "REGIONMIR"
 
 
 @pytest.fixture(scope="module")
@@ -41,66 +48,6 @@ def setup(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     return {"model": model, "folder": folder, "folder_home": home, "bad": bad_instances(tiny_archive, tmp / "bad"),
             "files": Archive(folder).dicom_paths()}
-
-
-class Listen:
-    """`regionmir listen --json` in a subprocess; its JSON lines arrive on a queue."""
-
-    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = ()):
-        cmd = [CLI, "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
-               "--json", "--batch-seconds", str(batch_seconds), *extra]
-        self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.next_event(30)["event"] == "listening"
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-
-    def next_event(self, timeout: float = 30) -> dict:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.proc.kill()
-            raise AssertionError(f"listen said nothing for {timeout} s: {self.proc.stderr.read()[-2000:]}") from None
-
-    def wait_ingested(self, n: int, timeout: float = 60) -> list[dict]:
-        """Ingest events until ``n`` images were ingested, reported or found already stored, in total."""
-        events, done, deadline = [], 0, time.monotonic() + timeout
-        while done < n:
-            e = self.next_event(max(0.1, deadline - time.monotonic()))
-            events.append(e)
-            done += e["ingested"] + e["failed"] + e["unlabeled"] + e["skipped"]
-        return events
-
-    def stop(self, sig=signal.SIGTERM) -> str:
-        self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=60)
-        return err
-
-
-def send(port: int, files: list[Path], stop_after: int | None = None) -> dict[str, int]:
-    """C-STORE ``files`` in one association; SOP Instance UID -> status (missing: never answered)."""
-    from pynetdicom import AE
-
-    datasets = [pydicom.dcmread(p) for p in files]
-    ae = AE(ae_title="STORESCU")
-    for sop, syntax in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
-        ae.add_requested_context(sop, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title=AET)
-    assert assoc.is_established
-    out = {}
-    try:
-        for ds in datasets[:stop_after]:
-            status = assoc.send_c_store(ds)
-            if "Status" not in status:  # the association went away
-                break
-            out[str(ds.SOPInstanceUID)] = int(status.Status)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return out
 
 
 def test_echo_and_stored_images_equal_the_folder_ingest(setup, tmp_path):
