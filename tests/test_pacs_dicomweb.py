@@ -242,8 +242,9 @@ def test_search_by_wado_rs_url_finds_the_query_in_the_collection(pacs, tmp_path)
            f"/instances/{ds.SOPInstanceUID}")
     env = {**env_for(home), "REGIONMIR_DICOMWEB_USER": USER, "REGIONMIR_DICOMWEB_PASSWORD": PASSWORD}
     cmd = [CLI, "search", "--anatomy", "left-lung", url, "--model", str(pacs["model"]), "--json", "--top-k", "5"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*cmd, "--montage", str(tmp_path / "m.png")], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.png").stat().st_size > 0 and "montage:" not in r.stderr  # hits fetched from the PACS
     doc = json.loads(r.stdout)
     assert doc["query"]["image_id"] == ds.SOPInstanceUID and doc["query"]["in_collection"] is True
     assert doc["query"]["regions"][0]["source"] == "archive"  # its own stored box, found by SOP UID

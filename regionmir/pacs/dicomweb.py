@@ -216,3 +216,28 @@ def download_instance(url: str, folder: Path) -> Path:
     out = Path(folder) / f"{ref.sop_uid}.dcm"
     out.write_bytes(retrieve(connect(root), ref))
     return out
+
+
+def download_paths(root: str, paths: list[str], folder: Path) -> int:
+    """Retrieve the instances named by payload ``paths`` (``studies/../instances/<uid>``) into ``folder/<path>``.
+
+    For montages of PACS hits; paths that are not WADO-RS paths are left alone. Returns how
+    many files were written.
+
+    Raises:
+        PacsError: a request failed.
+    """
+    client, n = None, 0
+    for rel in dict.fromkeys(paths):
+        parts = rel.split("/")
+        if len(parts) != 6 or parts[0::2] != ["studies", "series", "instances"]:
+            continue
+        ref = InstanceRef(parts[1], parts[3], parts[5])
+        if not all(valid_uid(u) for u in (ref.study_uid, ref.series_uid, ref.sop_uid)):
+            continue
+        client = client or connect(root)
+        out = Path(folder) / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(retrieve(client, ref))
+        n += 1
+    return n
