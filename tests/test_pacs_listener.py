@@ -142,6 +142,30 @@ def test_spool_put_is_complete_or_absent_and_refuses_unsafe_uids(tmp_path):
         spool.put(InstanceRef("1.2", "../../etc", "1.2.3"), b"x")
 
 
+def test_a_busy_store_delays_an_ingest_pass_and_loses_nothing(setup, tmp_path):
+    from regionmir.store import open_store
+
+    home, port, files = tmp_path / "home", free_port(), setup["files"][:4]
+    listen = Listen(home, setup["model"], port)
+    try:
+        send(port, files[:2])
+        listen.wait_ingested(2)
+        held = open_store(path=home / "store")  # as a `regionmir search` would, for a while
+        try:
+            assert held.count("regions") == 2 * 29  # loads (and so locks) the collection
+            assert set(send(port, files[2:]).values()) == {0}
+            time.sleep(2)  # several passes find the store busy
+            assert listen.lines.empty()
+        finally:
+            held.close()
+        listen.wait_ingested(2)
+    finally:
+        err = listen.stop()
+    assert listen.proc.returncode == 0 and "store busy" in err
+    sops = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    assert {p["sop_uid"] for p in store_points(home).values()} == sops
+
+
 def test_only_the_allowed_calling_ae_titles_may_associate(setup, tmp_path):
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
