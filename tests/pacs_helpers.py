@@ -137,10 +137,10 @@ def bad_instances(archive: Path, out: Path) -> dict[str, Path]:
 
 
 class Listen:
-    """`regionmir listen --json` in a subprocess; its JSON lines arrive on a queue."""
+    """`regionmir --verbose listen --json` in a subprocess; its JSON lines arrive on a queue (stderr: the log)."""
 
     def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = ()):
-        cmd = [CLI, "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
+        cmd = [CLI, "--verbose", "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
                "--json", "--batch-seconds", str(batch_seconds), *extra]
         self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()

@@ -78,6 +78,10 @@ def test_echo_and_stored_images_equal_the_folder_ingest(setup, tmp_path):
             if record["event"] == "failed":
                 report_ids.add(record["image_id"])
     assert report_ids == {sop["rgb"], sop["truncated"]}
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in setup["files"]]
+    private = {str(h.get(k)) for h in headers for k in ("PatientName", "PatientID", "PatientBirthDate")}
+    logged = err + "".join(Path(e["report"]).read_text() for e in events)
+    assert "INFO" in err and not [v for v in private if v in logged]  # the verbose log names no patient
     assert_same_as_folder(store_points(setup["folder_home"]), store_points(home))
     assert not list((home / "spool").rglob("*.dcm"))  # everything left the spool
 
