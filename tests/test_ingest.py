@@ -296,13 +296,33 @@ def _ingest_cmd(archive: Path, model: Path, *extra: str) -> list[str]:
     return [str(cli), "ingest", str(archive), "--model", str(model), "--json", *extra]
 
 
+def processes_with_env(key: str, value: str, wait_s: float) -> list[str]:
+    """Command lines of live processes whose environment has ``key=value``, after up to ``wait_s``."""
+    needle = f"{key}={value}".encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for env in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if needle in env.read_bytes().split(b"\0"):
+                    cmd = (env.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if cmd and "(zombie)" not in (env.parent / "status").read_text():
+                        found.append(f"{env.parent.name}: {cmd[:120]}")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the workers")
 def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_path):
     env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
     clean_home, killed_home = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env={**env, "REGIONMIR_HOME": str(clean_home)},
                    check=True, capture_output=True, timeout=300)
     env_k = {**env, "REGIONMIR_HOME": str(killed_home)}
-    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "1"),
+    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "2"),
                             env=env_k, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledgers = killed_home / "ledgers"
     n_done, deadline = 0, time.monotonic() + 240
@@ -316,6 +336,8 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
     proc.wait(timeout=60)
     total = len(labeled_regions(tiny_archive))
     assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
+    left = processes_with_env("REGIONMIR_HOME", str(killed_home), wait_s=10)
+    assert not left, f"processes of the killed ingest still alive: {left}"
     out = subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env=env_k, check=True,
                          capture_output=True, text=True, timeout=300)
     summary = json.loads(out.stdout)
