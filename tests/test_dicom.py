@@ -415,3 +415,23 @@ def test_malformed_voi_lut_is_an_image_read_error(tmp_path):
     ds.save_as(path)
     with pytest.raises(ImageReadError, match=r"lut\.dcm.*VOI LUT cannot be applied"):
         read_image(path)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_voi_lut_sequence_scales_by_its_bit_depth_then_inverts_monochrome1(tmp_path, photometric):
+    """A 12-bit VOI LUT whose entries stop at 2000: the display is entry / 4095 (the descriptor's
+    third value), not entry / 2000 (its largest entry) nor anything from the first two values;
+    MONOCHROME1 is inverted after the LUT, as without one."""
+    stored = (np.arange(40 * 64) % 256).reshape(40, 64).astype(np.uint16)
+    path = write_dicom(tmp_path / "lut.dcm", stored, photometric, bits_stored=8)
+    lut = np.rint(np.arange(256) * 2000 / 255).astype(np.uint16)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [256, 0, 12])  # entries, first mapped value, bits per entry
+    item.add_new("LUTData", "US", lut.tolist())
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    expected = lut[stored].astype(np.float64) / 4095
+    if photometric == "MONOCHROME1":
+        expected = 1 - expected
+    np.testing.assert_allclose(read_image(path).pixels, expected, atol=1e-6)

@@ -116,6 +116,54 @@ def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
     ledger.close()
 
 
+def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
+    """A mark is fsync'd: a power cut after an upsert must not forget that the image is done."""
+    import regionmir.ledger as ledger_module
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(ledger_module.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    ledger = Ledger(tmp_path / "l.done", "token")
+    synced.clear()
+    ledger.mark(["a"], {"a": ("key-a", "files/a.dcm")})
+    assert synced == [ledger._handle.fileno()]
+    ledger.mark_indexed()
+    assert len(synced) == 2
+    ledger.close()
+
+
+def test_ledger_keeps_the_first_holder_of_a_key(tmp_path):
+    ledger = Ledger(tmp_path / "l.done", "token")
+    ledger.mark(["a", "b"], {"a": ("k1", "files/a.dcm"), "b": ("k2", "files/b.dcm")})
+    ledger.mark(["c"], {"c": ("k1", "files/c.dcm")})
+    ledger.close()
+    again = Ledger(tmp_path / "l.done", "token")
+    assert again.keys == {"k1": ("a", "files/a.dcm"), "k2": ("b", "files/b.dcm")}
+    assert again.done == {"a", "b", "c"}
+    again.close()
+
+
+def test_a_kill_before_the_index_build_is_repaired_by_the_rerun(tiny_archive, tiny_model, home, monkeypatch):
+    """Every image upserted and in the ledger, the process killed before build_index: the
+    rerun has nothing to ingest but must still build the index."""
+    from regionmir.store.embedded import EmbeddedStore
+
+    real, built = EmbeddedStore.build_index, []
+
+    def killed(self, name):
+        raise KeyboardInterrupt  # stands for the kill: nothing after the last upsert ran
+
+    monkeypatch.setattr(EmbeddedStore, "build_index", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    monkeypatch.setattr(EmbeddedStore, "build_index", lambda self, name: (built.append(name), real(self, name)))
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert s.ingested == 0 and s.skipped == s.images and built == ["regions"]
+    built.clear()
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert s.ingested == 0 and built == []  # built once is enough
+
+
 def test_mask_path_hides_patient_folders(tmp_path):
     rel = "files/p10/p10000032/s50414267/abc.dcm"
     assert mask_path(rel) == "files/p10/*/s50414267/abc.dcm"
