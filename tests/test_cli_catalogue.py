@@ -24,12 +24,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from dicom_files import PATIENT, write_dicom
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 
 CLI = Path(sys.executable).parent / "regionmir"
 SALT = "catalogue-salt"
-PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711-X", "PatientBirthDate": "19700101"}
 BOXED = sum(a.boxed for a in Anatomy)  # regions the localizer places (29)
 
 
@@ -213,31 +213,6 @@ def test_localize_json_masks_the_patient_folder(world):
 # ----------------------------------------------------------------------------- bad DICOMs
 
 
-def _dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int | None = None,
-           **elements) -> Path:
-    """A DX DICOM with patient data in its header; ``elements`` set (None: delete) tags."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.ViewPosition = "DX", "PA"
-    for keyword, value in PATIENT.items():
-        setattr(ds, keyword, value)
-    ds.set_pixel_data(arr, photometric, bits or arr.dtype.itemsize * 8)
-    for keyword, value in elements.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     """Every bad DICOM kind we know in ``folder``: file name -> what its error must say."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,10 +227,10 @@ def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     sr.Modality, sr.PatientName, sr.PatientID = "SR", PATIENT["PatientName"], PATIENT["PatientID"]
     sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
     sr.save_as(folder / "sr.dcm")
-    _dicom(folder / "rgb.dcm", np.zeros((40, 48, 3), np.uint8), "RGB")
-    _dicom(folder / "multiframe.dcm", np.stack([ramp, ramp]), bits=12)
-    _dicom(folder / "nopixels.dcm", ramp, bits=12, PixelData=None)
-    lut = _dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits=8)
+    write_dicom(folder / "rgb.dcm", np.zeros((40, 48, 3), np.uint8), "RGB")
+    write_dicom(folder / "multiframe.dcm", np.stack([ramp, ramp]), bits_stored=12)
+    write_dicom(folder / "nopixels.dcm", ramp, bits_stored=12, PixelData=None)
+    lut = write_dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits_stored=8)
     ds = pydicom.dcmread(lut)
     item = Dataset()
     item.add_new("LUTDescriptor", "US", [256, 0, 5])  # 5 bits per entry: not allowed
@@ -282,8 +257,8 @@ def test_a_bad_query_file_is_named_with_its_reason(world, bad_files, name):
 
 
 def test_a_huge_film_is_searched(world):
-    big = _dicom(world.root / "big.dcm", np.full((8000, 8000), 2000, np.uint16) +
-                 (np.arange(8000, dtype=np.uint16) % 512)[None, :], bits=12)
+    big = write_dicom(world.root / "big.dcm", np.full((8000, 8000), 2000, np.uint16) +
+                 (np.arange(8000, dtype=np.uint16) % 512)[None, :], bits_stored=12)
     result = cli(world, "search", "--anatomy", "left-lung", str(big), "--model", str(world.model), "--json")
     assert result.returncode == 0, result.stderr
     assert_clean(world, result)

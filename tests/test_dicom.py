@@ -9,23 +9,19 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import (
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    generate_uid,
 )
 
+from dicom_files import PATIENT, write_dicom
 from regionmir.dicom import DicomHeader, read_header, read_image
 from regionmir.errors import ImageReadError
 
-# identifiers written into every synthetic file; no error message may contain them
-PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711-X", "PatientBirthDate": "19700101"}
 
 
 def pydicom_file(name: str) -> str:
@@ -35,28 +31,6 @@ def pydicom_file(name: str) -> str:
         path = pydicom.data.get_testdata_file(name, download=False)
     if path is None:
         pytest.skip(f"{name} is not installed (pip install pydicom-data)")
-    return path
-
-
-def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2",
-                bits_stored: int | None = None, **elements) -> Path:
-    """A small DX DICOM with ``arr`` as stored values; ``elements`` set (None: delete) tags."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.ViewPosition = "DX", "PA"
-    for keyword, value in PATIENT.items():
-        setattr(ds, keyword, value)
-    ds.set_pixel_data(arr, photometric, bits_stored or arr.dtype.itemsize * 8)
-    for keyword, value in elements.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 
