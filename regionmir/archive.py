@@ -46,9 +46,14 @@ class Archive:
             )
 
     def dicom_paths(self) -> list[Path]:
-        """Every ``*.dcm`` under the archive, sorted (stable order for sharding and resume)."""
+        """Every DICOM file under the archive, sorted (stable order for sharding and resume).
+
+        Found by content, not by name: ``*.dcm`` in any case, and files without a DICOM suffix
+        (``IM000123``, ``1.2.840...``, the files of DICOMDIR media) whose 128-byte preamble is
+        followed by ``DICM``. ``DICOMDIR`` itself (the media's index) and hidden files are left out.
+        """
         base = self.root / "files" if (self.root / "files").is_dir() else self.root
-        return sorted(base.rglob("*.dcm"))
+        return sorted(p for p in base.rglob("*") if is_dicom_file(p))
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the archive root, with forward slashes."""
@@ -111,6 +116,44 @@ class Archive:
             sg = self.scene_graph(row.dicom_id, self.root / row.path)
             if sg is not None:
                 yield self.root / row.path, sg
+
+
+# Suffixes of files that sit beside DICOMs and are never DICOM: not opened while scanning.
+NOT_DICOM_SUFFIXES = frozenset({
+    ".json", ".csv", ".txt", ".md", ".jsonl", ".png", ".jpg", ".jpeg", ".html", ".xml", ".pdf",
+    ".zip", ".gz", ".npz", ".npy", ".onnx", ".py", ".done", ".lock", ".tmp",
+})
+
+
+def image_id_of(path: str | Path) -> str:
+    """The image id of a file: the MIMIC-CXR ``dicom_id`` (the name less ``.dcm``), else the name.
+
+    ``1.2.840.10008.1234`` keeps its dots: only a DICOM suffix is taken off.
+    """
+    path = Path(path)
+    return path.stem if path.suffix.lower() in (".dcm", ".dicom") else path.name
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a regular file named ``*.dcm``/``*.dicom`` (any case) or holding the DICOM preamble.
+
+    A file that cannot be opened counts as DICOM when its name says so (the ingest reports it),
+    and as not DICOM otherwise.
+    """
+    name = path.name
+    if name.startswith(".") or name.upper() == "DICOMDIR" or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom"):
+        return True
+    if suffix in NOT_DICOM_SUFFIXES:
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def write_split(root: str | Path, name: str, rows: list[SplitRow]) -> Path:

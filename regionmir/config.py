@@ -31,3 +31,17 @@ def qdrant_url() -> str | None:
 def qdrant_api_key() -> str | None:
     """``$QDRANT_API_KEY`` when set."""
     return os.environ.get("QDRANT_API_KEY") or None
+
+
+def unwritable_message(folder: Path, error: OSError) -> str:
+    """One line for a person when ``folder`` (under $REGIONMIR_HOME) cannot be written."""
+    import errno
+
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC or error.errno == getattr(errno, "EDQUOT", None):
+        return (f"No space left to write {folder} ({reason}): free disk space or set "
+                "REGIONMIR_HOME to a folder on a disk with room. Nothing stored was lost.")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"Cannot write {folder} ({reason}): REGIONMIR_HOME ({home()}) must be writable. "
+                "Fix its permissions, or set REGIONMIR_HOME to a folder you can write.")
+    return f"Cannot write {folder} ({reason}): check the disk and REGIONMIR_HOME ({home()})."

@@ -286,7 +286,7 @@ def _check_embedded(root: Path) -> Check:
             except StoreLockedError:
                 locked.append(name)
             except StoreError as e:
-                return Check("store", FAIL, f"{root}/{name}: {e}", "Restore it from a backup or re-ingest.")
+                return _store_failure(root / name, e)
     finally:
         store.close()
     detail = f"embedded store {root}; collections: {', '.join(counts) or 'none yet'}"
@@ -296,6 +296,31 @@ def _check_embedded(root: Path) -> Check:
     if not counts:
         return Check("store", WARN, detail, "Run `regionmir ingest ARCHIVE` to fill it.")
     return Check("store", OK, detail)
+
+
+def _store_failure(folder: Path, error: Exception) -> Check:
+    """Why a collection folder would not open: read-only, full disk, or really damaged."""
+    import errno
+    import shutil
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
+            pass
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            return Check("store", FAIL, f"{folder}: the disk is full ({e.strerror})",
+                         "Free disk space or move REGIONMIR_HOME to a disk with room; the stored "
+                         "points are intact.")
+        return Check("store", FAIL, f"{folder} is not writable ({e.strerror or e})",
+                     "Fix the folder's permissions (or remount it read-write), or set REGIONMIR_HOME "
+                     "to a writable copy; the stored points are intact, nothing needs restoring.")
+    free = shutil.disk_usage(folder).free
+    if free < 64 * 2**20:
+        return Check("store", FAIL, f"{folder}: only {free // 2**20} MiB free on its disk ({error})",
+                     "Free disk space; the stored points are intact.")
+    return Check("store", FAIL, f"{folder}: {error}",
+                 "The collection's files are damaged: restore the folder from a backup, or delete "
+                 "it and re-ingest (`regionmir ingest ARCHIVE`).")
 
 
 def run_all(model: str | Path | None = None, url: str | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 from regionmir import config
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
-from regionmir.ledger import Ledger, Report, default_report_path, ledger_family, ledger_path
-from regionmir.pipeline import Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
+from regionmir.ledger import Ledger, entry_of, Report, default_report_path, ledger_family, ledger_path
+from regionmir.pipeline import Prepared, Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
 
 log = logging.getLogger("regionmir")
 
@@ -58,6 +58,8 @@ class IngestSummary:
     skipped: int = 0  # already in the ledger
     unlabeled: int = 0
     failed: int = 0
+    duplicates: int = 0  # same SOPInstanceUID as an image already stored: left out, reported
+    warnings: int = 0  # images ingested with some boxes dropped, or located by the localizer instead
     seconds: float = 0.0  # wall time of the run, index build included
     index_seconds: float = 0.0  # of which building the HNSW index at the end
     report: str | None = None
@@ -198,15 +200,24 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
         release([item.task])
         progress(summary, total)
 
+    holders = dict(ledger.keys)  # entry of a point-id key -> (entry of its image, payload path)
     start = time.perf_counter()
     preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model))
     try:
         feed = source.feed(tasks, on_skip) if source else tasks
         for batch in batches(prepared_stream(preparer, feed, cfg.workers), cfg.batch_size, on_skip):
-            embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
-            store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
-            ledger.mark(p.task.image_id for p in batch)
-            release([p.task for p in batch])
+            batch, duplicates = split_duplicates(batch, holders)
+            for p in batch:
+                _report_notes(p, report, summary)
+            if batch:
+                embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
+                store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
+            ledger.mark([entry_of(p.task.rel) for p in batch] + [entry_of(d.task.rel) for d, _ in duplicates],
+                        {entry_of(p.task.rel): (entry_of(p.key), p.fields["path"]) for p in batch})
+            release([p.task for p in batch] + [d.task for d, _ in duplicates])
+            for dup, first in duplicates:
+                summary.duplicates += 1
+                report.write(duplicate_record(dup, first))
             summary.ingested += len(batch)
             summary.regions += sum(len(p.regions) for p in batch)
             summary.seconds = time.perf_counter() - start
@@ -222,3 +233,42 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
         report.close()
     log.info("ingest %s: %s", cfg.collection, summary.as_dict())
     return summary
+
+
+def split_duplicates(batch: list[Prepared], holders: dict[str, tuple[str, str]]
+                     ) -> tuple[list[Prepared], list[tuple[Prepared, str]]]:
+    """``(to store, [(duplicate, shown path of the image that keeps the points)])``.
+
+    An image whose point-id key (SOPInstanceUID) another image already holds is a duplicate:
+    the first image (in archive order, or from an earlier run) keeps its points. ``holders``
+    maps ledger entries of keys to ``(entry of the image, its payload path)``: the ledger's,
+    updated here with the images kept, so duplicates within one batch are caught too.
+    """
+    keep, duplicates = [], []
+    for p in batch:
+        key, me = entry_of(p.key), entry_of(p.task.rel)
+        holder = holders.get(key)
+        if holder is not None and holder[0] != me:
+            duplicates.append((p, holder[1]))
+            continue
+        holders[key] = (me, p.fields["path"])
+        keep.append(p)
+    return keep, duplicates
+
+
+def duplicate_record(dup: Prepared, first_path: str) -> dict:
+    """The report line of a duplicate: both paths as payloads show them, never the UID itself."""
+    return {
+        "event": "duplicate", "image_id": dup.task.image_id, "path": dup.fields["path"],
+        "duplicate_of": first_path,
+        "reason": "same SOPInstanceUID as an image already stored; that image keeps its points "
+                  "and this file was not stored",
+    }
+
+
+def _report_notes(p: Prepared, report: Report, summary: IngestSummary) -> None:
+    """Write what the worker noticed about an ingested image (dropped boxes, localizer fallback)."""
+    if p.notes:
+        summary.warnings += 1
+        report.write({"event": "warning", "image_id": p.task.image_id, "path": mask_path(p.task.rel),
+                      "reason": "; ".join(p.notes)})

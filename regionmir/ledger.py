@@ -1,7 +1,12 @@
 """Ingest bookkeeping: the per-(collection, shard) ledger of finished images and the JSONL run report.
 
 The ledger makes an ingest resumable. After every upsert batch the ids of the images whose
-points are all stored are appended and fsync'd; a rerun skips them. An image in doubt (its
+points are all stored are appended and fsync'd; a rerun skips them. An entry is
+:func:`entry_of` the image's path inside the archive (older ledgers hold file stems; both are
+honoured), followed after a tab by :func:`entry_of` the key its point ids were made from (its
+SOPInstanceUID) and after another by the path as payloads show it (patient folder masked), so
+that a later file with the same key is recognised as a duplicate of a named image instead of
+overwriting its points. Hashes, because MIMIC-CXR paths name the patient. An image in doubt (its
 batch was being written when the process died) is not in the ledger and is simply redone:
 point ids are deterministic, so redoing overwrites instead of duplicating.
 
@@ -22,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from regionmir import config
-from regionmir.errors import StoreLockedError
+from regionmir.errors import StoreError, StoreLockedError
 
 try:
     import fcntl
@@ -30,6 +35,11 @@ except ImportError:  # Windows: no advisory locks; do not run two ingests of one
     fcntl = None
 
 INDEXED = "#indexed"  # ledger line: the index was built after every id above it was upserted
+
+
+def entry_of(text: str) -> str:
+    """The ledger's name for a path or key: 20 hex of its SHA-256 (no patient folder, no UID)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
 def _ledger_base(location: str, collection: str) -> Path:
@@ -89,13 +99,18 @@ class Ledger:
         self.path = Path(path)
         self.token = token
         self.indexed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock()
-        if self._header() != token:
-            self._write_header()
-        self.done: set[str] = self._load()
-        self._merge(p for p in others if Path(p) != self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        # entry of a point-id key (SOPInstanceUID) -> (entry of the image holding it, its shown path)
+        self.keys: dict[str, tuple[str, str]] = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = self._acquire_lock()
+            if self._header() != token:
+                self._write_header()
+            self.done: set[str] = self._load()
+            self._merge(p for p in others if Path(p) != self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise StoreError(config.unwritable_message(self.path.parent, e)) from None
 
     def _acquire_lock(self):
         """Lock ``<ledger>.lock`` against other processes (a POSIX lock: held per process)."""
@@ -108,8 +123,10 @@ class Ledger:
             handle.close()
             raise StoreLockedError(
                 f"Another ingest is writing the ledger {self.path.name} (the same --shard of the "
-                f"same collection, with this REGIONMIR_HOME {self.path.parent.parent}). Wait for "
-                "it, or give each concurrent worker a distinct --shard i/n."
+                f"same collection, with this REGIONMIR_HOME {self.path.parent.parent}). Wait for it "
+                "to finish. Concurrent ingest workers need a Qdrant server (--qdrant-url) and a "
+                "distinct --shard i/n each; on the embedded store one ingest runs at a time "
+                "(give it more --workers instead)."
             ) from None
         return handle
 
@@ -119,7 +136,7 @@ class Ledger:
         for other in others:
             lines = _read_lines(Path(other), self.token)
             if lines:
-                self.done.update(x for x in lines if x != INDEXED)
+                self.done.update(self._parse(x for x in lines if x != INDEXED))
                 flags.append(lines[-1] == INDEXED)
         self.indexed = bool(flags) and all(flags)
 
@@ -138,7 +155,18 @@ class Ledger:
                 handle.truncate(end)
         lines = [x for x in data[:end].decode("utf-8").split("\n")[1:] if x]  # [0] is the token
         self.indexed = bool(lines) and lines[-1] == INDEXED
-        return {x for x in lines if x != INDEXED}
+        return self._parse(x for x in lines if x != INDEXED)
+
+    def _parse(self, lines: Iterable[str]) -> set[str]:
+        """Ids of ``lines`` (``id`` or ``id<TAB>key<TAB>path``); keys go to :attr:`keys`, first kept."""
+        ids = set()
+        for line in lines:
+            image_id, _, rest = line.partition("\t")
+            ids.add(image_id)
+            key, _, shown = rest.partition("\t")
+            if key:
+                self.keys.setdefault(key, (image_id, shown))
+        return ids
 
     def _write_header(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -151,12 +179,24 @@ class Ledger:
     def __contains__(self, image_id: str) -> bool:
         return image_id in self.done
 
-    def mark(self, image_ids: Iterable[str]) -> None:
-        """Record ``image_ids`` as finished, durably (flush + fsync) before returning."""
-        ids = [i for i in image_ids if i not in self.done]
+    def mark(self, image_ids: Iterable[str], keys: dict[str, tuple[str, str]] | None = None) -> None:
+        """Record ``image_ids`` as finished, durably (flush + fsync) before returning.
+
+        ``keys`` maps an id to ``(key entry, shown path)``: the entry of the key its point ids
+        came from and the path a report may show. Ids and keys hold no tabs or newlines.
+        """
+        keys = keys or {}
+        ids = [i for i in dict.fromkeys(image_ids) if i not in self.done]
         if not ids:
             return
-        self._append("".join(f"{i}\n" for i in ids))
+        lines = []
+        for i in ids:
+            key, shown = keys.get(i, ("", ""))
+            shown = " ".join(shown.split())  # no tab or newline can break the line
+            lines.append(f"{i}\t{key}\t{shown}\n" if key else f"{i}\n")
+            if key:
+                self.keys.setdefault(key, (i, shown))
+        self._append("".join(lines))
         self.done.update(ids)
         self.indexed = False
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from regionmir.annotations import Region
-from regionmir.archive import Archive
+from regionmir.archive import Archive, image_id_of
 from regionmir.errors import RegionMIRError
 from regionmir.regions import CropSpec, crop_region
 
@@ -42,6 +44,7 @@ class Prepared:
     fields: dict  # image-level payload: image_id, study_id, patient, view, modality, path, *_uid
     regions: list[dict]  # per region: anatomy, box, findings, box_source, confidence
     crops: np.ndarray  # (R, S, S) float32 in [0, 1], one per region
+    notes: list[str] = field(default_factory=list)  # what the report should say (dropped boxes, ...)
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,25 @@ def shard_of(image_id: str, n: int) -> int:
 
 
 def plan(archive: Archive, shard: tuple[int, int] = (0, 1), done: Iterable[str] = ()) -> tuple[list[ImageTask], int]:
-    """The images of ``shard`` still to ingest, and how many of its images ``done`` skips."""
+    """The images of ``shard`` still to ingest, and how many of its images ``done`` skips.
+
+    ``done`` holds ledger entries: :func:`~regionmir.ledger.entry_of` the path relative to the
+    archive root (older ledgers: image ids).
+    """
+    from regionmir.ledger import entry_of
+
     i, n = shard
     done = done if isinstance(done, set) else set(done)
     todo, skipped = [], 0
     for path in archive.dicom_paths():
-        if shard_of(path.stem, n) != i:
+        image_id = image_id_of(path)
+        if shard_of(image_id, n) != i:
             continue
-        if path.stem in done:
+        rel = archive.relative(path)
+        if entry_of(rel) in done or image_id in done:
             skipped += 1
             continue
-        todo.append(ImageTask(path, archive.relative(path), path.stem))
+        todo.append(ImageTask(path, rel, image_id))
     return todo, skipped
 
 
@@ -109,19 +120,50 @@ class Preparer:
             self._localizer_loaded = True
         return self._localizer
 
-    def find_regions(self, task: ImageTask, pixels: np.ndarray) -> tuple[list[Region], str, dict]:
-        """``(regions, box_source, scene-graph fields)``; no regions when none can be found."""
+    def find_regions(self, task: ImageTask, pixels: np.ndarray) -> tuple[list[Region], str, dict, list[str]]:
+        """``(regions, box_source, scene-graph fields, notes)``; no regions when none can be found.
+
+        Annotated boxes are checked against the decoded image (scene graphs of real archives
+        do not know its size): boxes outside it are dropped and said in ``notes``; an image
+        whose every box was dropped falls back to the localizer, and ``notes`` says that too.
+        """
+        notes: list[str] = []
         sg = self.archive.scene_graph(task.image_id)
-        if sg is not None and sg.regions:
-            extra = {"study_id": sg.study_id or None, "view": sg.viewpoint or None, "pid": sg.patient_id}
-            return list(sg.regions), "annotation", extra
+        if sg is not None:
+            regions, notes = self._checked(sg.regions, pixels.shape, list(sg.dropped))
+            if regions:
+                extra = {"study_id": sg.study_id or None, "view": sg.viewpoint or None, "pid": sg.patient_id}
+                return regions, "annotation", extra, _box_notes(notes)
         gold = self.archive.gold.get(task.image_id)
         if gold:
-            return list(gold), "annotation", {}
+            regions, gold_notes = self._checked(gold, pixels.shape, [])
+            notes += gold_notes
+            if regions:
+                return regions, "annotation", {}, _box_notes(notes)
+        notes = _box_notes(notes)
         loc = self.localizer()
         if loc is not None:
-            return list(loc.locate(pixels)), "predicted", {}
-        return [], "", {}
+            if sg is not None or gold:
+                notes.append("no usable annotated box: regions placed by the localizer instead")
+            return list(loc.locate(pixels)), "predicted", {}, notes
+        return [], "", {}, notes
+
+    @staticmethod
+    def _checked(regions, shape: tuple[int, int], notes: list[str]) -> tuple[list[Region], list[str]]:
+        """``regions`` clipped to the image of ``shape``; the unusable ones named in ``notes``."""
+        from dataclasses import replace
+
+        from regionmir.regions import validate_box
+
+        h, w = shape
+        kept = []
+        for r in regions:
+            box, reason = validate_box(r.box, w, h)
+            if box is None:
+                notes.append(f"{r.anatomy.bbox_name}: {reason}")
+            else:
+                kept.append(r if box == r.box else replace(r, box=box))
+        return kept, notes
 
     def __call__(self, task: ImageTask) -> Prepared | Skipped:
         from regionmir.dicom import read_image
@@ -129,7 +171,7 @@ class Preparer:
 
         try:
             rad = read_image(task.path)
-            regions, source, extra = self.find_regions(task, rad.pixels)
+            regions, source, extra, notes = self.find_regions(task, rad.pixels)
         except RegionMIRError as e:
             reason = getattr(e, "reason", None) or str(e)
             return Skipped(task, "failed", reason.replace(str(task.path), mask_path(task.rel)))
@@ -137,7 +179,8 @@ class Preparer:
             reason = f"{type(e).__name__}: {e}".replace(str(task.path), mask_path(task.rel))
             return Skipped(task, "failed", reason)
         if not regions:
-            return Skipped(task, "unlabeled", "no scene graph or gold boxes, and no localizer")
+            why = "no scene graph or gold boxes, and no localizer"
+            return Skipped(task, "unlabeled", "; ".join([why, *notes]))
         h = rad.header
         pid = h.patient_id or extra.get("pid")  # raw: only pseudonymised or masked below
         fields = {
@@ -163,7 +206,14 @@ class Preparer:
             for r in regions
         ]
         key = h.sop_instance_uid or task.image_id
-        return Prepared(task, key, fields, described, crop(rad.pixels, regions, self.spec))
+        return Prepared(task, key, fields, described, crop(rad.pixels, regions, self.spec), notes)
+
+
+def _box_notes(dropped: list[str]) -> list[str]:
+    """One report note for the boxes dropped from an image (none when nothing was dropped)."""
+    if not dropped:
+        return []
+    return [f"dropped {len(dropped)} annotated box(es): " + "; ".join(dropped)]
 
 
 _PATIENT_DIR = re.compile(r"p\d{6,}")  # MIMIC-CXR patient folders: p10000032
@@ -229,7 +279,8 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
 
     window = 4 * workers + 4  # bounded read-ahead: memory stays flat on big archives
     ctx = mp.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(preparer,)) as pool:
+    args = (preparer, os.getpid())
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=args) as pool:
         pending: deque = deque()
         it = iter(tasks)
         for task in it:
@@ -247,9 +298,43 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
 _WORKER: Preparer | None = None
 
 
-def _init_worker(preparer: Preparer) -> None:
+def _init_worker(preparer: Preparer, parent: int) -> None:
     global _WORKER
     _WORKER = preparer
+    die_with(parent)
+
+
+def die_with(parent: int, poll_s: float = 0.5) -> None:
+    """End this worker process when process ``parent`` (the ingest) ends, even by ``kill -9``.
+
+    A pool worker's own parent is multiprocessing's fork server, which exits when the ingest
+    does: on Linux the kernel then kills the worker (PR_SET_PDEATHSIG). Everywhere, a daemon
+    thread also checks every ``poll_s`` seconds that ``parent`` is still alive.
+    """
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # no libc symbol: the thread below still watches
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, owned by someone else: cannot happen for our parent
+                pass
+
+    threading.Thread(target=watch, name="regionmir-parent-watch", daemon=True).start()
 
 
 def _run_worker(task: ImageTask) -> Prepared | Skipped:

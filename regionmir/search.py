@@ -23,6 +23,7 @@ import numpy as np
 from regionmir import config
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import read_scene_graph
+from regionmir.archive import image_id_of
 from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFoundError
 from regionmir.regions import Box, validate_box
 
@@ -125,6 +126,32 @@ def parse_where(items: list[str] | tuple[str, ...]) -> dict[str, str | list[str]
             raise RegionMIRError(f"--where key {key!r} is not searchable; use one of: {', '.join(WHERE_KEYS)}")
         out[key].append(value)
     return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+
+
+FEW_VALUED_KEYS = ("view", "modality", "findings", "box_source")  # --where keys worth listing
+
+
+def check_where(store, collection: str, conditions: dict) -> None:
+    """Refuse a ``--where`` condition that matches no point of ``collection``, naming known values.
+
+    Raises:
+        RegionMIRError: a condition matches nothing (the message lists the values there are,
+            for the keys with few values).
+    """
+    from regionmir.store import Filter
+
+    for key, value in conditions.items():
+        if store.count(collection, Filter(must={key: value})):
+            continue
+        given = ", ".join(value) if isinstance(value, list) else value
+        if key in FEW_VALUED_KEYS:
+            known = sorted(store.facet(collection, key))
+            hint = f"values of {key} there: {', '.join(known) or 'none'}"
+        else:
+            hint = f"check the {key} (see `regionmir search --json` results for stored values)"
+        raise RegionMIRError(
+            f"--where {key}={given} matches no region of collection {collection!r}; {hint}."
+        )
 
 
 class Searcher:
@@ -300,7 +327,7 @@ def search_image(
     if target is not None:
         searcher.require(target)
     rad = searcher.read(image)
-    image_id = Path(image).stem
+    image_id = image_id_of(image)
     stored = searcher.stored_regions(image_id)
     regions = searcher.query_regions(rad.pixels, target, box, scene_graph, stored)
     if target is None:

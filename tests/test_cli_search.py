@@ -108,11 +108,16 @@ def test_where_study_and_patient_options(query, tiny_model):
     doc = run_json("search", "-a", slug, str(path), "--where", "view=PA", "--where", "view=AP", "-k", "50",
                    model=tiny_model)
     assert all(r["view"] in ("PA", "AP") for r in doc["results"])
-    findings = {f for r in doc["results"] for f in r["findings"]}
-    if findings:
-        f = sorted(findings)[0]
-        doc = run_json("search", "-a", slug, str(path), "--where", f"findings={f}", model=tiny_model)
-        assert doc["results"] and all(f in r["findings"] for r in doc["results"])
+    wide = run_json("search", "-a", "cardiac-silhouette", str(path), "-k", "1000", "--include-same-patient",
+                    model=tiny_model)["results"]
+    findings = sorted({f for r in wide for f in r["findings"]})
+    assert findings, "the phantom archive has hearts with findings: the filter must meet some"
+    f = findings[0]
+    doc = run_json("search", "-a", "cardiac-silhouette", str(path), "--where", f"findings={f}", "-k", "1000",
+                   "--include-same-patient", model=tiny_model)
+    with_f = [r for r in wide if f in r["findings"]]
+    assert doc["results"] and all(f in r["findings"] for r in doc["results"])
+    assert len(doc["results"]) == len(with_f) < len(wide)  # every match, and only matches
     study = doc["results"][0]["study_id"]
     doc = run_json("search", "-a", slug, str(path), "--study", study, model=tiny_model)
     assert {r["study_id"] for r in doc["results"]} == {study}

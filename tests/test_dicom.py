@@ -9,23 +9,19 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import (
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    generate_uid,
 )
 
+from dicom_files import PATIENT, write_dicom
 from regionmir.dicom import DicomHeader, read_header, read_image
 from regionmir.errors import ImageReadError
 
-# identifiers written into every synthetic file; no error message may contain them
-PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711-X", "PatientBirthDate": "19700101"}
 
 
 def pydicom_file(name: str) -> str:
@@ -35,28 +31,6 @@ def pydicom_file(name: str) -> str:
         path = pydicom.data.get_testdata_file(name, download=False)
     if path is None:
         pytest.skip(f"{name} is not installed (pip install pydicom-data)")
-    return path
-
-
-def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2",
-                bits_stored: int | None = None, **elements) -> Path:
-    """A small DX DICOM with ``arr`` as stored values; ``elements`` set (None: delete) tags."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.ViewPosition = "DX", "PA"
-    for keyword, value in PATIENT.items():
-        setattr(ds, keyword, value)
-    ds.set_pixel_data(arr, photometric, bits_stored or arr.dtype.itemsize * 8)
-    for keyword, value in elements.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -415,3 +389,23 @@ def test_malformed_voi_lut_is_an_image_read_error(tmp_path):
     ds.save_as(path)
     with pytest.raises(ImageReadError, match=r"lut\.dcm.*VOI LUT cannot be applied"):
         read_image(path)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_voi_lut_sequence_scales_by_its_bit_depth_then_inverts_monochrome1(tmp_path, photometric):
+    """A 12-bit VOI LUT whose entries stop at 2000: the display is entry / 4095 (the descriptor's
+    third value), not entry / 2000 (its largest entry) nor anything from the first two values;
+    MONOCHROME1 is inverted after the LUT, as without one."""
+    stored = (np.arange(40 * 64) % 256).reshape(40, 64).astype(np.uint16)
+    path = write_dicom(tmp_path / "lut.dcm", stored, photometric, bits_stored=8)
+    lut = np.rint(np.arange(256) * 2000 / 255).astype(np.uint16)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [256, 0, 12])  # entries, first mapped value, bits per entry
+    item.add_new("LUTData", "US", lut.tolist())
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    expected = lut[stored].astype(np.float64) / 4095
+    if photometric == "MONOCHROME1":
+        expected = 1 - expected
+    np.testing.assert_allclose(read_image(path).pixels, expected, atol=1e-6)

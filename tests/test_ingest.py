@@ -116,6 +116,54 @@ def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
     ledger.close()
 
 
+def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
+    """A mark is fsync'd: a power cut after an upsert must not forget that the image is done."""
+    import regionmir.ledger as ledger_module
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(ledger_module.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    ledger = Ledger(tmp_path / "l.done", "token")
+    synced.clear()
+    ledger.mark(["a"], {"a": ("key-a", "files/a.dcm")})
+    assert synced == [ledger._handle.fileno()]
+    ledger.mark_indexed()
+    assert len(synced) == 2
+    ledger.close()
+
+
+def test_ledger_keeps_the_first_holder_of_a_key(tmp_path):
+    ledger = Ledger(tmp_path / "l.done", "token")
+    ledger.mark(["a", "b"], {"a": ("k1", "files/a.dcm"), "b": ("k2", "files/b.dcm")})
+    ledger.mark(["c"], {"c": ("k1", "files/c.dcm")})
+    ledger.close()
+    again = Ledger(tmp_path / "l.done", "token")
+    assert again.keys == {"k1": ("a", "files/a.dcm"), "k2": ("b", "files/b.dcm")}
+    assert again.done == {"a", "b", "c"}
+    again.close()
+
+
+def test_a_kill_before_the_index_build_is_repaired_by_the_rerun(tiny_archive, tiny_model, home, monkeypatch):
+    """Every image upserted and in the ledger, the process killed before build_index: the
+    rerun has nothing to ingest but must still build the index."""
+    from regionmir.store.embedded import EmbeddedStore
+
+    real, built = EmbeddedStore.build_index, []
+
+    def killed(self, name):
+        raise KeyboardInterrupt  # stands for the kill: nothing after the last upsert ran
+
+    monkeypatch.setattr(EmbeddedStore, "build_index", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    monkeypatch.setattr(EmbeddedStore, "build_index", lambda self, name: (built.append(name), real(self, name)))
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert s.ingested == 0 and s.skipped == s.images and built == ["regions"]
+    built.clear()
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
+    assert s.ingested == 0 and built == []  # built once is enough
+
+
 def test_mask_path_hides_patient_folders(tmp_path):
     rel = "files/p10/p10000032/s50414267/abc.dcm"
     assert mask_path(rel) == "files/p10/*/s50414267/abc.dcm"
@@ -296,13 +344,33 @@ def _ingest_cmd(archive: Path, model: Path, *extra: str) -> list[str]:
     return [str(cli), "ingest", str(archive), "--model", str(model), "--json", *extra]
 
 
+def processes_with_env(key: str, value: str, wait_s: float) -> list[str]:
+    """Command lines of live processes whose environment has ``key=value``, after up to ``wait_s``."""
+    needle = f"{key}={value}".encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for env in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if needle in env.read_bytes().split(b"\0"):
+                    cmd = (env.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if cmd and "(zombie)" not in (env.parent / "status").read_text():
+                        found.append(f"{env.parent.name}: {cmd[:120]}")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the workers")
 def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_path):
     env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
     clean_home, killed_home = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env={**env, "REGIONMIR_HOME": str(clean_home)},
                    check=True, capture_output=True, timeout=300)
     env_k = {**env, "REGIONMIR_HOME": str(killed_home)}
-    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "1"),
+    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "2"),
                             env=env_k, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledgers = killed_home / "ledgers"
     n_done, deadline = 0, time.monotonic() + 240
@@ -316,6 +384,8 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
     proc.wait(timeout=60)
     total = len(labeled_regions(tiny_archive))
     assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
+    left = processes_with_env("REGIONMIR_HOME", str(killed_home), wait_s=10)
+    assert not left, f"processes of the killed ingest still alive: {left}"
     out = subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env=env_k, check=True,
                          capture_output=True, text=True, timeout=300)
     summary = json.loads(out.stdout)

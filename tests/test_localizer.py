@@ -17,7 +17,7 @@ from regionmir.regions import Box
 torch = pytest.importorskip("torch")
 
 from regionmir.cli.app import app  # noqa: E402
-from regionmir.train.localizer import LocalizerConfig, fit, write_model  # noqa: E402
+from regionmir.train.localizer import NORM_MEAN, NORM_STD, LocalizerConfig, fit, write_model  # noqa: E402
 from regionmir.train.localizer_augment import AugmentConfig, augment  # noqa: E402
 from regionmir.train.localizer_data import make_film  # noqa: E402
 
@@ -176,10 +176,12 @@ def test_onnx_export_matches_torch(model_dir):
     x = np.random.default_rng(4).uniform(0, 1, (3, SIZE, SIZE)).astype(np.float32)
     boxes, conf = loc.predict(x)
     with torch.no_grad():
-        tb, tc = model(torch.from_numpy((x[:, None] - loc.meta.norm_mean) / loc.meta.norm_std))
+        # normalised as training normalises, not with the exported values: a mismatch must show
+        tb, tc = model(torch.from_numpy((x[:, None] - NORM_MEAN) / NORM_STD))
     np.testing.assert_allclose(boxes, tb.numpy(), atol=1e-4)
     np.testing.assert_allclose(conf, tc.numpy(), atol=1e-4)
     assert loc.meta.kind == "localizer" and loc.meta.input_size == SIZE
+    assert (loc.meta.norm_mean, loc.meta.norm_std) == (NORM_MEAN, NORM_STD)
     assert loc.meta.anatomies == tuple(a.slug for a in BOXED)
     assert loc.meta.archive_fingerprint == "test-fingerprint" and len(loc.model_id) == 16
 

@@ -149,11 +149,20 @@ def test_where_and_study_filters_hold_for_every_hit(searcher, tiny_archive):
     slug = Archive(tiny_archive).regions(path.stem)[0].anatomy.slug
     hits = search_image(searcher, path, slug, where={"view": "PA"}, top_k=100).regions[0].hits
     assert all(h.payload["view"] == "PA" for h in hits)
-    findings = sorted(searcher.store.facet("regions", "findings"))
-    if findings:
-        f = findings[0]
-        hits = search_image(searcher, path, slug, where={"findings": f}, top_k=100).regions[0].hits
-        assert all(f in h.payload["findings"] for h in hits)
+    from regionmir.store import Filter
+
+    store = searcher.store
+    with_finding = [(a, f) for f in sorted(store.facet("regions", "findings"))
+                    for a in Anatomy if store.count("regions", Filter(must={"anatomy": a.slug, "findings": f}))]
+    assert with_finding, "the phantom archive has findings: the filter must be tested on some"
+    anatomy, f = with_finding[0]
+    n = store.count("regions", Filter(must={"anatomy": anatomy.slug, "findings": f}))
+    assert n < store.count("regions", Filter(must={"anatomy": anatomy.slug}))  # the filter filters
+    query = next(p for p in labeled(tiny_archive) if anatomy in {r.anatomy for r in Archive(tiny_archive).regions(p.stem)})
+    hits = search_image(searcher, query, anatomy.slug, where={"findings": f}, top_k=100,
+                        exclude_same_patient=False).regions[0].hits
+    own = any(r.anatomy == anatomy and f in r.findings for r in Archive(tiny_archive).regions(query.stem))
+    assert len(hits) == n - own and all(f in h.payload["findings"] for h in hits)  # the query is left out
     study = hits[0].payload["study_id"] if hits else None
     if study:
         hits = search_image(searcher, path, slug, study=study, top_k=100).regions[0].hits

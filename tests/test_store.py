@@ -147,6 +147,12 @@ def test_point_id_is_stable_and_distinct():
                 point_id("1.2.3", "left-lung", "m2")}) == 4
 
 
+def test_point_id_of_a_known_input_never_changes():
+    """Ids are promised stable forever: a re-ingest must overwrite, never duplicate, old points."""
+    assert point_id("1.2.826.0.1.3680043.8.498.1", "left-lung", "0123456789abcdef") == \
+        "c9dd7799-f2f1-53e6-b390-bba168c7f40a"
+
+
 def test_create_and_meta_round_trip(open_backend, name):
     store = open_backend(persistent=True)
     store.create_collection(name, DIM, {"model_id": MODEL, "archive_fingerprint": "abc"})

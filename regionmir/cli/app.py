@@ -52,26 +52,53 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
 
 
 def main() -> None:
-    """Console entry point: run the app, printing RegionMIR errors as one line on stderr."""
+    """Console entry point: run the app; every error a user can cause ends as one line on stderr."""
+    try:
+        code = app(standalone_mode=False)  # usage errors come back as exceptions, not exits
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001 - sorted below; anything else is a bug and re-raised
+        if type(e).__name__ == "NoArgsIsHelpError":  # `regionmir` alone: the help was printed
+            sys.exit(0)
+        message = user_error_message(e)
+        if message is None:
+            raise
+        _fail(message, getattr(e, "exit_code", 1) if _is_usage_error(e) else 1)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    """A command-line parsing error (click's or typer's own copy of click: no import needed)."""
+    return any(c.__name__ in ("ClickException", "UsageError") for c in type(e).__mro__)
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """The one line to show for ``e``, or None when ``e`` is a bug (a traceback is right then).
+
+    Usage errors name the option or argument and point to ``--help``; RegionMIR errors say
+    what to do; a file the operating system refuses is named with its reason.
+    """
     from regionmir.errors import RegionMIRError
 
-    try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
-        if isinstance(code, int) and not isinstance(code, bool) and code:
-            sys.exit(code)
-    except RegionMIRError as e:
-        from rich.console import Console
+    if isinstance(e, RegionMIRError):
+        return str(e)
+    if _is_usage_error(e):
+        ctx = getattr(e, "ctx", None)
+        text = e.format_message() if hasattr(e, "format_message") else str(e)
+        where = getattr(ctx, "command_path", None) or "regionmir"
+        return f"{text.strip().rstrip('.')}. See `{where} --help`."
+    if isinstance(e, OSError) and e.filename:
+        return (f"{e.strerror or e}: {e.filename}. Check that the path exists and that you may "
+                "read (and for outputs, write) it.")
+    return None
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+def _fail(message: str, code: int) -> None:
+    from rich.console import Console
+
+    text = " ".join(message.split())  # one line, whatever the message held
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
+    sys.exit(code)

@@ -11,9 +11,9 @@ def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise typer.BadParameter(f"expected i/n such as 0/2, got {text!r}") from None
+        raise typer.BadParameter(f"expected i/n such as 0/2, got {text!r}", param_hint="--shard") from None
     if not (n >= 1 and 0 <= i < n):
-        raise typer.BadParameter(f"need 0 <= i < n, got {text!r}")
+        raise typer.BadParameter(f"need n >= 1 and 0 <= i < n, got {text!r}", param_hint="--shard")
     return i, n
 
 
@@ -94,15 +94,21 @@ def _with_progress(cfg, run):
         TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rates]}"), TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("ingest", total=None, rates="")
+    bar = Progress(*columns, console=console, transient=False)
+    task = bar.add_task("ingest", total=None, rates="")
 
-        def update(s, total):
-            done = s.ingested + s.failed + s.unlabeled
-            rates = f"{s.images_per_s:.1f} img/s  {s.regions_per_s:.0f} regions/s"
-            bar.update(task, total=total, completed=done, rates=rates)
+    def update(s, total):
+        if not bar.live.is_started:  # shown from the first image on: a setup error stays one line
+            bar.start()
+        done = s.ingested + s.failed + s.unlabeled + s.duplicates
+        rates = f"{s.images_per_s:.1f} img/s  {s.regions_per_s:.0f} regions/s"
+        bar.update(task, total=total, completed=done, rates=rates)
 
+    try:
         return run(cfg, on_progress=update)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def _print_summary(s) -> None:
@@ -112,9 +118,10 @@ def _print_summary(s) -> None:
     c.print(
         f"[bold]{s.collection}[/] ({s.store}): {s.images} images in this shard, "
         f"{s.ingested} ingested ({s.regions} regions), {s.skipped} skipped (already done), "
-        f"{s.unlabeled} unlabeled, {s.failed} failed "
+        f"{s.unlabeled} unlabeled, {s.failed} failed, {s.duplicates} duplicate(s) "
         f"in {s.seconds:.1f} s ({s.images_per_s:.1f} images/s, {s.regions_per_s:.0f} regions/s)",
         highlight=False,
     )
-    if s.failed or s.unlabeled:
-        c.print(f"Failed and unlabeled images are listed in {s.report}", highlight=False)
+    if s.failed or s.unlabeled or s.duplicates or s.warnings:
+        extra = f" ({s.warnings} ingested with warnings)" if s.warnings else ""
+        c.print(f"Failed, unlabeled and duplicate images{extra} are listed in {s.report}", highlight=False)

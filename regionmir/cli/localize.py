@@ -38,7 +38,10 @@ def localize(
     if preview is not None:
         draw_regions(radiograph.pixels, regions).save(preview)
     if as_json:
-        typer.echo(json.dumps({"image": str(image), "width": w, "height": h,
+        from regionmir.pipeline import mask_path
+
+        shown = mask_path(Path(image).as_posix(), radiograph.header.patient_id)  # no patient folder
+        typer.echo(json.dumps({"image": shown, "width": w, "height": h,
                                "model_id": loc.model_id, "regions": rows}))
         return
     _print_table(image, w, h, loc.model_id, rows, preview)

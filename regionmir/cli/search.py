@@ -54,7 +54,8 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from regionmir import config
     from regionmir.anatomy import Anatomy
     from regionmir.regions import Box
-    from regionmir.search import Searcher, open_existing_store, parse_where, require_collection, search_image
+    from regionmir.search import (Searcher, check_where, open_existing_store, parse_where, require_collection,
+                                  search_image)
 
     if anatomy.strip().lower() != "all":
         anatomy = Anatomy.parse(anatomy).slug  # UnknownAnatomyError lists close slugs
@@ -74,6 +75,7 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
         try:
             require_collection(store, name)
             store.count(name)  # loads the collection now, while the model loads
+            check_where(store, name, conditions)
             timings["open_store"] = time.perf_counter() - t
             t = time.perf_counter()
             encoder, localizer, timings["model_load"] = loading.result()

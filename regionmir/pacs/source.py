@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from regionmir.errors import PacsError
+from regionmir.ledger import entry_of
 from regionmir.pacs.dicomweb import InstanceRef, Query, connect, find_instances, retrieve
 from regionmir.pacs.spool import Spool
 from regionmir.pipeline import ImageTask, Skipped, shard_of
@@ -24,6 +25,11 @@ log = logging.getLogger("regionmir")
 
 def _task(path: Path, ref: InstanceRef) -> ImageTask:
     return ImageTask(path, ref.path, ref.sop_uid)
+
+
+def _done(ref: InstanceRef, done: set[str]) -> bool:
+    """In the ledger: by the entry of its path (as the ingest marks it), or by image id (older ledgers)."""
+    return entry_of(ref.path) in done or ref.sop_uid in done
 
 
 class SpoolSource:
@@ -39,7 +45,7 @@ class SpoolSource:
         for path, ref in self.spool.pending():
             if shard_of(ref.sop_uid, n) != i:
                 continue
-            (finished if ref.sop_uid in done else todo).append((path, ref))
+            (finished if _done(ref, done) else todo).append((path, ref))
         self.spool.remove(p for p, _ in finished)  # ingested before a crash, not yet removed
         return [_task(p, r) for p, r in todo], len(finished)
 
@@ -75,7 +81,7 @@ class DicomWebSource:
         self._clear()  # files of a killed run: not in the ledger, so fetched again below
         i, n = shard
         refs = [r for r in find_instances(self.client, self.query) if shard_of(r.sop_uid, n) == i]
-        todo = [r for r in refs if r.sop_uid not in done]
+        todo = [r for r in refs if not _done(r, done)]
         return [_task(self.spool.path(r), r) for r in todo], len(refs) - len(todo)
 
     def feed(self, tasks: Sequence[ImageTask], on_skip: Callable[[Skipped], None]) -> Iterator[ImageTask]:

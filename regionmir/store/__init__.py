@@ -53,12 +53,35 @@ def open_store(
     if url:
         from regionmir.store.server import ServerStore
 
+        check_url(url)
         return ServerStore(url=url, api_key=api_key or config.qdrant_api_key(), options=options)
     from regionmir.store.embedded import EmbeddedStore
 
     _refuse_layout_for_embedded(options)
 
     return EmbeddedStore(Path(path) if path is not None else config.default_store_dir())
+
+
+def check_url(url: str) -> None:
+    """Refuse a Qdrant URL that cannot be a server address, before any client sees it.
+
+    Raises:
+        StoreError: no http(s) scheme, no host, or a port outside 1-65535.
+    """
+    from urllib.parse import urlsplit
+
+    from regionmir.errors import StoreError
+
+    hint = "Give --qdrant-url (or QDRANT_URL) like http://localhost:6333 or https://host:6333."
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as e:
+        raise StoreError(f"Qdrant URL {url!r} is not valid ({e}). {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"Qdrant URL {url!r} needs http:// or https:// and a host name. {hint}")
+    if port == 0:
+        raise StoreError(f"Qdrant URL {url!r} has port 0. {hint}")
 
 
 def _refuse_layout_for_embedded(options: ServerOptions | None) -> None:
@@ -83,6 +106,7 @@ __all__ = [
     "Hit",
     "LAYOUT_OPTIONS",
     "PointRecord",
+    "check_url",
     "Store",
     "open_store",
     "point_id",

@@ -71,6 +71,14 @@ def _one_anatomy(filter: Filter | None) -> bool:
     return value is not None and (not is_any(value) or len(value) == 1)
 
 
+def _os_reason(text: str) -> str:
+    """The operating system's words in an engine error (``Read-only file system (os error 30)``)."""
+    import re
+
+    m = re.search(r"([A-Z][A-Za-z -]+) \(os error \d+\)", text)
+    return m.group(0) if m else text.split(":")[-1].strip()
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=".meta-", suffix=".tmp", dir=path.parent)
@@ -194,7 +202,7 @@ class EmbeddedStore:
         have = ", ".join(self.collections()) or "none"
         return (
             f"No collection {name!r} in the store at {self.root} (collections: {have}). "
-            "Run `regionmir ingest` first, or pass --store / --qdrant-url for another store."
+            "Run `regionmir ingest` first, or use another store (--qdrant-url, or REGIONMIR_HOME)."
         )
 
     def _call(self, folder: Path, fn):
@@ -207,6 +215,18 @@ class EmbeddedStore:
                 raise StoreLockedError(
                     f"The store at {folder} is in use by another RegionMIR process (an ingest?); "
                     "wait for it to finish or use a Qdrant server (--qdrant-url)."
+                ) from exc
+            if any(m in text for m in ("os error 30", "os error 13", "os error 1)", "Read-only", "ermission denied")):
+                raise StoreError(
+                    f"Cannot open the store at {folder}: its folder is read-only or not yours "
+                    f"({_os_reason(text)}). The embedded store needs write access even to search "
+                    "(Qdrant keeps its files open read-write): fix the permissions, or copy the "
+                    "store to a writable folder and set REGIONMIR_HOME. The stored points are intact."
+                ) from exc
+            if "os error 28" in text or "No space left" in text:
+                raise StoreError(
+                    f"Cannot open the store at {folder}: the disk is full. Free disk space; the "
+                    "stored points are intact."
                 ) from exc
             raise StoreError(f"Cannot open the store at {folder}: {text}") from exc
 

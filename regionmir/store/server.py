@@ -145,6 +145,12 @@ class ServerStore:
                 f"Qdrant at {self.location} refused the API key (HTTP {status}): set QDRANT_API_KEY "
                 "(or --api-key) to the server's key."
             )
+        if status == 404 and name is None:  # /collections itself is missing: not Qdrant
+            return StoreUnavailableError(
+                f"{self.location} answered HTTP 404 to Qdrant's /collections: it is not a Qdrant "
+                "server, or the URL has an extra path. Point --qdrant-url (or QDRANT_URL) at the "
+                "server's REST port, by default http://host:6333."
+            )
         if status == 404 or (isinstance(exc, ValueError) and "not found" in text):
             return StoreNotFoundError(
                 f"No collection {name!r} on Qdrant at {self.location}. Run `regionmir ingest` "
