@@ -96,15 +96,16 @@ def test_narrowing_options_are_checked_before_any_request(monkeypatch, tmp_path)
 
 
 def test_pacs_options_on_a_folder_and_missing_paths_are_one_line_errors(tmp_path):
-    cases = {
-        ("ingest", str(tmp_path), "--since", "2026-01-01"): "apply to a DICOMweb URL only",
-        ("ingest", str(tmp_path / "gone")): "is not a folder",
-        ("search", "--anatomy", "left-lung", str(tmp_path / "gone.dcm")): "WADO-RS instance URL",
-        ("search", "--anatomy", "left-lung", "http://h/dicom-web/studies/1.2"): "not a WADO-RS instance URL",
+    cases = {  # usage errors exit 2, a bad URL (found by the library) exits 1
+        ("ingest", str(tmp_path), "--since", "2026-01-01"): (2, "apply to a DICOMweb URL only"),
+        ("ingest", str(tmp_path / "gone")): (2, "is not a folder"),
+        ("search", "--anatomy", "left-lung", str(tmp_path / "gone.dcm")): (2, "WADO-RS instance URL"),
+        ("search", "--anatomy", "left-lung", "http://h/dicom-web/studies/1.2"): (1, "not a WADO-RS instance URL"),
     }
-    for args, message in cases.items():
+    for args, (code, message) in cases.items():
         r = subprocess.run([CLI, *args], env=env_for(tmp_path / "home"), capture_output=True, text=True, timeout=60)
-        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- with Orthanc

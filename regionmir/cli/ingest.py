@@ -49,7 +49,6 @@ def ingest(
 
     from regionmir import config
     from regionmir.ingest import IngestConfig, run_ingest
-    from regionmir.errors import RegionMIRError
     from regionmir.pacs.dicomweb import is_url
 
     source = None
@@ -60,11 +59,11 @@ def ingest(
     else:
         folder = Path(archive)
         if since or modality or study or scene_graphs:
-            raise RegionMIRError("--since, --modality, --study and --scene-graphs apply to a DICOMweb URL only; "
-                                 "drop them for a folder ARCHIVE.")
+            raise typer.BadParameter("--since, --modality, --study and --scene-graphs apply to a DICOMweb URL "
+                                     "only; drop them for a folder", param_hint="ARCHIVE")
         if not folder.is_dir():
-            raise RegionMIRError(f"ARCHIVE {archive} is not a folder; give an archive folder or an "
-                                 "http(s)://host:port/dicom-web DICOMweb root.")
+            raise typer.BadParameter(f"{archive} is not a folder (nor an http(s)://host:port/dicom-web DICOMweb "
+                                     "root)", param_hint="ARCHIVE")
     cfg = IngestConfig(
         archive=folder, model=model, collection=collection or config.DEFAULT_COLLECTION,
         qdrant_url=qdrant_url or None, api_key=config.qdrant_api_key(), shard=_shard(shard),

@@ -35,10 +35,8 @@ def search(
     from regionmir.pacs.dicomweb import download_instance, is_url, parse_instance_url
 
     if not is_url(image) and not Path(image).is_file():
-        from regionmir.errors import ImageReadError
-
-        raise ImageReadError(image, "no such file; give a DICOM/PNG/JPEG file or a WADO-RS instance URL "
-                             "(.../studies/UID/series/UID/instances/UID)")
+        raise typer.BadParameter(f"{image} is not a file (nor a WADO-RS instance URL "
+                                 ".../studies/UID/series/UID/instances/UID)", param_hint="IMAGE")
     with tempfile.TemporaryDirectory(prefix="regionmir-query-") as tmp:
         query = download_instance(image, Path(tmp)) if is_url(image) else Path(image)
         pacs = (parse_instance_url(image)[0], Path(tmp) / "hits") if is_url(image) else None
