@@ -35,7 +35,8 @@ def search(
     from regionmir.pacs.dicomweb import download_instance, is_url, parse_instance_url
 
     if not is_url(image) and not Path(image).is_file():
-        raise typer.BadParameter(f"{image} is not a file (nor a WADO-RS instance URL "
+        what = "is a directory, not an image file" if Path(image).is_dir() else "is not a file"
+        raise typer.BadParameter(f"{image} {what} (nor a WADO-RS instance URL "
                                  ".../studies/UID/series/UID/instances/UID)", param_hint="IMAGE")
     with tempfile.TemporaryDirectory(prefix="regionmir-query-") as tmp:
         query = download_instance(image, Path(tmp)) if is_url(image) else Path(image)
