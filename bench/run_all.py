@@ -43,6 +43,7 @@ def benches(full: bool, localizer_model: str) -> dict[str, list[str]]:
         "search_scale": ["bench_search_scale.py", "--sizes", *(["10000", "100000"] if q else
                          ["10000", "100000", "1000000"]), "--queries", "100" if q else "200"],
         "precision": ["bench_precision.py", "--patients", "16" if q else "40", "--epochs", "2" if q else "6"],
+        "pacs": ["bench_pacs.py", "--patients", "10" if q else "30", "--repeat", "2"],
     }
 
 
@@ -129,6 +130,12 @@ def summary(name: str, r: dict | None) -> str:
     if name == "precision":
         return "; ".join(f"{k} precision@10 {v['precision@10']:.3f} (base rate {v['base_rate']:.3f}, {v['queries']} queries)"
                          for k, v in r["results"].items())
+    if name == "pacs":
+        f, w, c = r["folder"], r["dicomweb"], r["cstore"]
+        rates = lambda runs: " / ".join(f"{x['images_per_s']:.2f}" for x in runs)  # noqa: E731
+        return (f"{r['images']} images at {r['size']} px ({r['megabytes']} MB): ingest from the folder {rates(f)} images/s, "
+                f"over DICOMweb from a local Orthanc {rates(w)} images/s (alternating runs); C-STORE into `listen` "
+                f"{c['ack_images_s']:.2f} images/s acknowledged, {c['ingested_images_s']:.2f} images/s until all were ingested")
     return json.dumps(r)[:200]
 
 
@@ -176,6 +183,14 @@ def ratios(res: dict) -> list[str]:
         out.append(f"- Cold `regionmir search` ({r['points']:,} points, {r['size']} px DICOM, median of {r['runs']}): "
                    f"**{m['wall'] * 1000:.0f} ms** = " + ", ".join(f"{k} {m.get(k, 0) * 1000:.1f}" for k in keys)
                    + " ms (model_load runs in a thread beside open_store; model_wait is what it adds).")
+    if "pacs" in res:
+        r = res["pacs"]
+        mean = lambda runs, k: sum(x[k] for x in runs) / len(runs)  # noqa: E731
+        out.append(f"- DICOMweb / folder ingest, same {r['images']} files, same run: "
+                   f"{mean(r['dicomweb'], 'images_per_s'):.2f} / {mean(r['folder'], 'images_per_s'):.2f} images/s = "
+                   f"**{mean(r['dicomweb'], 'images_per_s') / mean(r['folder'], 'images_per_s'):.2f}** (streaming part); "
+                   f"whole calls incl. model load, store open and QIDO-RS: {mean(r['dicomweb'], 'wall_images_s'):.2f} / "
+                   f"{mean(r['folder'], 'wall_images_s'):.2f} images/s.")
     return out if len(out) > 3 else []
 
 

@@ -70,3 +70,7 @@ class MissingDependencyError(RegionMIRError, ImportError):
             f"{purpose} needs {package}, which is not installed. "
             f"Install it with: pip install 'regionmir[{extra}]'"
         )
+
+
+class PacsError(RegionMIRError):
+    """A PACS (DICOMweb service or DICOM peer) that cannot be reached, refuses us, or answers nonsense."""

@@ -96,7 +96,7 @@ def check_model(meta: dict, collection: str, model_id: str, dim: int) -> None:
         )
 
 
-def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
+def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> dict:
     """The stored meta of collection ``name``, created for ``encoder`` when absent.
 
     Creation is idempotent: when another worker creates the collection between our check and
@@ -106,7 +106,7 @@ def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
     Raises:
         CollectionMismatchError: the collection exists and belongs to another model.
     """
-    root = str(Path(archive_root).resolve())
+    root = None if archive_root is None else str(Path(archive_root).resolve())  # None: a PACS source
     if name not in store.collections():
         meta = {
             "model_id": encoder.model_id,
@@ -118,7 +118,7 @@ def ensure_collection(store, name: str, encoder, archive_root: Path) -> dict:
         store.create_collection(name, encoder.dim, meta)  # a no-op when it appeared meanwhile
     meta = store.collection_meta(name)
     check_model(meta, name, encoder.model_id, encoder.dim)
-    if meta.get("archive_root") not in (None, root):
+    if root is not None and meta.get("archive_root") not in (None, root):
         log.warning(
             "collection %r was created from archive %s; paths of %s are stored relative to "
             "their own root, and montages resolve them against %s",
@@ -145,10 +145,14 @@ def _model_dir(model: Path | None) -> Path:
 def run_ingest(
     cfg: IngestConfig,
     on_progress: Callable[[IngestSummary, int], None] | None = None,
+    source=None,
 ) -> IngestSummary:
     """Ingest ``cfg.archive`` into ``cfg.collection``; return the counts.
 
     ``on_progress(summary, total)`` is called after each batch and each skipped image.
+    ``source`` (a :mod:`regionmir.pacs.source` object) replaces the walk of ``cfg.archive``
+    (which then only holds scene graphs): its ``plan`` lists the images, ``feed`` puts each on
+    disk before it is decoded, and ``release`` is told which are in the ledger or the report.
 
     Raises:
         CollectionMismatchError: the collection belongs to another model.
@@ -166,20 +170,21 @@ def run_ingest(
     store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir(),
                        options=server_options(cfg))
     try:
-        meta = ensure_collection(store, cfg.collection, encoder, archive.root)
+        meta = ensure_collection(store, cfg.collection, encoder, archive.root if source is None else None)
         ledger = Ledger(ledger_path(store.location, cfg.collection, cfg.shard),
                         str(meta.get("ingest_token", "")),
                         others=ledger_family(store.location, cfg.collection))
         try:
-            return _run(cfg, archive, encoder, store, ledger, on_progress)
+            return _run(cfg, archive, encoder, store, ledger, on_progress, source)
         finally:
             ledger.close()
     finally:
         store.close()
 
 
-def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
-    tasks, skipped = plan(archive, cfg.shard, ledger.done)
+def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> IngestSummary:
+    tasks, skipped = source.plan(cfg.shard, ledger.done) if source else plan(archive, cfg.shard, ledger.done)
+    release = source.release if source else (lambda tasks: None)
     report_path = Path(cfg.report) if cfg.report else default_report_path(cfg.collection)
     summary = IngestSummary(
         cfg.collection, store.location, encoder.model_id,
@@ -192,13 +197,15 @@ def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
     def on_skip(item: Skipped) -> None:
         setattr(summary, item.kind, getattr(summary, item.kind) + 1)
         report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel), "reason": item.reason})
+        release([item.task])
         progress(summary, total)
 
     holders = dict(ledger.keys)  # entry of a point-id key -> (entry of its image, payload path)
     start = time.perf_counter()
     preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model))
     try:
-        for batch in batches(prepared_stream(preparer, tasks, cfg.workers), cfg.batch_size, on_skip):
+        feed = source.feed(tasks, on_skip) if source else tasks
+        for batch in batches(prepared_stream(preparer, feed, cfg.workers), cfg.batch_size, on_skip):
             batch, duplicates = split_duplicates(batch, holders)
             for p in batch:
                 _report_notes(p, report, summary)
@@ -207,6 +214,7 @@ def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
                 store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
             ledger.mark([entry_of(p.task.rel) for p in batch] + [entry_of(d.task.rel) for d, _ in duplicates],
                         {entry_of(p.task.rel): (entry_of(p.key), p.fields["path"]) for p in batch})
+            release([p.task for p in batch] + [d.task for d, _ in duplicates])
             for dup, first in duplicates:
                 summary.duplicates += 1
                 report.write(duplicate_record(dup, first))

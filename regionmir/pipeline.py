@@ -41,7 +41,7 @@ class Prepared:
 
     task: ImageTask
     key: str  # SOPInstanceUID (point id seed); the image id when the file has none
-    fields: dict  # image-level payload: image_id, study_id, patient, view, modality, path
+    fields: dict  # image-level payload: image_id, study_id, patient, view, modality, path, *_uid
     regions: list[dict]  # per region: anatomy, box, findings, box_source, confidence
     crops: np.ndarray  # (R, S, S) float32 in [0, 1], one per region
     notes: list[str] = field(default_factory=list)  # what the report should say (dropped boxes, ...)
@@ -190,6 +190,10 @@ class Preparer:
             "view": h.view or extra.get("view"),
             "modality": h.modality,
             "path": mask_path(task.rel, pid),
+            # the UIDs a viewer needs to open the image in the PACS (none names the patient)
+            "study_uid": h.study_instance_uid,
+            "series_uid": h.series_instance_uid,
+            "sop_uid": h.sop_instance_uid,
         }
         described = [
             {

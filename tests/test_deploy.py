@@ -7,6 +7,7 @@ No Docker engine is needed: the compose files are parsed with pyyaml and merged 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import sys
@@ -111,9 +112,21 @@ def names_of(svc_name: str, svc: dict) -> set[str]:
 
 
 def test_services_present(base, cluster):
-    assert set(base["services"]) == {"qdrant", "ingest"}
+    assert set(base["services"]) == {"qdrant", "ingest", "orthanc"}
     assert set(qdrant_nodes(cluster)) == {"qdrant", "qdrant-1", "qdrant-2"}
     assert set(workers(cluster)) == {"ingest", "ingest-1", "ingest-2"}
+
+
+def test_orthanc_serves_dicomweb_with_a_password_from_the_environment(base):
+    orthanc = base["services"]["orthanc"]
+    assert re.fullmatch(r"jodogne/orthanc-plugins:\d+\.\d+\.\d+", orthanc["image"])  # pinned
+    assert orthanc["profiles"] == ["pacs"] and "8042:8042" in orthanc["ports"]
+    mount = next(m for m in orthanc["volumes"] if _target(m) == "/etc/orthanc/regionmir.json")
+    config = json.loads((ROOT / _source(mount).removeprefix("./")).read_text())
+    assert orthanc["command"] == "/etc/orthanc/regionmir.json"
+    assert config["DicomWeb"]["Enable"] and config["DicomWeb"]["Root"] == "/dicom-web/"
+    assert config["AuthenticationEnabled"] and set(config["RegisteredUsers"].values()) == {"${ORTHANC_PASSWORD}"}
+    assert "ORTHANC_PASSWORD" in orthanc["environment"]
 
 
 def test_qdrant_image_pinned_once_everywhere(base, cluster):

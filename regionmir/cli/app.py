@@ -13,6 +13,7 @@ from regionmir.cli import evaluate as evaluate_cmd
 from regionmir.cli import doctor as doctor_cmd
 from regionmir.cli import info as info_cmd
 from regionmir.cli import ingest as ingest_cmd
+from regionmir.cli import listen as listen_cmd
 from regionmir.cli import localize as localize_cmd
 from regionmir.cli import train_localizer as train_localizer_cmd
 from regionmir.cli import search as search_cmd
@@ -35,6 +36,7 @@ app.command("train")(train_cmd.train)
 app.command("train-localizer")(train_localizer_cmd.train_localizer)
 app.command("localize")(localize_cmd.localize)
 app.command("ingest")(ingest_cmd.ingest)
+app.command("listen")(listen_cmd.listen)
 app.command("search")(search_cmd.search)
 app.command("info")(info_cmd.info)
 app.command("evaluate")(evaluate_cmd.evaluate)

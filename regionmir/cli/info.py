@@ -60,7 +60,7 @@ def _print(doc: dict) -> None:
     for c in doc["collections"]:
         console.print(
             f"[bold]{c['name']}[/]: {c['points']} points, model {c['model_id']} "
-            f"({c['dim']}-d), archive {c['archive_root']}", highlight=False,
+            f"({c['dim']}-d), archive {c['archive_root'] or 'a PACS (DICOMweb or DICOM)'}", highlight=False,
         )
         table = Table("anatomy", "points")
         for slug, n in c["per_anatomy"].items():

@@ -18,7 +18,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def ingest(
-    archive: Path = typer.Argument(..., exists=True, file_okay=False, help="Archive folder (MIMIC-CXR / ImaGenome layout or a folder of DICOMs)."),
+    archive: str = typer.Argument(..., help="Archive folder (MIMIC-CXR / ImaGenome layout or a folder of DICOMs), or a DICOMweb service root http(s)://host:port/dicom-web."),
     model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
     collection: str = typer.Option(None, "--collection", help="Collection name \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store under $REGIONMIR_HOME/store."),
@@ -28,6 +28,10 @@ def ingest(
     shards: int = typer.Option(None, "--shards", envvar="QDRANT_SHARDS", min=1, help="Server only: shards of a new collection; default: the server's."),
     replication_factor: int = typer.Option(None, "--replication-factor", envvar="QDRANT_REPLICATION_FACTOR", min=1, help="Server only: copies of each shard of a new collection (cluster); default: the server's."),
     write_consistency: int = typer.Option(None, "--write-consistency", envvar="QDRANT_WRITE_CONSISTENCY", min=1, help="Server only: replicas that must acknowledge a write; default: the server's."),
+    since: str = typer.Option(None, "--since", help="DICOMweb only: studies on or after this date (YYYY-MM-DD)."),
+    modality: list[str] = typer.Option([], "--modality", help="DICOMweb only: CR and/or DX (repeatable) \\[default: both]."),
+    study: str = typer.Option(None, "--study", help="DICOMweb only: one StudyInstanceUID."),
+    scene_graphs: Path = typer.Option(None, "--scene-graphs", exists=True, file_okay=False, help="DICOMweb only: folder of <SOPInstanceUID>_SceneGraph.json boxes \\[default: the localizer]."),
     report: Path = typer.Option(None, "--report", help="JSONL report of failed/unlabeled images \\[default: $REGIONMIR_HOME/reports/]."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON only."),
 ) -> None:
@@ -35,25 +39,48 @@ def ingest(
 
     Rerunning resumes: images already ingested are skipped, ids never duplicate.
 
+    A DICOMweb ARCHIVE is searched with QIDO-RS for CR/DX series and read with WADO-RS;
+    credentials come from REGIONMIR_DICOMWEB_TOKEN or REGIONMIR_DICOMWEB_USER/PASSWORD.
+
     --shards, --replication-factor and --write-consistency lay out a new collection on a Qdrant server.
     """
     import json
+    from functools import partial
 
     from regionmir import config
     from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.pacs.dicomweb import is_url
 
+    source = None
+    if is_url(archive):
+        from regionmir.pacs.source import dicomweb_source
+
+        source, folder = dicomweb_source(archive, since, modality, study, scene_graphs, _shard(shard))
+    else:
+        folder = Path(archive)
+        if since or modality or study or scene_graphs:
+            raise typer.BadParameter("--since, --modality, --study and --scene-graphs apply to a DICOMweb URL "
+                                     "only; drop them for a folder", param_hint="ARCHIVE")
+        if not folder.is_dir():
+            raise typer.BadParameter(f"{archive} is not a folder (nor an http(s)://host:port/dicom-web DICOMweb "
+                                     "root)", param_hint="ARCHIVE")
     cfg = IngestConfig(
-        archive=archive, model=model, collection=collection or config.DEFAULT_COLLECTION,
+        archive=folder, model=model, collection=collection or config.DEFAULT_COLLECTION,
         qdrant_url=qdrant_url or None, api_key=config.qdrant_api_key(), shard=_shard(shard),
         batch_size=batch_size, report=report, shards=shards,
         replication_factor=replication_factor, write_consistency=write_consistency,
         **({} if workers is None else {"workers": workers}),
     )
-    if as_json:
-        summary = run_ingest(cfg)
-        typer.echo(json.dumps(summary.as_dict()))
-        return
-    summary = _with_progress(cfg, run_ingest)
+    run = partial(run_ingest, source=source)
+    try:
+        if as_json:
+            summary = run(cfg)
+            typer.echo(json.dumps(summary.as_dict()))
+            return
+        summary = _with_progress(cfg, run)
+    finally:
+        if source is not None:
+            source.close()
     _print_summary(summary)
 
 

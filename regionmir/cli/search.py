@@ -9,7 +9,7 @@ import typer
 
 
 def search(
-    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Query image: DICOM (PNG/JPEG accepted)."),
+    image: str = typer.Argument(..., help="Query image: DICOM (PNG/JPEG accepted), or a WADO-RS instance URL .../studies/UID/series/UID/instances/UID."),
     anatomy: str = typer.Option(..., "--anatomy", "-a", help="Region slug (see `regionmir anatomies`), or 'all' to rank studies."),
     box: str = typer.Option(None, "--box", help="Query box x1,y1,x2,y2 in image pixels."),
     scene_graph: Path = typer.Option(None, "--scene-graph", exists=True, dir_okay=False, help="Scene graph JSON with the query's regions."),
@@ -24,8 +24,30 @@ def search(
     collection: str = typer.Option(None, "--collection", help="Collection \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
 ) -> None:
-    """Search the collection for regions like IMAGE's region of --anatomy."""
+    """Search the collection for regions like IMAGE's region of --anatomy.
+
+    An IMAGE URL is retrieved with WADO-RS (credentials: REGIONMIR_DICOMWEB_TOKEN or
+    REGIONMIR_DICOMWEB_USER/PASSWORD) and is never kept.
+    """
     t0, started = time.perf_counter(), time.time()
+    import tempfile
+
+    from regionmir.pacs.dicomweb import download_instance, is_url, parse_instance_url
+
+    if not is_url(image) and not Path(image).is_file():
+        what = "is a directory, not an image file" if Path(image).is_dir() else "is not a file"
+        raise typer.BadParameter(f"{image} {what} (nor a WADO-RS instance URL "
+                                 ".../studies/UID/series/UID/instances/UID)", param_hint="IMAGE")
+    with tempfile.TemporaryDirectory(prefix="regionmir-query-") as tmp:
+        query = download_instance(image, Path(tmp)) if is_url(image) else Path(image)
+        pacs = (parse_instance_url(image)[0], Path(tmp) / "hits") if is_url(image) else None
+        _search(query, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
+                montage, model, collection, qdrant_url, t0, started, pacs)
+
+
+def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
+            montage, model, collection, qdrant_url, t0: float, started: float, pacs=None) -> None:
+    """The search itself; ``pacs``: (DICOMweb root, folder) to fetch montage hits from when the query came from it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from regionmir import config
@@ -66,12 +88,24 @@ def search(
             if montage is not None:
                 from regionmir.montage import write_montage
 
-                write_montage(outcome, searcher.meta.get("archive_root"), montage, top_k)
+                write_montage(outcome, _montage_root(outcome, searcher, pacs, top_k), montage, top_k)
             timings["total_in_command"] = time.perf_counter() - t0
             doc = {**_as_doc(outcome, searcher, timings), "started_unix": round(started, 4)}
             _output(doc, as_json, montage)  # before the store closes
         finally:
             store.close()
+
+
+def _montage_root(outcome, searcher, pacs, top_k: int):
+    """Where the montage reads hit images: the archive folder, or hits fetched from the query's PACS."""
+    if pacs is None:
+        return searcher.meta.get("archive_root")
+    from regionmir.pacs.dicomweb import download_paths
+
+    root, folder = pacs
+    hits = outcome.regions[0].hits if outcome.studies is None else [s.best for s in outcome.studies]
+    download_paths(root, [str(h.payload.get("path", "")) for h in hits[:top_k]], folder)
+    return folder
 
 
 def _output(doc: dict, as_json: bool, montage: Path | None) -> None:

@@ -1,0 +1,296 @@
+"""`regionmir ingest URL` and `regionmir search URL` against a real Orthanc (DICOMweb plugin) on loopback.
+
+The same phantom files are ingested from their folder and from Orthanc: the points must be the
+same (ids, vectors, payloads but for the documented source fields). Orthanc asks for HTTP basic
+credentials, which come from the environment and must never reach output, payloads or reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+
+from orthanc_server import free_port, orthanc_missing, running_orthanc
+from pacs_helpers import (
+    AET,
+    CLI,
+    Listen,
+    assert_same_as_folder,
+    bad_instances,
+    bare_copy,
+    env_for,
+    model_with_localizer,
+    probe_scores,
+    store_points,
+)
+from regionmir.archive import Archive
+from regionmir.errors import PacsError
+from regionmir.pacs.dicomweb import InstanceRef, check_url, parse_instance_url, session
+
+USER, PASSWORD = "radiology", "s3cret-Pa55word"
+
+
+# ----------------------------------------------------------------------------- without Orthanc
+
+
+def test_credentials_in_the_url_are_refused_without_echoing_them():
+    with pytest.raises(PacsError, match="REGIONMIR_DICOMWEB_USER") as e:
+        check_url(f"https://{USER}:{PASSWORD}@pacs.example:443/dicom-web")
+    assert PASSWORD not in str(e.value)
+    with pytest.raises(PacsError, match="not a DICOMweb address"):
+        check_url("ftp://pacs.example/dicom-web")
+
+
+def test_session_takes_token_or_basic_credentials_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_TOKEN", "tok-123")
+    assert session().headers["Authorization"] == "Bearer tok-123"
+    monkeypatch.delenv("REGIONMIR_DICOMWEB_TOKEN")
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_USER", USER)
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_PASSWORD", PASSWORD)
+    s = session()
+    assert s.auth == (USER, PASSWORD) and "Authorization" not in s.headers
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_CA", str(tmp_path / "ca.pem"))
+    assert session().verify == str(tmp_path / "ca.pem")  # requests checks the server against it
+    monkeypatch.setenv("REGIONMIR_DICOMWEB_CA", str(tmp_path / "missing.pem"))
+    with pytest.raises(PacsError, match="PEM CA bundle"):
+        session()
+
+
+def test_instance_urls_parse_into_root_and_uids():
+    root, ref = parse_instance_url("http://h:8042/dicom-web/studies/1.2/series/1.2.3/instances/1.2.3.4/")
+    assert root == "http://h:8042/dicom-web" and ref == InstanceRef("1.2", "1.2.3", "1.2.3.4")
+    assert ref.path == "studies/1.2/series/1.2.3/instances/1.2.3.4"
+    with pytest.raises(PacsError, match="instance URL"):
+        parse_instance_url("http://h:8042/dicom-web/studies/1.2/series/1.2.3")
+    with pytest.raises(PacsError, match="instance URL"):
+        parse_instance_url("http://h/dicom-web/studies/1.2/series/../instances/1.2.3.4")
+
+
+def test_narrowing_options_are_checked_before_any_request(monkeypatch, tmp_path):
+    from regionmir.errors import RegionMIRError
+    from regionmir.pacs.source import dicomweb_source
+
+    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
+    url = "http://127.0.0.1:9/dicom-web"  # nothing listens there: no request may be made
+    with pytest.raises(RegionMIRError, match="--since takes a date YYYY-MM-DD"):
+        dicomweb_source(url, since="02/12/2026")
+    with pytest.raises(RegionMIRError, match="--modality takes CR or DX"):
+        dicomweb_source(url, modalities=["MR"])
+    with pytest.raises(RegionMIRError, match="--study takes a StudyInstanceUID"):
+        dicomweb_source(url, study="1.2.3; DROP")
+    source, folder = dicomweb_source(url, since="2026-01-31", modalities=["dx"], study="1.2.3")
+    assert (source.query.modalities, str(source.query.since), source.query.study) == (("DX",), "2026-01-31", "1.2.3")
+    assert folder == source.spool.root and folder.is_relative_to(tmp_path / "spool")
+    with pytest.raises(PacsError, match="cannot reach it"):
+        source.plan((0, 1), set())
+
+
+def test_pacs_options_on_a_folder_and_missing_paths_are_one_line_errors(tmp_path):
+    cases = {  # usage errors exit 2, a bad URL (found by the library) exits 1
+        ("ingest", str(tmp_path), "--since", "2026-01-01"): (2, "apply to a DICOMweb URL only"),
+        ("ingest", str(tmp_path / "gone")): (2, "is not a folder"),
+        ("search", "--anatomy", "left-lung", str(tmp_path / "gone.dcm")): (2, "WADO-RS instance URL"),
+        ("search", "--anatomy", "left-lung", "http://h/dicom-web/studies/1.2"): (1, "not a WADO-RS instance URL"),
+    }
+    for args, (code, message) in cases.items():
+        r = subprocess.run([CLI, *args], env=env_for(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+        assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- with Orthanc
+
+@pytest.fixture(scope="module")
+def pacs(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
+    """Orthanc with the phantom files and three bad DX instances; a model with a localizer; the
+    folder ingest of the same files (boxes from the localizer in both)."""
+    if orthanc_missing():
+        pytest.skip(orthanc_missing())
+    tmp = tmp_path_factory.mktemp("pacs")
+    model = model_with_localizer(tiny_model, tiny_localizer, tmp / "model")
+    folder = bare_copy(tiny_archive, tmp / "folder")
+    bad = bad_instances(tiny_archive, tmp / "bad")
+    home = tmp / "home-folder"
+    r = subprocess.run([CLI, "ingest", str(folder), "--model", str(model), "--json", "--workers", "0"],
+                       env=env_for(home), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with running_orthanc(tmp / "orthanc", auth=(USER, PASSWORD)) as orthanc:
+        good = [orthanc.upload(path)["ID"] for path in Archive(folder).dicom_paths()]
+        for path in bad.values():
+            orthanc.upload(path)
+        yield {"orthanc": orthanc, "good_ids": good, "model": model, "folder": folder, "folder_home": home, "bad": bad, "tmp": tmp}
+
+
+def ingest_url(pacs, home: Path, *extra: str, credentials: bool = True) -> subprocess.CompletedProcess:
+    env = env_for(home)
+    if credentials:
+        env.update(REGIONMIR_DICOMWEB_USER=USER, REGIONMIR_DICOMWEB_PASSWORD=PASSWORD)
+    cmd = [CLI, "ingest", pacs["orthanc"].dicomweb, "--model", str(pacs["model"]), "--json", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_dicomweb_ingest_equals_the_folder_ingest(pacs, tmp_path):
+    home = tmp_path / "home"
+    r = ingest_url(pacs, home, "--workers", "1", "--report", str(tmp_path / "report.jsonl"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    n = len(Archive(pacs["folder"]).dicom_paths())
+    assert (summary["ingested"], summary["failed"], summary["images"]) == (n, 3, n + 3)
+    folder_points, pacs_points = store_points(pacs["folder_home"]), store_points(home)
+    assert_same_as_folder(folder_points, pacs_points)
+    assert _close(probe_scores(home), probe_scores(pacs["folder_home"]))  # same vectors
+    assert not list((home / "spool").rglob("*.dcm"))  # the fetched files are gone
+
+
+def _close(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(x == pytest.approx(y, abs=1e-5) for k in a for x, y in zip(a[k], b[k]))
+
+
+def test_scene_graphs_named_by_sop_uid_give_the_annotated_boxes(pacs, tiny_archive, tmp_path):
+    a = Archive(tiny_archive)
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    for path in a.dicom_paths():
+        sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        shutil.copy(a.scene_graph_path(path.stem), graphs / f"{sop}_SceneGraph.json")
+    folder_home, home = tmp_path / "folder", tmp_path / "pacs"
+    r = subprocess.run([CLI, "ingest", str(tiny_archive), "--model", str(pacs["model"]), "--json", "--workers", "0"],
+                       env=env_for(folder_home), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ingest_url(pacs, home, "--scene-graphs", str(graphs), "--workers", "0").returncode == 0
+    folder, web = store_points(folder_home), store_points(home)
+    assert set(web) == set(folder) and len(folder) > 29 * len(a.dicom_paths())  # all 36 regions, not the localizer's 29
+    for pid, p in web.items():  # the scene graph gives the study id too: only image_id and path differ
+        assert {k: v for k, v in p.items() if k not in ("image_id", "path")} == \
+            {k: v for k, v in folder[pid].items() if k not in ("image_id", "path")}
+        assert p["box_source"] == "annotation" and p["image_id"] == p["sop_uid"]
+
+
+def test_bad_instances_are_reported_not_fatal_and_nothing_leaks(pacs, tmp_path):
+    home, report = tmp_path / "home", tmp_path / "report.jsonl"
+    r = ingest_url(pacs, home, "--workers", "0", "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in report.read_text().splitlines()]
+    failed = {x["image_id"]: x["reason"] for x in records if x["event"] == "failed"}
+    sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: k for p, k in
+            ((p, k) for k, p in pacs["bad"].items())}
+    assert set(failed) == set(sops)
+    assert "not an image" in failed[next(s for s, k in sops.items() if k == "sr")]
+    everything = r.stdout + r.stderr + report.read_text() + json.dumps(store_points(home))
+    assert PASSWORD not in everything and USER not in everything
+    names = {str(pydicom.dcmread(p, stop_before_pixels=True).PatientName) for p in Archive(pacs["folder"]).dicom_paths()}
+    assert not [x for x in names if x in everything]
+
+
+def test_rerun_resumes_and_narrowing_options_take_their_part(pacs, tmp_path):
+    home = tmp_path / "home"
+    paths = Archive(pacs["folder"]).dicom_paths()
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    study = headers[0].StudyInstanceUID
+    in_study = sum(h.StudyInstanceUID == study for h in headers)
+    first = json.loads(ingest_url(pacs, home, "--study", study, "--workers", "0").stdout)
+    assert first["ingested"] == in_study and first["failed"] == 0
+    dx = sum(h.Modality == "DX" for h in headers)
+    assert 0 < dx < len(paths)
+    second = json.loads(ingest_url(pacs, home, "--modality", "DX", "--workers", "0").stdout)
+    dx_done_before = sum(h.Modality == "DX" and h.StudyInstanceUID == study for h in headers)
+    assert second["skipped"] == dx_done_before and second["ingested"] == dx - dx_done_before
+    assert json.loads(ingest_url(pacs, home, "--since", "2999-01-01").stdout)["images"] == 0
+    last = json.loads(ingest_url(pacs, home, "--workers", "0").stdout)
+    done_before = first["ingested"] + second["ingested"]
+    assert (last["skipped"], last["ingested"], last["failed"]) == (done_before, len(paths) - done_before, 3)
+    assert json.loads(ingest_url(pacs, home, "--workers", "0").stdout)["skipped"] == len(paths)
+    assert set(store_points(home)) == set(store_points(pacs["folder_home"]))
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_clean_result(pacs, tmp_path):
+    home = tmp_path / "home"
+    env = {**env_for(home), "REGIONMIR_DICOMWEB_USER": USER, "REGIONMIR_DICOMWEB_PASSWORD": PASSWORD}
+    cmd = [CLI, "ingest", pacs["orthanc"].dicomweb, "--model", str(pacs["model"]), "--json"]
+    proc = subprocess.Popen([*cmd, "--batch-size", "1", "--workers", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledgers, n_done, deadline = home / "ledgers", 0, time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        files = list(ledgers.glob("*.done")) if ledgers.is_dir() else []
+        n_done = len(files[0].read_text().splitlines()) - 1 if files else 0
+        if n_done >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    total = len(Archive(pacs["folder"]).dicom_paths())
+    assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
+    r = subprocess.run([*cmd, "--workers", "0"], env=env, capture_output=True, text=True, timeout=120)
+    summary = json.loads(r.stdout)
+    assert summary["skipped"] >= n_done and summary["ingested"] == total - summary["skipped"]
+    assert_same_as_folder(store_points(pacs["folder_home"]), store_points(home))
+    assert not list((home / "spool").rglob("*.dcm"))  # the killed run's fetched files were cleared
+
+
+def test_wrong_or_missing_credentials_give_one_line_and_no_password(pacs, tmp_path):
+    r = ingest_url(pacs, tmp_path / "home", credentials=False)
+    assert r.returncode == 1 and "REGIONMIR_DICOMWEB_USER" in r.stderr and "Traceback" not in r.stderr
+    url = pacs["orthanc"].dicomweb.replace("http://", f"http://{USER}:{PASSWORD}@")
+    r = subprocess.run([CLI, "ingest", url, "--model", str(pacs["model"])], env=env_for(tmp_path / "h2"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and PASSWORD not in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_search_by_wado_rs_url_finds_the_query_in_the_collection(pacs, tmp_path):
+    home = tmp_path / "home"
+    assert ingest_url(pacs, home, "--workers", "0").returncode == 0
+    query = Archive(pacs["folder"]).dicom_paths()[0]
+    ds = pydicom.dcmread(query, stop_before_pixels=True)
+    url = (f"{pacs['orthanc'].dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")
+    env = {**env_for(home), "REGIONMIR_DICOMWEB_USER": USER, "REGIONMIR_DICOMWEB_PASSWORD": PASSWORD}
+    cmd = [CLI, "search", "--anatomy", "left-lung", url, "--model", str(pacs["model"]), "--json", "--top-k", "5"]
+    r = subprocess.run([*cmd, "--montage", str(tmp_path / "m.png")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.png").stat().st_size > 0 and "montage:" not in r.stderr  # hits fetched from the PACS
+    doc = json.loads(r.stdout)
+    assert doc["query"]["image_id"] == ds.SOPInstanceUID and doc["query"]["in_collection"] is True
+    assert doc["query"]["regions"][0]["source"] == "archive"  # its own stored box, found by SOP UID
+    assert len(doc["results"]) == 5 and all(h["image_id"] != ds.SOPInstanceUID for h in doc["results"])
+    # the same query from the file gives the same hits (its file stem is not the SOP UID, so it
+    # is not recognised as in the collection: give it the same box, and exclude its patient)
+    box = ",".join(str(v) for v in doc["query"]["regions"][0]["box"])
+    r2 = subprocess.run([*cmd[:4], str(query), *cmd[5:], "--box", box, "--exclude-same-patient"],
+                        env=env_for(home), capture_output=True, text=True, timeout=60)
+    assert r2.returncode == 0, r2.stderr
+    assert [h["id"] for h in json.loads(r2.stdout)["results"]] == [h["id"] for h in doc["results"]]
+
+
+def test_orthanc_pushing_to_listen_gives_the_folder_points(pacs, tmp_path):
+    """A real PACS as the C-STORE client: Orthanc (DCMTK) sends the images to `regionmir listen`."""
+    o, home, port = pacs["orthanc"], tmp_path / "home", free_port()
+    listen = Listen(home, pacs["model"], port)
+    try:
+        r = requests.put(f"{o.url}/modalities/regionmir", auth=o.auth, timeout=10,
+                         json={"AET": AET, "Host": "127.0.0.1", "Port": port})
+        r.raise_for_status()
+        r = requests.post(f"{o.url}/modalities/regionmir/store", auth=o.auth, timeout=120, json=pacs["good_ids"])
+        assert r.ok, r.text
+        listen.wait_ingested(len(pacs["good_ids"]))
+    finally:
+        err = listen.stop()
+    assert listen.proc.returncode == 0, err
+    assert_same_as_folder(store_points(pacs["folder_home"]), store_points(home))
+
+
+def test_orthanc_answers_qido_for_the_uploaded_files(pacs):
+    """The fixture's premise: Orthanc has the phantom files plus three bad instances, and asks for credentials."""
+    o = pacs["orthanc"]
+    assert requests.get(f"{o.dicomweb}/instances", timeout=10).status_code == 401
+    found = requests.get(f"{o.dicomweb}/instances", auth=o.auth, timeout=10).json()
+    assert len(found) == len(Archive(pacs["folder"]).dicom_paths()) + 3
