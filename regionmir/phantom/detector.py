@@ -70,7 +70,7 @@ def _normalise(D: np.ndarray, inside: np.ndarray, lungs: np.ndarray, rng, lift: 
     lo = float(np.quantile(lv[:: max(1, lv.size // 20000)], 0.01))
     span = max(hi - lo, 1e-3)
     lo -= span * lift * rng.uniform(0.8, 1.2)
-    hi += span * 0.12
+    hi += span * rng.uniform(0.1, 0.6)  # headroom: dense parts grey rather than white on many looks
     return (D - lo) / (hi - lo), hi - lo
 
 
@@ -126,8 +126,6 @@ def form(A: np.ndarray, body: np.ndarray, pose: Pose, rng, r: Raster, lungs: np.
     x, span = _normalise(D, inside & (open_ > 0.99), lungs, rng, pose.lift)
     x = np.maximum(x, (1 - open_) * rng.uniform(0.95, 1.2))  # collimated border: light, quiet
     P = _tone(x, pose.gamma)
-    if pose.equalize > 0:  # some sites equalize the histogram inside the body
-        P = (1 - pose.equalize) * P + pose.equalize * _equalized(P, inside & (open_ > 0.99))
     dx = (1 + 0.5 * pose.sharpen) / np.sqrt(quanta) / span
     sig = (np.abs(_tone(x + dx, pose.gamma) - P) + 0.002) * (0.25 + 0.75 * open_)
     sig = np.minimum(sig, 0.12) * NOISE_GAIN
@@ -138,6 +136,8 @@ def form(A: np.ndarray, body: np.ndarray, pose: Pose, rng, r: Raster, lungs: np.
     out = _noise(rng, H, W)  # (H, W), in place from here on: these are the big arrays
     out *= sig
     out += P
+    if pose.equalize > 0:  # some sites equalize the histogram of the (noisy) film
+        out = (1 - pose.equalize) * out + pose.equalize * _equalized(out, out > 0.02)
     if pose.blur > 0.3:  # soft detectors, resampled or re-photographed films
         from scipy.ndimage import gaussian_filter
 
