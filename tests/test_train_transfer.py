@@ -37,12 +37,13 @@ def test_domain_probability_zero_is_the_identity():
 
 
 def test_equalize_spreads_values_uniformly_and_keeps_order():
-    x = _crops(b=2)
-    e = _equalize(x)
-    flat = e.reshape(2, -1)
-    assert float(flat.min()) == 0.0 and float(flat.max()) == 1.0
-    assert abs(float(flat.mean()) - 0.5) < 1e-3
-    assert bool((x.reshape(2, -1).argsort(dim=1) == flat.argsort(dim=1)).all())
+    x = torch.rand(2, 1, 32, 32) ** 3  # skewed toward dark
+    e = _equalize(x).reshape(2, -1)
+    assert float(e.max()) == 1.0 and abs(float(e.mean()) - 0.5) < 0.06  # was about 0.25
+    xf = x.reshape(2, -1)
+    for i in range(2):  # monotone: a brighter pixel never ends darker
+        order = xf[i].argsort()
+        assert bool((e[i][order].diff() >= 0).all())
 
 
 def test_augment_with_and_without_domain():
