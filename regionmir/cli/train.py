@@ -41,7 +41,7 @@ def train(
     device: Device = typer.Option(Device.auto),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
-    domain_randomize: bool = typer.Option(True, "--domain-randomize/--no-domain-randomize", help="Randomize the processing look (tone curve, equalization, sharpening) in every augmentation."),
+    domain_randomize: bool = typer.Option(False, "--domain-randomize/--no-domain-randomize", help="Randomize the processing look (tone curve, equalization, sharpening) in every augmentation."),
     real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): crops of its train split join the self-supervised pretraining, unlabeled."),
     real_localizer: Path = typer.Option(None, "--real-localizer", exists=True, help="Localizer (model folder or .onnx) that places the non-lung regions on the --real films."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout only."),

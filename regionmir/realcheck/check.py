@@ -121,6 +121,9 @@ def _encoder_part(results: list[FilmResult], encoder, k: int) -> dict:
         out[f"accuracy_{a.slug}"] = float(hit[sel].mean()) if sel.any() else float("nan")
         other = a.contralateral().slug
         out[f"swaps_{a.slug}"] = float((np.asarray(pred)[sel] == other).mean()) if sel.any() else float("nan")
+        names, counts = np.unique(np.asarray(pred)[sel], return_counts=True)
+        top = np.argsort(-counts)[:3]
+        out[f"predicted_{a.slug}"] = {str(names[i]): round(float(counts[i] / max(1, sel.sum())), 3) for i in top}
     t = np.flatnonzero(true)
     out[f"same_anatomy@{k}"] = same_label_at_k(emb[t], [labels[i] for i in t], [groups[i] for i in t], k)
     out["findings"] = {}

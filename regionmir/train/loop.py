@@ -51,7 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = idle CPUs (see loop.auto_threads)
-    domain_randomize: bool = True  # random processing looks in every augmentation (augment.domain)
+    domain_randomize: bool = False  # random processing looks in every augmentation (augment.domain); measured no help on real lungs
     real: str = ""  # folder of real films (films.csv): train-split lung/localizer crops join pretraining
     real_localizer: str = ""  # localizer (model folder or .onnx) placing the other regions on real films
 
