@@ -83,3 +83,12 @@ def test_framing_puts_the_lungs_where_real_films_have_them():
     assert 0.10 < np.median(f[:, 0]) < 0.18  # apex
     assert 0.78 < np.median(f[:, 0] + f[:, 1]) < 0.84  # bases
     assert 0.47 < np.median(f[:, 2]) < 0.53
+
+
+def test_costophrenic_angle_is_the_low_lateral_corner_and_enlarged_hearts_grow():
+    sh = shapemodel.shapes(np.zeros(len(shapemodel.load()["lung_sd"]) + len(shapemodel.load()["heart_sd"])))
+    x, y = shapemodel.cp_angle(sh.right_lung, -1)
+    assert x < -0.4 and y > 0.9  # patient's right (x < 0), at the base
+    normal, big = shapemodel.scaled_heart(sh, 0.45, 1.0), shapemodel.scaled_heart(sh, 0.6, 1.0)
+    assert np.ptp(big.heart[:, 0]) == pytest.approx(np.ptp(normal.heart[:, 0]) * 0.6 / 0.45)
+    assert big.heart[:, 1].max() == pytest.approx(normal.heart[:, 1].max())  # grows up and out, not down

@@ -45,7 +45,7 @@ class Thorax:
         self.carina = (-0.005, p.heart_y - 0.1)
         self.sh = self.tab = None
         if p.shape:  # outlines from the shape model; the heart scaled to the patient's CTR
-            self.sh = _scaled_heart(shapemodel.shapes(p.shape), p.ctr, self.heart_mag / np.sqrt(pose.insp))
+            self.sh = shapemodel.scaled_heart(shapemodel.shapes(p.shape), p.ctr, self.heart_mag / np.sqrt(pose.insp))
             self.tab = shapemodel.Tables(self.sh)
             self.top = float(self.sh.heart[:, 1].min())
             self.hr, self.hl = float(-self.sh.heart[:, 0].min()), float(self.sh.heart[:, 0].max())
@@ -103,18 +103,6 @@ class Thorax:
         return ax, y
 
 
-def _scaled_heart(sh: shapemodel.Shapes, ctr: float, mag: float) -> shapemodel.Shapes:
-    """The shape model's heart widened or narrowed about its centre to ``ctr`` of the thoracic
-    width (times the view's magnification), growing upward from its base as a big heart does."""
-    W = (np.abs(sh.right_lung[:, 0]).max() + np.abs(sh.left_lung[:, 0]).max())
-    h = sh.heart
-    f = ctr * W * mag / max(np.ptp(h[:, 0]), 1e-3)
-    cx, bottom = (h[:, 0].max() + h[:, 0].min()) / 2, h[:, 1].max()
-    fy = 1 + 0.5 * (f - 1)
-    heart = np.stack([max(cx, 0.04) + (h[:, 0] - cx) * f, bottom + (h[:, 1] - bottom) * fy], 1)  # levocardia
-    return shapemodel.Shapes(sh.right_lung, sh.left_lung, heart)
-
-
 def lung(th: Thorax, s: int) -> Pts:
     """Outline of one lung: apex, lateral wall, costophrenic angle, dome, heart and mediastinum."""
     if th.sh is not None:
@@ -147,12 +135,6 @@ def heart(th: Thorax) -> Pts:
     x = np.linspace(th.border(np.array([th.top]), 1)[0], -th.border(np.array([th.top]), -1)[0], 10)
     top = np.stack([x, th.top - 0.03 * np.sin(np.linspace(0, np.pi, 10))], 1)
     return np.concatenate([right, bottom, left, top])
-
-
-def _cp_angle(outline: Pts, s: int) -> tuple[float, float]:
-    """The costophrenic angle: the lowest, most lateral point of a lung outline."""
-    k = int(np.argmax(outline[:, 1] + 0.5 * np.abs(outline[:, 0])))
-    return float(outline[k, 0]), float(outline[k, 1])
 
 
 def clavicle(W: float, rib_gap: float, ap: bool) -> Pts:
@@ -252,7 +234,7 @@ def build(p: Patient, pose: Pose) -> Body:
         b.polys[f"{side}_lung"] = lung(th, s)
         ax, y = th.cardiophrenic(s)
         b.points[f"{side}_cardiophrenic"] = (s * ax, y)
-        b.points[f"{side}_cp"] = _cp_angle(b.polys[f"{side}_lung"], s) if th.sh is not None else (s * W, 1.0)
+        b.points[f"{side}_cp"] = shapemodel.cp_angle(b.polys[f"{side}_lung"], s) if th.sh is not None else (s * W, 1.0)
         b.points[f"{side}_dome"] = (s * 0.5 * W, th.dome[s])
         hy = th.carina[1] + (0.16 if s < 0 else 0.1)
         b.points[f"{side}_hilum"] = (s * (0.13 if s < 0 else 0.12), hy)

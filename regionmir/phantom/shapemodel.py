@@ -132,3 +132,21 @@ class Tables:
         """Height of the diaphragm under lung ``s`` (scalar or array of -1/+1) at ``|x| = ax``."""
         r, l_ = np.interp(ax, self.ax, self.low[-1]), np.interp(ax, self.ax, self.low[1])
         return np.where(np.asarray(s) < 0, r, l_)
+
+
+def scaled_heart(sh: Shapes, ctr: float, mag: float) -> Shapes:
+    """The shape model's heart widened or narrowed about its centre to ``ctr`` of the thoracic
+    width (times the view's magnification), growing upward from its base as a big heart does."""
+    W = (np.abs(sh.right_lung[:, 0]).max() + np.abs(sh.left_lung[:, 0]).max())
+    h = sh.heart
+    f = ctr * W * mag / max(np.ptp(h[:, 0]), 1e-3)
+    cx, bottom = (h[:, 0].max() + h[:, 0].min()) / 2, h[:, 1].max()
+    fy = 1 + 0.5 * (f - 1)
+    heart = np.stack([max(cx, 0.04) + (h[:, 0] - cx) * f, bottom + (h[:, 1] - bottom) * fy], 1)  # levocardia
+    return Shapes(sh.right_lung, sh.left_lung, heart)
+
+
+def cp_angle(outline: np.ndarray, s: int) -> tuple[float, float]:
+    """The costophrenic angle: the lowest, most lateral point of a lung outline."""
+    k = int(np.argmax(outline[:, 1] + 0.5 * np.abs(outline[:, 0])))
+    return float(outline[k, 0]), float(outline[k, 1])
