@@ -10,6 +10,7 @@ import typer
 from regionmir.cli import anatomies, phantom
 from regionmir.cli import demo as demo_cmd
 from regionmir.cli import evaluate as evaluate_cmd
+from regionmir.cli import evaluate_real as evaluate_real_cmd
 from regionmir.cli import doctor as doctor_cmd
 from regionmir.cli import info as info_cmd
 from regionmir.cli import ingest as ingest_cmd
@@ -40,6 +41,7 @@ app.command("listen")(listen_cmd.listen)
 app.command("search")(search_cmd.search)
 app.command("info")(info_cmd.info)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("evaluate-real")(evaluate_real_cmd.evaluate_real)
 app.command("doctor")(doctor_cmd.doctor)
 
 

@@ -41,6 +41,9 @@ def train(
     device: Device = typer.Option(Device.auto),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
+    domain_randomize: bool = typer.Option(False, "--domain-randomize/--no-domain-randomize", help="Randomize the processing look (tone curve, equalization, sharpening) in every augmentation."),
+    real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): crops of its train split join the self-supervised pretraining, unlabeled."),
+    real_localizer: Path = typer.Option(None, "--real-localizer", exists=True, help="Localizer (model folder or .onnx) that places the non-lung regions on the --real films."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout only."),
 ) -> None:
     """Train the region encoder on ARCHIVE, evaluate it on the held-out split and export it to OUT."""
@@ -61,6 +64,7 @@ def train(
         strategy=strategy.value, epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
         crop_size=crop_size, backbone=backbone, embedding_dim=embedding_dim, lr=lr,
         contrastive=contrastive.value, device=device.value, seed=seed, threads=threads,
+        domain_randomize=domain_randomize, real=str(real or ""), real_localizer=str(real_localizer or ""),
     )
     with RichProgress(enabled=not as_json) as progress:
         report = run(archive, out, cfg, progress)

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from regionmir.phantom import shapemodel
 from regionmir.phantom.patient import Patient, Pose
 
 Pts = np.ndarray  # (N, 2) points (x, y) in lung units; x > 0 is the patient's left
@@ -42,15 +43,35 @@ class Thorax:
         self.dome = {-1: p.dome_r, 1: p.dome_l}
         self.base = (p.dome_r + p.dome_l) / 2 + 0.05
         self.carina = (-0.005, p.heart_y - 0.1)
+        self.sh = self.tab = None
+        if p.shape:  # outlines from the shape model; the heart scaled to the patient's CTR
+            self.sh = shapemodel.scaled_heart(shapemodel.shapes(p.shape), p.ctr, self.heart_mag / np.sqrt(pose.insp))
+            self.tab = shapemodel.Tables(self.sh)
+            self.top = float(self.sh.heart[:, 1].min())
+            self.hr, self.hl = float(-self.sh.heart[:, 0].min()), float(self.sh.heart[:, 0].max())
+            self._cph = {s: self._corner(s) for s in (-1, 1)}
+            self.base = max(self._cph[-1][1], self._cph[1][1]) + 0.02
+
+    def _corner(self, s: int) -> tuple[float, float]:
+        """Shape model: the cardiophrenic angle is below the heart's lower-lateral corner."""
+        h = self.sh.heart
+        k = int(np.argmax(s * h[:, 0] + 0.7 * h[:, 1]))
+        ax = float(abs(h[k, 0]))
+        return ax, float(self.tab.lower(np.array([ax]), s)[0])
 
     def lateral(self, y: np.ndarray) -> np.ndarray:
         """|x| of the lateral lung border (inner chest wall) at heights ``y``."""
+        if self.tab is not None:
+            return self.tab.lateral(y)
         t = np.clip((y - 0.1) / 0.72, 0, 1)
         a = 0.42 * self.W + 0.1
         return a + (self.W - a) * np.sin(np.pi / 2 * t) ** 0.8
 
     def diaphragm(self, ax: np.ndarray, s: int) -> np.ndarray:
         """Height of the hemidiaphragm of side ``s`` (-1 right, +1 left) at |x| = ``ax``."""
+        if self.tab is not None:  # under the heart: flat at the cardiophrenic angle's height
+            corner = np.where(np.asarray(s) < 0, self._cph[-1][0], self._cph[1][0])
+            return self.tab.lower(np.maximum(ax, corner), s)
         d, dx = np.where(np.asarray(s) < 0, self.p.dome_r, self.p.dome_l), 0.5 * self.W
         lat = d + (1.0 - d) * np.clip((ax - dx) / (self.W - dx), 0, None) ** 2
         med = d + 0.04 * np.clip((dx - ax) / dx, 0, None) ** 2
@@ -58,6 +79,8 @@ class Thorax:
 
     def border(self, y: np.ndarray, s: int) -> np.ndarray:
         """|x| of the mediastinal / cardiac border on side ``s`` at heights ``y``."""
+        if self.tab is not None:
+            return self.tab.medial(y, s)
         t = np.clip((y - self.top) / (self.base - self.top), 0, 1)
         if s < 0:  # SVC above, right atrium below
             upper = 0.065 + 0.02 * np.clip(y, 0, 0.5)
@@ -71,6 +94,8 @@ class Thorax:
 
     def cardiophrenic(self, s: int) -> tuple[float, float]:
         """Where the heart border meets the hemidiaphragm on side ``s``: (|x|, y)."""
+        if self.tab is not None:
+            return self._cph[s]
         y = self.base
         for _ in range(6):
             ax = float(self.border(np.array([y]), s)[0])
@@ -80,6 +105,8 @@ class Thorax:
 
 def lung(th: Thorax, s: int) -> Pts:
     """Outline of one lung: apex, lateral wall, costophrenic angle, dome, heart and mediastinum."""
+    if th.sh is not None:
+        return (th.sh.right_lung if s < 0 else th.sh.left_lung).copy()
     a = 0.42 * th.W + 0.1
     cx, rx = (a + 0.075) / 2, (a - 0.075) / 2
     cap = ellipse(cx, 0.1, rx, 0.1, 24, np.pi, 2 * np.pi)
@@ -96,6 +123,8 @@ def lung(th: Thorax, s: int) -> Pts:
 
 def heart(th: Thorax) -> Pts:
     """Cardiac silhouette from the right atrium round the apex, bottom on the diaphragm."""
+    if th.sh is not None:
+        return th.sh.heart.copy()
     (axr, yr), (axl, yl) = th.cardiophrenic(-1), th.cardiophrenic(1)
     y = np.linspace(th.top, yr, 30)
     right = np.stack([-th.border(y, -1), y], 1)
@@ -106,6 +135,15 @@ def heart(th: Thorax) -> Pts:
     x = np.linspace(th.border(np.array([th.top]), 1)[0], -th.border(np.array([th.top]), -1)[0], 10)
     top = np.stack([x, th.top - 0.03 * np.sin(np.linspace(0, np.pi, 10))], 1)
     return np.concatenate([right, bottom, left, top])
+
+
+def clavicle(W: float, rib_gap: float, ap: bool) -> Pts:
+    """One clavicle (patient's left, x > 0): the head beside the spinous processes about one rib
+    interspace below the lung apex, crossing the apex and rising gently to the acromion. AP
+    (lordotic) films project it higher, over the apex."""
+    cy = rib_gap * (1.1 if not ap else 0.35)
+    return np.array([[0.04, cy + 0.03], [0.12, cy + 0.02], [0.24, cy - 0.005], [0.36, cy - 0.04],
+                     [0.5 * W + 0.22, cy - 0.075], [W + 0.08, cy - 0.1]])
 
 
 def mediastinum(th: Thorax, y0: float = -0.05) -> Pts:
@@ -196,13 +234,11 @@ def build(p: Patient, pose: Pose) -> Body:
         b.polys[f"{side}_lung"] = lung(th, s)
         ax, y = th.cardiophrenic(s)
         b.points[f"{side}_cardiophrenic"] = (s * ax, y)
-        b.points[f"{side}_cp"] = (s * W, 1.0)
+        b.points[f"{side}_cp"] = shapemodel.cp_angle(b.polys[f"{side}_lung"], s) if th.sh is not None else (s * W, 1.0)
         b.points[f"{side}_dome"] = (s * 0.5 * W, th.dome[s])
         hy = th.carina[1] + (0.16 if s < 0 else 0.1)
         b.points[f"{side}_hilum"] = (s * (0.13 if s < 0 else 0.12), hy)
-        cy = -0.02 if ap else 0.04
-        clav = np.array([[0.03, cy + 0.0], [0.14, cy + 0.03], [0.28, cy + 0.0],
-                         [0.42, cy - 0.06], [W + 0.05, cy - 0.1]])
+        clav = clavicle(W, p.rib_gap, ap)
         b.lines.setdefault("clavicle", []).append((clav * np.array([s, 1.0]), 0.042))
         med = 0.3 if ap else W * 0.92 + 0.03
         scap = np.array([[med, -0.08], [med - 0.02, 0.2], [med + 0.07, 0.48], [W + 0.15, 0.15],

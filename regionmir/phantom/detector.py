@@ -62,15 +62,15 @@ def _detector(I: np.ndarray, pose: Pose, open_: np.ndarray) -> np.ndarray:
     return I
 
 
-def _normalise(D: np.ndarray, inside: np.ndarray, lungs: np.ndarray, rng) -> tuple[np.ndarray, float]:
+def _normalise(D: np.ndarray, inside: np.ndarray, lungs: np.ndarray, rng, lift: float = 0.2) -> tuple[np.ndarray, float]:
     """Window of the processing: the lungs land in the straight part, dense tissue near the shoulder."""
     vals = D[inside] if inside.any() else D.ravel()
     lv = D[lungs & inside] if (lungs & inside).sum() > 16 else vals
     hi = float(np.quantile(vals[:: max(1, vals.size // 20000)], 0.998))
     lo = float(np.quantile(lv[:: max(1, lv.size // 20000)], 0.01))
     span = max(hi - lo, 1e-3)
-    lo -= span * rng.uniform(0.12, 0.3)
-    hi += span * 0.12
+    lo -= span * lift * rng.uniform(0.8, 1.2)
+    hi += span * rng.uniform(0.1, 0.6)  # headroom: dense parts grey rather than white on many looks
     return (D - lo) / (hi - lo), hi - lo
 
 
@@ -87,6 +87,13 @@ def _tone(x: np.ndarray, gamma: float) -> np.ndarray:
     lut = _tone_lut(round(float(gamma), 3))
     idx = np.clip(x * (lut.size - 1), 0, lut.size - 1).astype(np.int32)
     return lut[idx]
+
+
+def _equalized(P: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``P`` through the cumulative histogram of its values inside the body."""
+    vals = P[inside] if inside.sum() > 64 else P.ravel()
+    qs = np.quantile(vals[:: max(1, vals.size // 20000)], np.linspace(0, 1, 65))
+    return np.interp(P, np.maximum.accumulate(qs), np.linspace(0, 1, 65)).astype(np.float32)
 
 
 def form(A: np.ndarray, body: np.ndarray, pose: Pose, rng, r: Raster, lungs: np.ndarray) -> np.ndarray:
@@ -114,9 +121,9 @@ def form(A: np.ndarray, body: np.ndarray, pose: Pose, rng, r: Raster, lungs: np.
     sel = D[inside & (open_ > 0.99)]
     mid = float(np.median(sel[:: max(1, sel.size // 20000)])) if sel.size else float(np.median(D))
     Dx = D * open_ + (1 - open_) * mid  # the processing ignores the collimated border
-    D = D - 0.5 * (smooth(Dx, r.f.units(0.55)) - mid)  # dynamic range compression
+    D = D - pose.drc * (smooth(Dx, r.f.units(0.55)) - mid)  # dynamic range compression
     D = D + pose.sharpen * (D - smooth(Dx, r.f.units(0.04)))  # unsharp mask
-    x, span = _normalise(D, inside & (open_ > 0.99), lungs, rng)
+    x, span = _normalise(D, inside & (open_ > 0.99), lungs, rng, pose.lift)
     x = np.maximum(x, (1 - open_) * rng.uniform(0.95, 1.2))  # collimated border: light, quiet
     P = _tone(x, pose.gamma)
     dx = (1 + 0.5 * pose.sharpen) / np.sqrt(quanta) / span
@@ -129,6 +136,12 @@ def form(A: np.ndarray, body: np.ndarray, pose: Pose, rng, r: Raster, lungs: np.
     out = _noise(rng, H, W)  # (H, W), in place from here on: these are the big arrays
     out *= sig
     out += P
+    if pose.equalize > 0:  # some sites equalize the histogram of the (noisy) film
+        out = (1 - pose.equalize) * out + pose.equalize * _equalized(out, out > 0.02)
+    if pose.blur > 0.3:  # soft detectors, resampled or re-photographed films
+        from scipy.ndimage import gaussian_filter
+
+        out = gaussian_filter(out, pose.blur, truncate=2.5)
     np.clip(out, 0, 1, out=out)
     if pose.shutter_black:
         cl, ct, cr, cb = pose.collimation

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regionmir.phantom import shapemodel
+
 _GIVEN_F = ("ANNA", "MARIA", "JUDITH", "LINDA", "GRACE", "ROSA", "EMMA", "HELEN", "IRIS", "NORA")
 _GIVEN_M = ("JOHN", "PETER", "OMAR", "LUCAS", "DAVID", "KARL", "MARTIN", "SAMUEL", "IVAN", "LEO")
 _FAMILY = ("PHANTOM", "SYNTHE", "TESTER", "MODEL", "SAMPLE", "DUMMY", "MOCK", "VIRTUAL")
@@ -41,6 +43,7 @@ class Patient:
     scoliosis: float
     rib_gap: float  # posterior rib spacing
     seed: int  # for vessel trees and other fixed texture
+    shape: tuple[float, ...] = ()  # shape-model scores of lungs and heart (shapemodel.py); () = drawn outlines
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,23 @@ class Pose:
     compression: str | None  # None, "rle", "j2k"
     window: bool  # write WindowCenter/Width
     date: dt.date
+    framing: tuple[float, float, float] | None = None  # lung apex y, apex-to-base height, midline x (film fractions)
+    drc: float = 0.5  # dynamic range compression of the processing (0: none)
+    lift: float = 0.2  # window margin below the darkest lung, in window spans: high = grey lungs
+    equalize: float = 0.0  # share of histogram equalization blended into the tone curve
+    blur: float = 0.0  # extra detector / resampling blur in output pixels
 
 
 def sample_patient(rng: np.random.Generator, index: int, subject_id: str) -> Patient:
-    """Draw one patient: size, habitus, heart, diaphragm, age, sex."""
+    """Draw one patient: size, habitus, heart, diaphragm, age, sex; lung and heart outlines from
+    the shape model fitted on real contours (width and domes are then measured on them)."""
     sex = "F" if rng.random() < 0.5 else "M"
     age = int(np.clip(rng.normal(62, 16), 19, 95))
     habitus = rng.normal(0.0, 1.0)  # < 0 slender and long, > 0 broad
     big_heart = rng.random() < 0.18
-    ctr = rng.uniform(0.55, 0.66) if big_heart else np.clip(rng.normal(0.44, 0.03), 0.36, 0.5)
-    dome_r = float(np.clip(rng.normal(0.80, 0.025), 0.72, 0.86))
+    ctr = rng.uniform(0.55, 0.66) if big_heart else np.clip(rng.normal(0.46, 0.025), 0.41, 0.51)
+    scores = shapemodel.sample_scores(rng)
+    geo = shapemodel.geometry(shapemodel.shapes(scores))
     given = _GIVEN_F if sex == "F" else _GIVEN_M
     birth = dt.date(2150 - age, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365)))
     return Patient(
@@ -86,16 +96,15 @@ def sample_patient(rng: np.random.Generator, index: int, subject_id: str) -> Pat
         name=f"{_FAMILY[rng.integers(len(_FAMILY))]}^{given[rng.integers(len(given))]}",
         sex=sex, birth=birth,
         lung_mm=float(rng.normal(250 if sex == "M" else 232, 14) - 8 * habitus),
-        width=float(np.clip(0.5 + 0.035 * habitus + rng.normal(0, 0.015), 0.42, 0.6)),
-        ctr=float(ctr), heart_y=float(rng.normal(0.44, 0.02)),
-        dome_r=dome_r, dome_l=float(dome_r + np.clip(rng.normal(0.035, 0.015), 0.0, 0.07)),
+        width=geo["width"], ctr=float(ctr), heart_y=geo["heart_top"],
+        dome_r=geo["dome_r"], dome_l=max(geo["dome_l"], geo["dome_r"] + 0.01),
         knob=float(np.clip(0.025 + 0.0006 * (age - 40) + rng.normal(0, 0.01), 0.01, 0.07)),
         soft=float(np.clip(0.06 + 0.03 * habitus + rng.normal(0, 0.02), 0.025, 0.16)),
         depth_cm=float(np.clip(rng.normal(21, 2.5) + 1.5 * habitus, 15, 30)),
         breasts=float(rng.uniform(0.5, 1.2)) if sex == "F" and rng.random() < 0.75 else 0.0,
         scoliosis=float(rng.normal(0, 0.012)),
         rib_gap=float(rng.normal(0.092, 0.005)),
-        seed=int(rng.integers(2**31)),
+        seed=int(rng.integers(2**31)), shape=scores,
     )
 
 
@@ -129,8 +138,18 @@ def sample_pose(
         photometric=base.get("photometric", "MONOCHROME1" if rng.random() < 0.3 else "MONOCHROME2"),
         bits=int(base.get("bits", rng.choice((12, 12, 14, 15, 16)))),
         compression=[None, "rle", "j2k"][int(rng.choice(3, p=(0.81, 0.15, 0.04)))],
-        window=bool(rng.random() < 0.6), date=date,
+        window=bool(rng.random() < 0.6), date=date, framing=_framing(rng, ap),
+        drc=float(rng.uniform(0.35, 0.9)), lift=float(rng.uniform(0.15, 0.9)),
+        equalize=float(rng.uniform(0, 0.4) * (rng.random() < 0.5)), blur=float(rng.exponential(0.6)),
     )
+
+
+def _framing(rng: np.random.Generator, ap: bool) -> tuple[float, float, float]:
+    """Where the lungs sit on the film, drawn from real films; AP portables frame a little wider."""
+    y0, height, x0 = shapemodel.framing(rng)
+    if ap:
+        height *= rng.uniform(0.85, 1.0)
+    return y0, height, x0
 
 
 def site_habits(rng: np.random.Generator) -> dict:

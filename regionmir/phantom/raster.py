@@ -21,6 +21,9 @@ class Frame:
         apex_mm = 55.0 if pose.height >= pose.width else 42.0
         self.cx = w / 2 + pose.shift_mm[0] / mm
         self.cy = apex_mm / mm + pose.shift_mm[1] / mm * 0.5
+        if pose.framing is not None:  # lungs placed as on real films (shape model's framing)
+            y0, height, x0 = pose.framing
+            self.s, self.cy, self.cx = height * h, y0 * h, x0 * w
         a = np.deg2rad(pose.tilt_deg)
         self.cos, self.sin = float(np.cos(a)), float(np.sin(a))
         self.insp, self.twist = pose.insp, pose.twist

@@ -102,9 +102,12 @@ def regions(b: Body, th: Thorax, r: Raster, m: dict[str, np.ndarray]) -> dict[A,
     out[A.MEDIASTINUM] = m["mediastinum"]
     out[A.UPPER_MEDIASTINUM] = m["mediastinum"] & P(_above(th.top), ANTERIOR)
     out[A.SVC] = P(_svc(th), ANTERIOR)
-    top = float(th.border(np.array([th.top]), -1)[0])
-    out[A.CAVOATRIAL_JUNCTION] = P(_square((-top, th.top + 0.02), 0.04), ANTERIOR)
-    out[A.RIGHT_ATRIUM] = m["heart"] & P(_side(-1) + np.array([0.03, 0]), ANTERIOR)
+    cx, cy = _cavoatrial(th)
+    out[A.CAVOATRIAL_JUNCTION] = P(_square((cx, cy), 0.04), ANTERIOR)
+    atrium = _side(-1) + np.array([0.03, 0])
+    if th.sh is not None:  # the right heart border below the cavoatrial junction, not the whole right half
+        atrium = np.array([[0.03, cy + 0.04], [-FAR, cy + 0.04], [-FAR, FAR], [0.03, FAR]])
+    out[A.RIGHT_ATRIUM] = m["heart"] & P(atrium, ANTERIOR)
     out[A.CARINA] = np.asarray(r.disc(th.carina, 0.045, 1, into=r.new("L"))) > 0
     out[A.ABDOMEN] = m["abdomen"]
     out[A.CARDIAC_SILHOUETTE] = m["heart"]
@@ -123,12 +126,27 @@ def _apical(b: Body, r: Raster, lung: np.ndarray, s: int, y0: int, y1: int) -> n
 
 
 def _band(th: Thorax, s: int) -> np.ndarray:
+    """The hemidiaphragm: a band along the dome. With shape-model lungs it stops short of the
+    costophrenic angle and reaches further below, so it is not the lower lung zone again."""
     ax0 = th.cardiophrenic(s)[0]
-    ax = np.linspace(ax0, th.W + 0.01, 20)
+    shaped = th.sh is not None
+    if shaped:  # the left dome runs on under the heart: from a third of the width out
+        ax0 = min(ax0, 0.35 * th.W)
+    ax = np.linspace(ax0, th.W * 0.85 if shaped else th.W + 0.01, 20)
     y = th.diaphragm(ax, s)
     upper = np.stack([s * ax, y - 0.02], 1)
-    lower = np.stack([s * ax, y + 0.035], 1)[::-1]
+    lower = np.stack([s * ax, y + (0.07 if shaped else 0.035)], 1)[::-1]
     return np.concatenate([upper, lower])
+
+
+def _cavoatrial(th: Thorax) -> tuple[float, float]:
+    """Where the SVC meets the right atrium: the top of the right heart border."""
+    if th.sh is None:
+        return -float(th.border(np.array([th.top]), -1)[0]), th.top + 0.02
+    h = th.sh.heart
+    right = h[h[:, 0] < -0.6 * th.hr]
+    k = int(np.argmin(right[:, 1]))
+    return float(right[k, 0]) + 0.02, float(right[k, 1]) + 0.02
 
 
 def _svc(th: Thorax) -> np.ndarray:

@@ -126,7 +126,7 @@ def attenuation(p: Patient, pose: Pose, fs: list, rng: np.random.Generator, r: R
     lsoft = smooth(lungs.astype(np.float32), 1.2)
     delta, clear = fnd.draw(fs, b, th, r, lsoft, tex0, air)
     vs, hila = _vessels(p, b, r, cm)
-    vs += 0.6 * _markings(rng, h, w) * (0.6 + 0.5 * np.clip(_rows(f), 0, 1))
+    vs += 1.1 * _markings(rng, h, w) * (0.6 + 0.5 * np.clip(_rows(f), 0, 1))
     A += (vs * m["lung_depth"] + hila) * (1 - clear) + delta
     return smooth(A, 1.1) * (1 + 0.02 * tex0), m["body"].astype(np.float32)
 
@@ -148,13 +148,13 @@ def _lungs(p: Patient, f: Frame, m, px: float, tex0, tex2, base: float) -> np.nd
     for i in range(1, int(abs(f.twist) * ANTERIOR * f.s) + 2):
         wide[:, i:] |= heart[:, :-i]
         wide[:, :-i] |= heart[:, i:]
-    env = thickness(lungs | wide, px * 0.08)  # lung wraps round the heart
+    env = thickness(lungs | wide, px * 0.16)  # lung wraps round the heart; thins toward the pleura
     hp, hc = thickness(heart, px * 0.05, px * 0.22)
     y = _rows(f)
     fade = np.clip((base - 0.02 - y) / 0.15, 0, 1)  # retrocardiac lung ends above the diaphragm
     behind = (1 - hp + hp * (0.42 - 0.34 * hc)) * fade  # the heart displaces most lung, most centrally
     frac = np.where(heart, behind, np.where(lungs, 1, fade))
-    aer = (1.04 - 0.12 * np.clip(y, 0, 1)) * (0.35 + 0.65 * np.clip(y / 0.35, 0, 1) ** 0.8)  # apex cone
+    aer = (1.04 - 0.12 * np.clip(y, 0, 1)) * (0.6 + 0.4 * np.clip(y / 0.25, 0, 1) ** 0.8)  # apex cone
     depth = env * frac
     shift = max(1, int(px * 0.07))
     below = np.zeros(lungs.shape, np.float32)
@@ -253,7 +253,7 @@ def _vessels(p: Patient, b, r: Raster, cm: float) -> np.ndarray:
         segs, widths = anatomy.vessel_tree(p.seed, s)  # (n, 3, 2), (n,)
         q = r.f(segs.reshape(-1, 2) + np.array([hx, hy])).reshape(-1, 6).tolist()
         wpx = np.maximum(1, np.rint(r.f.units(widths))).astype(int).tolist()
-        fill = (MU * cm * 4.5 * widths).tolist()
+        fill = (MU * cm * 8.0 * widths).tolist()
         for pts, wp, v in zip(q, wpx, fill):
             d.line(pts, fill=v, width=wp)
     hi, dh = r.new()

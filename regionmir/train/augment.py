@@ -97,9 +97,62 @@ def noise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return (x + pick * cfg.noise_std * torch.randn_like(x)).clamp(0.0, 1.0)
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
-    """Random radiograph augmentation of a batch ``(B, 1, S, S)`` in [0, 1]; no flips."""
-    return noise(blur(intensity(geometric(x, cfg), cfg), cfg), cfg)
+@dataclass(frozen=True)
+class DomainConfig:
+    """Domain randomization: the processing looks of real films that phantoms lack.
+
+    Each sample gets a random tone curve (a window/level sigmoid and a wide gamma), a partial
+    histogram equalization, an unsharp mask, and sometimes inverted local contrast of the window,
+    so the encoder cannot rely on one detector's grey levels.
+    """
+
+    p: float = 0.8  # probability that a sample is re-processed at all
+    gamma: float = 0.7  # exp(uniform(-g, g))
+    window: tuple[float, float] = (0.5, 1.6)  # sigmoid window width as a multiple of the crop's spread
+    p_equalize: float = 0.4
+    p_sharpen: float = 0.4
+    sharpen: tuple[float, float] = (0.3, 1.5)  # unsharp-mask gain
+
+
+def _equalize(x: torch.Tensor, bins: int = 64) -> torch.Tensor:
+    """Per-sample histogram equalization of [0, 1] crops: each pixel -> the share of its crop's
+    pixels in its intensity bin or below (a ``bins``-step cumulative histogram; O(pixels))."""
+    b = x.shape[0]
+    idx = (x.reshape(b, -1).clamp(0, 1) * (bins - 1)).round().long()  # (B, S*S)
+    counts = torch.zeros(b, bins, device=x.device, dtype=x.dtype).scatter_add_(1, idx, torch.ones_like(idx, dtype=x.dtype))
+    cdf = counts.cumsum(dim=1) / idx.shape[1]  # (B, bins)
+    return cdf.gather(1, idx).reshape(x.shape)
+
+
+def domain(x: torch.Tensor, cfg: DomainConfig = DomainConfig()) -> torch.Tensor:
+    """Random processing look per sample of ``(B, 1, S, S)`` in [0, 1] (no geometric change)."""
+    b = x.shape[0]
+    shape = (b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    spread = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)  # (B, 1, 1, 1)
+    width = spread * _uniform(b, *cfg.window, x).view(shape)
+    centre = mean + spread * _uniform(b, -0.7, 0.7, x).view(shape)
+    y = torch.sigmoid((x - centre) / width)  # window / level as a soft tone curve
+    lo, hi = y.amin(dim=(1, 2, 3), keepdim=True), y.amax(dim=(1, 2, 3), keepdim=True)
+    y = ((y - lo) / (hi - lo).clamp_min(1e-4)).clamp(1e-6, 1) ** torch.exp(_uniform(b, -cfg.gamma, cfg.gamma, x)).view(shape)
+    eq = (torch.rand(b, device=x.device) < cfg.p_equalize).view(shape)
+    y = torch.where(eq, 0.5 * y + 0.5 * _equalize(y), y)
+    soft = blur(y, AugmentConfig(p_blur=1.0, blur_sigma=(1.0, 2.0)))
+    gain = _uniform(b, *cfg.sharpen, x).view(shape) * (torch.rand(b, device=x.device) < cfg.p_sharpen).view(shape)
+    y = (y + gain * (y - soft)).clamp(0.0, 1.0)
+    pick = (torch.rand(b, device=x.device) < cfg.p).view(shape)
+    return torch.where(pick, y, x)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), dom: DomainConfig | None = None) -> torch.Tensor:
+    """Random radiograph augmentation of a batch ``(B, 1, S, S)`` in [0, 1]; no flips.
+
+    With ``dom``, the processing look is randomized too (domain randomization, before noise).
+    """
+    x = intensity(geometric(x, cfg), cfg)
+    if dom is not None:
+        x = domain(x, dom)
+    return noise(blur(x, cfg), cfg)
 
 
 def to_input(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -46,6 +46,7 @@ class LocalizerConfig:
     device: str = "auto"  # torch device for training: auto, cpu, cuda
     limit: int | None = None  # at most this many films per split (quick runs, tests)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    real: str = ""  # real-film folder (films.csv): its train films with lung truth join training
 
 
 def torch_device(name: str) -> torch.device:
@@ -139,6 +140,13 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     start = time.perf_counter()
     progress.note("loading films")
     films = load_films(archive, "train", cfg.size, cfg.limit)
+    n_real = 0
+    if cfg.real:
+        from regionmir.train.localizer_real import real_films
+
+        real = real_films(cfg.real, cfg.size, cfg.limit)
+        films, n_real = films + real, len(real)
+        progress.note(f"{n_real} real films with lung boxes join training")
     fp = fingerprint(sg for _, sg in archive.iter_split("train"))
     model = fit(films, cfg, progress)
     try:
@@ -149,7 +157,7 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     train_s = time.perf_counter() - start
     meta = write_model(model, cfg, fp, out / MODEL_FILE)
     report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
-              "train_images": len(films), "train_seconds": round(train_s, 1),
+              "train_images": len(films), "real_train_images": n_real, "train_seconds": round(train_s, 1),
               "config": {k: v for k, v in asdict(cfg).items() if k != "augment"},
               "calibration_ab": calibration}
     if split is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from regionmir.errors import ModelError
 from regionmir.regions import CropSpec
-from regionmir.train.augment import LIGHT, AugmentConfig, augment, to_input
+from regionmir.train.augment import LIGHT, AugmentConfig, DomainConfig, augment, to_input
 from regionmir.train.data import CropSet
 from regionmir.train.losses import nt_xent, supcon
 from regionmir.train.models import RegionEncoder
@@ -51,6 +51,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = idle CPUs (see loop.auto_threads)
+    domain_randomize: bool = False  # random processing looks in every augmentation (augment.domain); measured no help on real lungs
+    real: str = ""  # folder of real films (films.csv): train-split lung/localizer crops join pretraining
+    real_localizer: str = ""  # localizer (model folder or .onnx) placing the other regions on real films
 
     def crop_spec(self) -> CropSpec:
         """The crop definition the model is trained with (and exported with)."""
@@ -111,9 +114,10 @@ class _Batches:
             yield x1, x2, self.labels[idx].to(self.device)
 
 
-def _inputs(x: torch.Tensor, aug: AugmentConfig, mean: float, std: float) -> torch.Tensor:
+def _inputs(x: torch.Tensor, aug: AugmentConfig, mean: float, std: float,
+            dom: DomainConfig | None = None) -> torch.Tensor:
     """Augmented [0, 1] crops -> normalized network input ``(B, 1, S, S)``."""
-    return to_input(augment(x, aug), mean, std).contiguous(memory_format=torch.channels_last)
+    return to_input(augment(x, aug, dom), mean, std).contiguous(memory_format=torch.channels_last)
 
 
 def _contrastive(z: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -127,16 +131,18 @@ def _contrastive(z: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Te
 def loss_fn(kind: str, cfg: TrainConfig, mean: float, std: float) -> Callable:
     """``(model, x1, x2, y) -> scalar loss`` for a phase kind: contrastive | supervised | cotrain."""
 
+    dom = DomainConfig() if cfg.domain_randomize else None
+
     def contrastive(model, x1, x2, y):
-        x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std)  # (2B, 1, S, S)
+        x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std, dom)  # (2B, 1, S, S)
         return _contrastive(model.projection(x), y, cfg)
 
     def supervised(model, x1, x2, y):
-        _, logits = model(_inputs(x1, LIGHT, mean, std))  # (B, C)
+        _, logits = model(_inputs(x1, LIGHT, mean, std, dom))  # (B, C)
         return F.cross_entropy(logits, y)
 
     def cotrain(model, x1, x2, y):
-        x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std)  # (2B, 1, S, S)
+        x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std, dom)  # (2B, 1, S, S)
         feats = model.features(x)  # (2B, D)
         z = model.project(feats)  # (2B, P)
         logits = model.classify(F.normalize(feats, dim=1))  # (2B, C)
@@ -186,12 +192,17 @@ def new_model(cfg: TrainConfig, classes: int, device: torch.device) -> RegionEnc
 
 
 def train_strategy(strategy: str, crops: CropSet, cfg: TrainConfig, device: torch.device,
-                   progress: Progress) -> tuple[RegionEncoder, dict]:
-    """Train one strategy; returns the model and its loss history per phase."""
+                   progress: Progress, pretrain: CropSet | None = None) -> tuple[RegionEncoder, dict]:
+    """Train one strategy; returns the model and its loss history per phase.
+
+    ``pretrain`` (regionmir only) replaces ``crops`` in the contrastive phase, e.g. phantom crops
+    plus unlabeled real crops; fine-tuning always uses the labeled ``crops``.
+    """
     model = new_model(cfg, len(crops.classes), device)
     budget = cfg.epochs + cfg.pretrain_epochs
     if strategy == "regionmir":
-        pre = fit(model, crops, "contrastive", cfg.pretrain_epochs, cfg, device, progress, "regionmir pretrain")
+        pre = fit(model, pretrain or crops, "contrastive", cfg.pretrain_epochs, cfg, device, progress,
+                  "regionmir pretrain")
         fine = fit(model, crops, "supervised", cfg.epochs, cfg, device, progress, "regionmir finetune")
         return model, {"pretrain": pre, "finetune": fine}
     if strategy == "scratch":

@@ -97,9 +97,12 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     load_s = time.perf_counter() - t0
     spec, results, models = cfg.crop_spec(), {}, {}
     held_crops = held.clean
+    pretrain = _with_real(train, cfg, progress) if cfg.real else None
+    if pretrain is not None:
+        facts["real_pretrain_crops"] = len(pretrain) - len(train)
     for name in names:
         t1 = time.perf_counter()
-        model, history = train_strategy(name, train, cfg, device, progress)
+        model, history = train_strategy(name, train, cfg, device, progress, pretrain)
         seconds = time.perf_counter() - t1
         emb, logits = predict(model, held_crops, spec.mean, spec.std, device)
         results[name] = reports.evaluate(logits, emb, held.labels, held.classes)
@@ -123,6 +126,22 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     for name in baselines:  # `regionmir evaluate` reads results beside each encoder
         (Path(out_dir) / name / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _with_real(train: CropSet, cfg: TrainConfig, progress: Progress) -> CropSet:
+    """Phantom training crops plus unlabeled crops of the real train films (for NT-Xent only).
+
+    Raises:
+        ModelError: ``--real`` with ``--contrastive supcon``, which would need their labels.
+    """
+    from regionmir.train.realcrops import merged, real_cropset
+
+    if cfg.contrastive == "supcon":
+        raise ModelError("--real adds unlabeled real crops; use it with --contrastive ntxent, not supcon.")
+    progress.note(f"cropping real films of {cfg.real} (train split) for pretraining")
+    real = real_cropset(cfg.real, train.classes, cfg.crop_spec(), cfg.real_localizer or None,
+                        views=cfg.jitter_views, seed=cfg.seed)
+    return merged(train, real)
 
 
 def export_models(models: dict, exported: str, meta: ModelMeta, out_dir: Path) -> tuple[ModelMeta, dict]:

@@ -1,0 +1,59 @@
+"""Unlabeled region crops of real films for self-supervised (NT-Xent) pretraining.
+
+The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.realcheck`) are cut
+into region crops: the true lung boxes where the folder has them, and the boxes a localizer
+places for the other regions. Their anatomy labels are never used: NT-Xent only asks that two
+augmented views of one crop agree, so this teaches the encoder what real films look like while
+anatomy is still learnt from phantom labels. Films of the ``test`` split are never read here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from regionmir.annotations import Region, SceneGraph
+from regionmir.errors import AnnotationError
+from regionmir.regions import CropSpec
+from regionmir.train.data import CropSet, build_cropset
+
+log = logging.getLogger("regionmir")
+
+
+def real_samples(folder: str | Path, localizer_path: str | Path | None, max_films: int = 0):
+    """``(pixels, SceneGraph)`` of the folder's train films; regions from truth and the localizer."""
+    from regionmir.anatomy import Anatomy
+    from regionmir.dicom import read_image
+    from regionmir.localizer import Localizer
+    from regionmir.realcheck.films import read_films, truth_boxes
+
+    films = read_films(folder, "train")[: max_films or None]
+    if not films:
+        raise AnnotationError(f"{folder}/films.csv has no films in the train split to pretrain on.")
+    loc = Localizer(localizer_path) if localizer_path else None
+    for film in films:
+        pixels = read_image(film.path).pixels
+        regions = {a: Region(Anatomy.parse(a), b) for a, b in truth_boxes(film, pixels.shape).items()}
+        if loc is not None:
+            for r in loc.locate(pixels):
+                regions.setdefault(r.anatomy.slug, Region(r.anatomy, r.box))
+        h, w = pixels.shape
+        yield pixels, SceneGraph(film.path.stem, "", "", film.view, w, h, tuple(regions.values()))
+
+
+def real_cropset(folder: str | Path, classes, spec: CropSpec, localizer_path: str | Path | None = None,
+                 views: int = 3, seed: int = 0, max_films: int = 0) -> CropSet:
+    """Crops of the real train films, ``1 + views`` jittered views each, labels meaningless (0)."""
+    crops = build_cropset(real_samples(folder, localizer_path, max_films), classes, spec,
+                          jitter_views=views, seed=seed)
+    crops.labels[:] = 0  # unlabeled: only the contrastive phase may use these
+    log.info("real pretraining crops: %d from %s", len(crops), folder)
+    return crops
+
+
+def merged(a: CropSet, b: CropSet) -> CropSet:
+    """One crop set of ``a`` then ``b`` (same crop size and views)."""
+    return CropSet(np.concatenate([a.views, b.views.astype(a.views.dtype)]),
+                   np.concatenate([a.labels, b.labels]), a.classes, list(a.image_ids) + list(b.image_ids))

@@ -1,0 +1,143 @@
+"""The real-film check: truth from masks (laterality!), IoU, retrieval metrics, films.csv, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionmir.errors import AnnotationError
+from regionmir.realcheck import (findings_retrieval, lung_boxes_from_mask, lung_iou, read_films, same_label_at_k,
+                                 truth_boxes, write_sheet)
+from regionmir.realcheck.check import FilmResult
+from regionmir.realcheck.prep import group_of, split_of
+from regionmir.regions import Box
+
+
+@pytest.fixture(scope="module")
+def trained_model_dir(tiny_model, tiny_localizer, tmp_path_factory):
+    """The tiny encoder and the tiny localizer in one model folder."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("both")
+    shutil.copy(tiny_model / "encoder.onnx", out / "encoder.onnx")
+    shutil.copy(tiny_localizer / "localizer.onnx", out / "localizer.onnx")
+    return out
+
+
+def _two_lungs(h=100, w=120, touching=False) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[10:90, 10:50] = True  # image left: the patient's RIGHT lung
+    m[20:80, 70:110] = True
+    if touching:
+        m[40:42, 50:70] = True  # a bridge: one blob
+    return m
+
+
+def test_mask_blobs_become_right_and_left_lung_by_image_side():
+    boxes = lung_boxes_from_mask(_two_lungs())
+    assert boxes["right-lung"] == Box(10, 10, 50, 90)
+    assert boxes["left-lung"] == Box(70, 20, 110, 80)
+
+
+def test_touching_lungs_are_cut_at_the_gap_and_specks_ignored():
+    m = _two_lungs(touching=True)
+    m[0, 0] = m[99, 119] = True  # one-pixel specks
+    boxes = lung_boxes_from_mask(m)
+    assert boxes["right-lung"].x1 == 10 and boxes["right-lung"].x2 <= 60
+    assert boxes["left-lung"].x1 >= 50 and boxes["left-lung"].x2 == 110
+    assert lung_boxes_from_mask(np.zeros((5, 5), bool)) is None
+
+
+def test_lung_iou_matches_by_name_not_order():
+    t = {"right-lung": Box(0, 0, 10, 10), "left-lung": Box(20, 0, 30, 10)}
+    swapped = {"right-lung": Box(20, 0, 30, 10), "left-lung": Box(0, 0, 10, 10)}
+    assert lung_iou(t, t) == {"right-lung": 1.0, "left-lung": 1.0}
+    assert lung_iou(t, swapped) == {"right-lung": 0.0, "left-lung": 0.0}
+    assert lung_iou(t, {"right-lung": Box(0, 0, 10, 20)})["right-lung"] == pytest.approx(0.5)
+
+
+def test_same_label_at_k_never_counts_the_query_patient():
+    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]  # two clusters
+    labels = ["a", "a", "b", "b"]
+    assert same_label_at_k(emb, labels, ["p1", "p2", "p3", "p4"], 1) == 1.0
+    # the only same-label neighbour is the same patient: it must not be used
+    assert same_label_at_k(emb, labels, ["p1", "p1", "p3", "p3"], 1) == 0.0
+
+
+def test_findings_retrieval_against_a_hand_count():
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    out = findings_retrieval(emb, ["covid", "covid", "none", "none"], ["a", "b", "c", "d"], k=1)
+    assert out["precision@1"] == 1.0 and out["hit_rate@1"] == 1.0 and out["map@1"] == 1.0
+    assert out["chance_precision"] == pytest.approx(1 / 3) and out["queries"] == 4
+    bad = findings_retrieval(emb, ["covid", "none", "covid", "none"], ["a", "b", "c", "d"], k=1)
+    assert bad["precision@1"] == 0.0
+
+
+def _folder(tmp_path):
+    (tmp_path / "images").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    rows = []
+    for i in range(3):
+        img = np.full((100, 120), 90, np.uint8)
+        img[_two_lungs()] = 30
+        Image.fromarray(img).save(tmp_path / "images" / f"f{i}.png")
+        Image.fromarray(_two_lungs().astype(np.uint8) * 255).save(tmp_path / "masks" / f"f{i}.png")
+        rows.append({"file": f"images/f{i}.png", "mask": f"masks/f{i}.png" if i else "",
+                     "right_lung": "1 2 3 4" if i == 0 else "", "left_lung": "", "view": "PA",
+                     "finding": "covid" if i < 2 else "none", "group": f"g{i}", "split": "test", "license": ""})
+    with (tmp_path / "films.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path
+
+
+def test_films_csv_truth_from_mask_else_boxes(tmp_path):
+    films = read_films(_folder(tmp_path), "test")
+    assert len(films) == 3 and read_films(tmp_path, "train") == []
+    assert truth_boxes(films[0], (100, 120)) == {"right-lung": Box(1, 2, 3, 4)}
+    assert truth_boxes(films[1], (100, 120))["left-lung"] == Box(70, 20, 110, 80)
+    with pytest.raises(AnnotationError, match="films.csv"):
+        read_films(tmp_path / "images")
+
+
+def test_split_by_patient_is_stable_and_mixed():
+    groups = [group_of(str(i)) for i in range(200)]
+    assert group_of("7") == group_of("7") and group_of("7") != group_of("8")
+    share = np.mean([split_of(g) == "test" for g in groups])
+    assert 0.35 < share < 0.65
+
+
+def test_sheet_draws_truth_and_prediction(tmp_path):
+    img = np.zeros((100, 120), np.float32)
+    r = FilmResult(None, img, {"right-lung": Box(10, 10, 50, 90)}, {"right-lung": Box(12, 10, 50, 90)}, {"right-lung": 0.95})
+    path = write_sheet([r], tmp_path / "s.png", columns=2, side=64)
+    rgb = np.asarray(Image.open(path))
+    assert rgb.shape == (64, 128, 3)
+    assert (rgb[..., 1] > 200).any() and (rgb[..., 0] > 200).any()  # green truth, orange prediction
+
+
+def test_cli_scores_a_trained_model_on_real_films(tmp_path, trained_model_dir):
+    folder = _folder(tmp_path / "real")
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "regionmir", "evaluate-real", str(folder), "--model",
+                           str(trained_model_dir), "--out", str(out), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["films"] == 3 and report["films_with_truth"] == 3
+    assert report["encoder"]["crops_truth"] == 5  # film 0 has a right-lung box only
+    assert 0.0 <= report["encoder"]["accuracy"] <= 1.0
+    assert (out / "real_check.json").is_file() and (out / "real_check.png").is_file()
+
+
+def test_cli_says_what_to_do_without_films_csv(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "regionmir", "evaluate-real", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "films.csv" in done.stderr

@@ -1,0 +1,107 @@
+"""Training for transfer to real films: domain randomization, real crops for pretraining, real
+lung boxes for the localizer."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from regionmir.anatomy import BOXED, Anatomy  # noqa: E402
+from regionmir.train.augment import DomainConfig, _equalize, augment, domain  # noqa: E402
+
+
+def _crops(b=16, s=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 1, s, s, generator=g) * 0.2
+    x[:, :, :, : s // 2] += 0.6  # bright image-left half: a flip would move it
+    return x
+
+
+def test_domain_changes_the_look_but_not_where_things_are():
+    torch.manual_seed(0)
+    x = _crops()
+    y = domain(x, DomainConfig(p=1.0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.allclose(x, y)
+    left, right = y[..., :16].mean(dim=(1, 2, 3)), y[..., 16:].mean(dim=(1, 2, 3))
+    assert bool((left > right).all()), "the bright half must stay on the image left (no flips)"
+
+
+def test_domain_probability_zero_is_the_identity():
+    x = _crops()
+    assert torch.equal(domain(x, DomainConfig(p=0.0)), x)
+
+
+def test_equalize_spreads_values_uniformly_and_keeps_order():
+    x = torch.rand(2, 1, 32, 32) ** 3  # skewed toward dark
+    e = _equalize(x).reshape(2, -1)
+    assert float(e.max()) == 1.0 and abs(float(e.mean()) - 0.5) < 0.06  # was about 0.25
+    xf = x.reshape(2, -1)
+    for i in range(2):  # monotone: a brighter pixel never ends darker
+        order = xf[i].argsort()
+        assert bool((e[i][order].diff() >= 0).all())
+
+
+def test_augment_with_and_without_domain():
+    torch.manual_seed(1)
+    x = _crops()
+    a = augment(x)
+    b = augment(x, dom=DomainConfig(p=1.0))
+    assert a.shape == b.shape == x.shape and not torch.allclose(a, b)
+
+
+def _real_folder(tmp_path, n=3):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    rows = []
+    for i in range(n):
+        m = np.zeros((96, 112), bool)
+        m[10:86, 8:50] = m[14:80, 62:104] = True
+        img = np.where(m, 60, 160).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / "images" / f"r{i}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "masks" / f"r{i}.png")
+        rows.append({"file": f"images/r{i}.png", "mask": f"masks/r{i}.png", "right_lung": "", "left_lung": "",
+                     "view": "PA", "finding": "x", "group": f"g{i}", "split": "train" if i < n - 1 else "test"})
+    with (tmp_path / "films.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path
+
+
+def test_real_crops_are_train_split_lungs_without_labels(tmp_path):
+    from regionmir.regions import CropSpec
+    from regionmir.train.realcrops import real_cropset
+
+    crops = real_cropset(_real_folder(tmp_path), (Anatomy.RIGHT_LUNG, Anatomy.LEFT_LUNG), CropSpec(size=24), views=1)
+    assert crops.views.shape == (4, 2, 24, 24)  # 2 train films x 2 lungs, the test film never read
+    assert set(crops.labels.tolist()) == {0}
+    assert {i for i in crops.image_ids} == {"r0", "r1"}
+
+
+def test_real_localizer_films_carry_lung_boxes_only(tmp_path):
+    from regionmir.train.localizer_real import lung_only, real_films
+
+    films = real_films(_real_folder(tmp_path), size=64)
+    assert len(films) == 2 and lung_only(films)
+    i = BOXED.index(Anatomy.RIGHT_LUNG)
+    x1, y1, x2, y2 = films[0].boxes[i]
+    assert x2 < films[0].pixels.shape[1] / 2  # the patient's right lung on the image left
+
+
+def test_training_with_real_crops_reports_them(tmp_path, tiny_archive):
+    from regionmir.train import TrainConfig, run
+
+    cfg = TrainConfig(strategy="regionmir", epochs=1, pretrain_epochs=1, batch_size=64, crop_size=32,
+                      backbone="resnet6-w8", embedding_dim=16, device="cpu", seed=0, real=str(_real_folder(tmp_path / "r")))
+    report = run(tiny_archive, tmp_path / "m", cfg)
+    assert report["real_pretrain_crops"] == 4
+    assert (tmp_path / "m" / "encoder.onnx").is_file()
+    with pytest.raises(Exception, match="ntxent"):
+        run(tiny_archive, tmp_path / "m2", TrainConfig(**{**cfg.__dict__, "contrastive": "supcon"}))
