@@ -19,7 +19,7 @@ import numpy as np
 from regionmir.annotations import Region
 from regionmir.archive import Archive
 from regionmir.errors import RegionMIRError
-from regionmir.regions import CropSpec, crop_region
+from regionmir.regions import CropSpec, crop_regions
 
 log = logging.getLogger("regionmir")
 
@@ -78,10 +78,7 @@ def plan(archive: Archive, shard: tuple[int, int] = (0, 1), done: Iterable[str] 
 
 def crop(image: np.ndarray, regions: Sequence[Region], spec: CropSpec) -> np.ndarray:
     """Crops of ``regions`` from ``image``: ``(R, S, S)`` float32, never flipped."""
-    out = np.empty((len(regions), spec.size, spec.size), dtype=np.float32)
-    for k, region in enumerate(regions):
-        out[k] = crop_region(image, region.box, spec)
-    return out
+    return crop_regions(image, [r.box for r in regions], spec)
 
 
 class Preparer:

@@ -1,7 +1,7 @@
-"""Region crop datasets from an archive split, cut once with ``regions.crop_region`` and held in memory.
+"""Region crop datasets from an archive split, cut once with ``regions.crop_regions`` and held in memory.
 
 Each region gets ``1 + jitter_views`` crops: view 0 is exactly the crop inference makes
-(``crop_region(image, box, spec)``); the others use a randomly jittered :class:`Box`
+(``crop_regions(image, boxes, spec)``); the others use a randomly jittered :class:`Box`
 (shifted and rescaled before cropping, never mirrored). Training draws a view per sample
 and then applies the tensor augmentations of :mod:`regionmir.train.augment`.
 """
@@ -21,7 +21,7 @@ from regionmir.anatomy import Anatomy
 from regionmir.annotations import SceneGraph, scene_graph_to_dict
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError
-from regionmir.regions import Box, CropSpec, crop_region
+from regionmir.regions import Box, CropSpec, crop_regions
 
 log = logging.getLogger("regionmir")
 
@@ -95,13 +95,13 @@ def build_cropset(samples: Iterable[Sample], classes: Sequence[Anatomy], spec: C
     views, labels, ids = [], [], []
     for pixels, sg in samples:
         before = len(labels)
-        for anatomy, box in boxes_in_pixels(sg, pixels.shape):
-            if anatomy not in index:
-                continue
-            boxes = [box] + [jitter_box(box, rng, jitter) for _ in range(jitter_views)]
-            views.append(np.stack([crop_region(pixels, b, spec) for b in boxes]).astype(dtype))
-            labels.append(index[anatomy])
-            ids.append(sg.image_id)
+        kept = [(a, b) for a, b in boxes_in_pixels(sg, pixels.shape) if a in index]
+        boxes = [b for _, box in kept for b in [box] + [jitter_box(box, rng, jitter) for _ in range(jitter_views)]]
+        if kept:  # one crop_regions call per image: its pyramid serves every box and view
+            crops = crop_regions(pixels, boxes, spec).reshape(len(kept), 1 + jitter_views, spec.size, spec.size)
+            views.extend(crops.astype(dtype))
+            labels.extend(index[a] for a, _ in kept)
+            ids.extend(sg.image_id for _ in kept)
         if on_image:
             on_image(len(labels) - before)
     if not views:
