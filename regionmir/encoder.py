@@ -39,14 +39,14 @@ def resolve_model_file(path: str | Path) -> Path:
 class Encoder:
     """An exported RegionMIR encoder running in onnxruntime."""
 
-    def __init__(self, path: str | Path, device: str = "auto"):
-        """Load ``path`` (a model folder or an ``.onnx`` file).
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0):
+        """Load ``path`` (a model folder or an ``.onnx`` file); ``threads`` > 0: CPU threads, no spinning.
 
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not an encoder.
         """
         self.path = resolve_model_file(path)
-        self._session, self.meta, _ = open_model(self.path, "encoder", device)
+        self._session, self.meta, _ = open_model(self.path, "encoder", device, threads)
         self.providers = list(self._session.get_providers())
         self.model_id = self.meta.model_id
         self.dim = self.meta.embedding_dim
@@ -101,10 +101,10 @@ class Encoder:
         return [self.anatomies[i] for i in np.argmax(logits, axis=1)]
 
 
-def load_encoder(model: str | Path | None = None, device: str = "auto") -> Encoder:
+def load_encoder(model: str | Path | None = None, device: str = "auto", threads: int = 0) -> Encoder:
     """The encoder in ``model`` (folder or .onnx), default ``config.default_model_dir()``.
 
     Raises:
         ModelError: no model there (the message says to run `regionmir train`).
     """
-    return Encoder(config.default_model_dir() if model is None else model, device=device)
+    return Encoder(config.default_model_dir() if model is None else model, device=device, threads=threads)

@@ -35,6 +35,7 @@ from regionmir.store.base import (
     Hit,
     PointRecord,
     as_vector,
+    as_vectors,
     check_compatible,
     check_name,
     is_any,
@@ -230,10 +231,9 @@ class EmbeddedStore:
         """
         shard, dim = self._shard(name), self._dim(name)
         for start in range(0, len(points), UPSERT_BATCH):
-            batch = [
-                qe.Point(p.id, as_vector(name, p.vector, dim).tolist(), jsonable(p.payload))
-                for p in points[start : start + UPSERT_BATCH]
-            ]
+            chunk = points[start : start + UPSERT_BATCH]
+            vectors = as_vectors(name, [p.vector for p in chunk], dim).tolist()  # one check, one copy
+            batch = [qe.Point(p.id, v, jsonable(p.payload)) for p, v in zip(chunk, vectors)]
             shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def existing(self, name: str, ids: Sequence[str]) -> set[str]:
