@@ -41,9 +41,15 @@ def train(
     device: Device = typer.Option(Device.auto),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
+    cache: Path = typer.Option(None, "--cache", help="Crop cache folder (default OUT/crop-cache): crops are cut once, resumably, and streamed from disk."),
+    loader_workers: int = typer.Option(1, min=0, help="DataLoader processes reading cached crops ahead of training."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout only."),
 ) -> None:
-    """Train the region encoder on ARCHIVE, evaluate it on the held-out split and export it to OUT."""
+    """Train the region encoder on ARCHIVE, evaluate it on the held-out split and export it to OUT.
+
+    A stopped run resumes: crops already cut are kept in the cache, and training continues
+    from the last finished epoch (OUT/checkpoints) when the settings are the same.
+    """
     import json
 
     from rich.console import Console
@@ -61,6 +67,7 @@ def train(
         strategy=strategy.value, epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
         crop_size=crop_size, backbone=backbone, embedding_dim=embedding_dim, lr=lr,
         contrastive=contrastive.value, device=device.value, seed=seed, threads=threads,
+        loader_workers=loader_workers, cache=str(cache) if cache else None,
     )
     with RichProgress(enabled=not as_json) as progress:
         report = run(archive, out, cfg, progress)
