@@ -50,6 +50,7 @@ SHARD_DIR = "shard"
 UPSERT_BATCH = 512  # points per update() call
 RETRIEVE_BATCH = 1024  # ids per retrieve() call in existing()
 ANATOMY_GRAPHS = True  # default layout of new collections; see EdgeOptions.anatomy_graphs
+QUANTIZATIONS = ("none", "int8", "binary")
 
 
 def edge_filter(filter: Filter | None) -> qe.Filter | None:
@@ -99,6 +100,13 @@ class EdgeOptions:
     # other fields) instead of one global graph: searches filtered by anatomy stay fast and the
     # index builds ~4x faster (bench/bench_store.py); searches without an anatomy filter scan.
     anatomy_graphs: bool = ANATOMY_GRAPHS
+    # Compressed copies of the vectors kept in RAM and searched first: "int8" (scalar, 4x
+    # smaller), "binary" (1 bit, 32x), or "none". The float32 originals rescore the best
+    # `oversampling * top_k` candidates.
+    quantization: str = "int8"
+    vectors_on_disk: bool = True  # float32 originals read from disk (mmap) when rescoring, not held in RAM
+    hnsw_on_disk: bool = False  # HNSW graphs read from disk (mmap) instead of held in RAM
+    oversampling: float = 2.0  # candidates per result rescored with the originals (quantized stores)
 
     def index_schema(self, key: str):
         """Keyword index of a payload field; with anatomy graphs only ``anatomy`` adds graph links."""
@@ -115,16 +123,40 @@ class EdgeOptions:
             ef_construct=self.ef_construct,
             full_scan_threshold=self.full_scan_threshold_kb or 10_000,
             payload_m=self.hnsw_m if self.anatomy_graphs else None,
+            memory=qe.Memory.Cold if self.hnsw_on_disk else qe.Memory.Pinned,
         )
         optimizers = None
         if self.indexing_threshold_kb is not None:
             optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        vectors = qe.EdgeVectorParams(size=int(dim), distance=qe.Distance.Cosine,
+                                      memory=qe.Memory.Cold if self.vectors_on_disk else qe.Memory.Cached)
         return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=int(dim), distance=qe.Distance.Cosine),
+            vectors=vectors,
             hnsw_config=hnsw,
+            quantization_config=self.quantization_config(),
             optimizers=optimizers,
             wal_enabled=True,  # durability, and the lock that keeps a second process out
         )
+
+    def quantization_config(self):
+        """The qdrant-edge quantization of new shards (in RAM), or None.
+
+        Raises:
+            StoreError: an unknown quantization name.
+        """
+        if self.quantization not in QUANTIZATIONS:
+            raise StoreError(f"Unknown quantization {self.quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+        if self.quantization == "int8":
+            return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        if self.quantization == "binary":
+            return qe.BinaryQuantizationConfig(memory=qe.Memory.Pinned,
+                                               query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits)
+        return None
+
+    def search_params(self, exact: bool, quantized: bool) -> qe.SearchParams:
+        """Search breadth, and rescoring with the originals on a quantized collection."""
+        quant = qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling) if quantized else None
+        return qe.SearchParams(exact=exact, hnsw_ef=None if exact else self.hnsw_ef, quantization=quant)
 
 
 class EmbeddedStore:
@@ -174,6 +206,8 @@ class EmbeddedStore:
             shard.update(qe.UpdateOperation.create_field_index(key, self.options.index_schema(key)))
         shard.flush()
         full["edge_layout"] = "anatomy-graphs" if self.options.anatomy_graphs else "global-graph"
+        full.update(quantization=self.options.quantization, vectors_on_disk=self.options.vectors_on_disk,
+                    hnsw_on_disk=self.options.hnsw_on_disk)
         _write_json_atomic(folder / META_FILE, full)
         self._shards[name] = shard
         self._meta[name] = full
@@ -260,13 +294,14 @@ class EmbeddedStore:
         """
         shard = self._shard(name)
         v = as_vector(name, vector, self._dim(name))
-        if self.collection_meta(name).get("edge_layout") == "anatomy-graphs":
+        meta = self.collection_meta(name)
+        if meta.get("edge_layout") == "anatomy-graphs":
             exact = exact or not _one_anatomy(filter)  # no global graph: scan, never walk it
         request = qe.QueryRequest(
             limit=int(top_k),
             query=qe.Query.Nearest(v.tolist()),
             filter=edge_filter(filter),
-            params=qe.SearchParams(exact=exact, hnsw_ef=None if exact else self.options.hnsw_ef),
+            params=self.options.search_params(exact, meta.get("quantization", "none") != "none"),
             with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.query(request)]
