@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--studies", type=int, default=2)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--backbone", default="resnet10-w16", help="architecture of the untrained model (no --model)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))

@@ -24,8 +24,6 @@ from regionmir.pipeline import Preparer, Skipped, batches, encode, mask_path, pl
 
 log = logging.getLogger("regionmir")
 
-UPSERT_GROUP = 512  # points per upsert when the workers encode (whole films: 14 of 36 regions)
-
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -38,7 +36,9 @@ class IngestConfig:
     api_key: str | None = None
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 0: in-process
     shard: tuple[int, int] = (0, 1)  # (i, n): the images whose stable hash mod n == i
-    batch_size: int = 64  # crops per encoder call and per upsert (whole images per batch)
+    # crops per upsert and ledger record (whole images per batch; each upsert has a fixed cost:
+    # a WAL append, an fsync), and per encoder call when the main process encodes (GPU)
+    batch_size: int = 512
     report: Path | None = None  # JSONL report; None: $REGIONMIR_HOME/reports/ingest-*.jsonl
     # Layout of a collection created on a server (ignored when it exists; refused for the
     # embedded store unless None or 1). None: the server's defaults.
@@ -198,11 +198,8 @@ def _run(cfg, archive, encoder, store, ledger, on_progress) -> IngestSummary:
     on_cpu = encoder.providers[0] == "CPUExecutionProvider"  # CPU: workers encode too; GPU: batched here
     preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model),
                         encoder.path if on_cpu and cfg.workers > 0 else None)
-    # Workers that encode hand over vectors: group more films per upsert + ledger write (each
-    # has a fixed cost: a WAL append, an fsync), since the encoder batch no longer sets it.
-    group = cfg.batch_size if preparer.encoder_path is None else max(cfg.batch_size, UPSERT_GROUP)
     try:
-        for batch in batches(prepared_stream(preparer, tasks, cfg.workers), group, on_skip):
+        for batch in batches(prepared_stream(preparer, tasks, cfg.workers), cfg.batch_size, on_skip):
             embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
             store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
             ledger.mark(p.task.image_id for p in batch)
