@@ -122,7 +122,7 @@ class Preparer:
 
             folder = self.localizer_model
             if folder is not None and (Path(folder) / MODEL_FILE).is_file():
-                self._localizer = load_localizer(Path(folder) / MODEL_FILE)
+                self._localizer = load_localizer(Path(folder) / MODEL_FILE, threads=1)  # one per worker
             self._localizer_loaded = True
         return self._localizer
 
