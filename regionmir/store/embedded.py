@@ -154,8 +154,12 @@ class EdgeOptions:
         return None
 
     def search_params(self, exact: bool, quantized: bool) -> qe.SearchParams:
-        """Search breadth, and rescoring with the originals on a quantized collection."""
-        quant = qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling) if quantized else None
+        """Search breadth, and rescoring with the originals on a quantized collection (an exact
+        search reads the originals only)."""
+        quant = None
+        if quantized:
+            quant = qe.QuantizationSearchParams(ignore=True) if exact else \
+                qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
         return qe.SearchParams(exact=exact, hnsw_ef=None if exact else self.hnsw_ef, quantization=quant)
 
 
@@ -297,14 +301,20 @@ class EmbeddedStore:
         meta = self.collection_meta(name)
         if meta.get("edge_layout") == "anatomy-graphs":
             exact = exact or not _one_anatomy(filter)  # no global graph: scan, never walk it
+        found = self._query(shard, v, top_k, filter, exact, meta.get("quantization", "none") != "none")
+        if len(found) < top_k and not exact:  # a filtered graph walk can come back short: scan instead
+            found = self._query(shard, v, top_k, filter, True, meta.get("quantization", "none") != "none")
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+
+    def _query(self, shard, v: np.ndarray, top_k: int, filter: Filter | None, exact: bool, quantized: bool) -> list:
         request = qe.QueryRequest(
             limit=int(top_k),
             query=qe.Query.Nearest(v.tolist()),
             filter=edge_filter(filter),
-            params=self.options.search_params(exact, meta.get("quantization", "none") != "none"),
+            params=self.options.search_params(exact, quantized),
             with_payload=True,
         )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.query(request)]
+        return shard.query(request)
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         """Number of points matching ``filter`` (all points when ``None``), counted exactly."""
