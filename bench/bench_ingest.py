@@ -67,6 +67,7 @@ class CpuSampler:
         import threading
 
         self.cpu: dict[int, float] = {}
+        self.own = 0.0  # CPU seconds of the sampling thread itself (counted in this process's rusage)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._tick = os.sysconf("SC_CLK_TCK")
@@ -84,6 +85,7 @@ class CpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.own = time.thread_time()
             for pid in self._descendants(os.getpid()):
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -190,7 +192,7 @@ def main() -> None:
     main0 = resource.getrusage(resource.RUSAGE_SELF)
     def cpu_now() -> float:  # this process + the workers (as last sampled)
         r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime + workers_cpu.total
+        return r.ru_utime + r.ru_stime - workers_cpu.own + workers_cpu.total
 
     def mark(summ, total) -> None:
         marks.append((time.perf_counter(), summ.ingested, cpu_now()))
@@ -199,7 +201,7 @@ def main() -> None:
         s = run_ingest(IngestConfig(archive, model, workers=args.workers, batch_size=args.batch_size),
                        on_progress=mark)
     main1 = resource.getrusage(resource.RUSAGE_SELF)
-    main_cpu = main1.ru_utime + main1.ru_stime - main0.ru_utime - main0.ru_stime
+    main_cpu = main1.ru_utime + main1.ru_stime - main0.ru_utime - main0.ru_stime - workers_cpu.own
     after = step_costs(archive, model)
     cost = {k: (before[k] + after[k]) / 2 for k in before}
     stream = s.seconds - s.index_seconds
