@@ -106,15 +106,17 @@ class EdgeOptions:
     quantization: str = "int8"
     vectors_on_disk: bool = True  # float32 originals read from disk (mmap) when rescoring, not held in RAM
     hnsw_on_disk: bool = False  # HNSW graphs read from disk (mmap) instead of held in RAM
+    indexes_on_disk: bool = False  # keyword payload indexes read from disk (mmap) instead of loaded into RAM
     oversampling: float = 2.0  # candidates per result rescored with the originals (quantized stores)
 
     def index_schema(self, key: str):
         """Keyword index of a payload field; with anatomy graphs only ``anatomy`` adds graph links."""
+        memory = qe.Memory.Cold if self.indexes_on_disk else None
         if not self.anatomy_graphs:
-            return qe.PayloadSchemaType.Keyword
+            return qe.KeywordIndexParams(memory=memory) if memory else qe.PayloadSchemaType.Keyword
         if key == "anatomy":
-            return qe.KeywordIndexParams(is_tenant=True)
-        return qe.KeywordIndexParams(enable_hnsw=False)
+            return qe.KeywordIndexParams(is_tenant=True, memory=memory)
+        return qe.KeywordIndexParams(enable_hnsw=False, memory=memory)
 
     def edge_config(self, dim: int) -> qe.EdgeConfig:
         """The qdrant-edge configuration of a new shard holding ``dim``-d cosine vectors."""
