@@ -110,3 +110,25 @@ def test_training_resumes_from_its_checkpoint_and_learns(split, tmp_path):
     _, logits = predict_rows(resumed, crops, 0.5, 0.25, cpu, chunk=50)
     accuracy = float((logits.argmax(1) == crops.labels).mean())
     assert accuracy > 5 / len(classes)  # chance is 1/36
+
+
+def test_cli_trains_from_the_cache_folder_and_reuses_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    archive = write_png_archive(tmp_path / "archive", images=10, size=96)
+    cli = Path(sys.executable).parent / "regionmir"
+    cmd = [str(cli), "train", str(archive), "--out", str(tmp_path / "model"), "--cache", str(tmp_path / "cache"),
+           "--json", "--epochs", "1", "--pretrain-epochs", "1", "--crop-size", "32", "--backbone", "resnet6-w8",
+           "--batch-size", "64", "--embedding-dim", "16", "--threads", "1"]
+    first = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600).stdout)
+    assert first["crop_cache"] == str(tmp_path / "cache")
+    assert {p.name for p in (tmp_path / "cache").iterdir()} >= {"train.npy", "train.json", "test.npy", "test.json"}
+    assert json.loads((tmp_path / "cache" / "train.json").read_text())["images_done"] == first["train_images"]
+    assert (tmp_path / "model" / "encoder.onnx").is_file()
+    assert not list((tmp_path / "model" / "checkpoints").glob("*.pt"))  # removed once exported
+    stamp = (tmp_path / "cache" / "train.npy").stat().st_mtime_ns
+    second = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600).stdout)
+    assert (tmp_path / "cache" / "train.npy").stat().st_mtime_ns == stamp  # not cut again
+    assert second["results"]["regionmir"]["accuracy"] == first["results"]["regionmir"]["accuracy"]
