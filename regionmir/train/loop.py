@@ -150,7 +150,8 @@ def fit(model: RegionEncoder, crops, kind: str, epochs: int, cfg: TrainConfig, d
     if resume:
         opt.load_state_dict(resume["opt"])
         sched.load_state_dict(resume["sched"])
-        scaler.load_state_dict(resume["scaler"])
+        if amp and resume["scaler"]:  # empty when saved by a CPU run (no scaler there)
+            scaler.load_state_dict(resume["scaler"])
         history, first = list(resume["history"]), int(resume["epoch"]) + 1
     spec = cfg.crop_spec()
     compute = loss_fn(kind, cfg, spec.mean, spec.std)
