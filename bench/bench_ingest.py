@@ -215,8 +215,8 @@ def main() -> None:
     print(f"per film, one core (mean of before/after): decode {ms['decode']} ms, crop {ms['crop']} ms, "
           f"encode {ms['encode']} ms; not in the floor: scene graph + fields {ms['regions']} ms, "
           f"points {ms['points']} ms, upsert {ms['upsert']} ms")
-    print(f"  before ingest: " + ", ".join(f"{k} {1000 * v:.2f}" for k, v in before.items()))
-    print(f"  after ingest:  " + ", ".join(f"{k} {1000 * v:.2f}" for k, v in after.items()))
+    print("  before ingest: " + ", ".join(f"{k} {1000 * v:.2f}" for k, v in before.items()))
+    print("  after ingest:  " + ", ".join(f"{k} {1000 * v:.2f}" for k, v in after.items()))
     print(f"floor: {args.workers} workers / {1000 * per_film:.2f} ms = {floor:.1f} films/s")
     print(f"ingest: {s.ingested} films, {s.regions} regions in {stream:.2f} s -> {whole_s:.2f} films/s "
           f"whole run (worker start-up included), {films_s:.2f} films/s steady (after the first batch), "

@@ -1,8 +1,8 @@
 """Boxes and crops: the one definition of how a region becomes encoder input.
 
 Training (``regionmir.train``) and inference (``regionmir.encoder``, the ingest) both call
-:func:`crop_regions` (or :func:`crop_region`, the same for one box) and :func:`normalize`, so a crop seen at search time is made exactly
-as the crops the encoder learned from. Crops are never mirrored: laterality is the label.
+:func:`crop_regions` (or :func:`crop_region`, the same for one box) and :func:`normalize`, so
+a crop seen at search time is made exactly as the crops the encoder learned from. Crops are never mirrored: laterality is the label.
 """
 
 from __future__ import annotations
