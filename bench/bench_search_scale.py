@@ -1,28 +1,27 @@
-"""Filtered search (one anatomy) at 10k..1M regions: embedded qdrant-edge vs numpy vs qdrant-client local.
+"""The embedded store at MIMIC-CXR scale: memory, disk, build time, filtered latency, recall, cold CLI.
 
-    nice -n 5 .venv/bin/python bench/bench_search_scale.py --sizes 10000 100000 1000000
+    nice -n 10 .venv/bin/python bench/bench_search_scale.py --sizes 1000000 4000000 [--variants int8-disk float-ram]
 
 Synthetic 128-d unit vectors shaped like region embeddings: 36 anatomy centres, sub-clusters
-(cases) inside each anatomy, Gaussian noise; realistic payloads. Queries are fresh draws from
-the same model (not stored points). For each size it measures:
+(cases) inside each anatomy, Gaussian noise; realistic payloads (one image = 36 regions).
+Queries are fresh draws from the same model (not stored points). For each size and store
+variant (``VARIANTS``: quantization, where vectors and graphs live) it builds a collection
+with ``regionmir.store.EmbeddedStore`` exactly as `regionmir ingest` does (batched upsert,
+then ``build_index``) and measures:
 
-- edge: regionmir.store.EmbeddedStore in the production layout (one shard, one HNSW graph per
-  anatomy), batched upsert, build_index, p50/p95 of ``store.search`` with an anatomy filter and
-  recall@10 against exact; disk per region, RSS growth while loading and of a cold open in a
-  fresh process. Qdrant scans a filtered subset exactly when it is smaller than
-  full_scan_threshold (per segment), so the row says which path served the queries.
-- edge forced: the same with full_scan_threshold / indexing_threshold lowered so that every
-  anatomy gets a graph and every query walks it.
-- numpy: exact scan, ``x[idx_a] @ q`` over precomputed per-anatomy index arrays, then top 10.
-- qdrant-client local mode (pure Python), at sizes up to --local-max, with few queries at 100k.
+- build: upsert and index build seconds, disk bytes per region;
+- in a fresh process: ``open_s`` and ``rss_open_mib`` (RSS growth after opening), RSS after one
+  query per anatomy, filtered (one anatomy) top-10 p50/p95 and recall@10 against exact numpy,
+  and the same with ``exact=True`` (the per-anatomy exact scan);
+- cold CLI: wall time of new ``regionmir search --anatomy left-lung query.dcm`` processes on
+  that store (median of --cli-runs; decode, localizer and encoder included).
 
-The last line is a JSON object with every number (for bench/run_all.py).
+One JSON line per (size, variant) as it finishes; the last line is a JSON object with all.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -35,13 +34,25 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_store import disk_bytes  # bench/ is on sys.path when a bench runs as a script
-from regionmir.anatomy import ALL
-from regionmir.store.base import Filter, PointRecord
-from regionmir.store.embedded import EdgeOptions, EmbeddedStore
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ingest import default_model  # noqa: E402
+from bench_search_cli import add_localizer, cold_runs, held_out_archive  # noqa: E402
+from bench_store import disk_bytes  # noqa: E402
+from regionmir.anatomy import ALL  # noqa: E402
+from regionmir.store.base import PointRecord  # noqa: E402
+from regionmir.store.embedded import EdgeOptions, EmbeddedStore  # noqa: E402
 
 SLUGS = [a.slug for a in ALL]
 BATCH = 4096  # points per EmbeddedStore.upsert call
+COLLECTION = "regions"
+VARIANTS = {  # name -> EdgeOptions of the collection
+    "int8-disk": EdgeOptions(quantization="int8", vectors_on_disk=True),  # the default
+    "binary-disk": EdgeOptions(quantization="binary", vectors_on_disk=True, oversampling=4.0),
+    "float-ram": EdgeOptions(quantization="none", vectors_on_disk=False),  # the layout before
+    "int8-disk-graph-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, hnsw_on_disk=True),
+    "int8-disk-indexes-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, indexes_on_disk=True),
+    "float-ram-indexes-disk": EdgeOptions(quantization="none", vectors_on_disk=False, indexes_on_disk=True),
+}
 
 
 class Synth:
@@ -70,13 +81,13 @@ class Synth:
         return x, anat, sub
 
 
-def payload(i: int, a: int, sub: int) -> dict:
+def payload(i: int, a: int, sub: int, model_id: str) -> dict:
     """A payload like a real region point (no patient data: ids are synthetic)."""
     img = i // len(SLUGS)
     return {"anatomy": SLUGS[a], "image_id": f"img{img:07d}", "study_id": f"st{img // 2:07d}",
             "patient": f"pt-{img // 5:016x}", "view": "PA" if img % 3 else "AP", "modality": "CR",
-            "box": [12, 40, 300, 420], "path": f"files/p10/p{img // 5}/s{img // 2}/{img}.dcm",
-            "model_id": "bench", "findings": ["effusion"] if sub % 7 == 0 else [],
+            "box": [12.0, 40.0, 300.0, 420.0], "path": f"files/p10/*/s{img // 2}/{img}.dcm",
+            "model_id": model_id, "findings": ["pleural effusion"] if sub % 7 == 0 else [],
             "box_source": "annotation", "confidence": None}
 
 
@@ -89,237 +100,157 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def pct(times: list[float]) -> tuple[float, float]:
-    """(p50, p95) in milliseconds."""
-    ms = np.array(times) * 1000
+def pct(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
 def exact_top(x, idx_of, q, a, k: int = 10) -> np.ndarray:
-    """Exact top-k point indices within anatomy ``a`` (the numpy baseline)."""
+    """Exact top-k point indices within anatomy ``a``."""
     idx = idx_of[a]
     s = x[idx] @ q  # (n_a,)
     part = np.argpartition(-s, k)[:k]
     return idx[part[np.argsort(-s[part])]]
 
 
-def recall(got: list[int], truth: np.ndarray) -> float:
-    return len(set(got) & set(truth.tolist())) / len(truth)
-
-
-def bench_numpy(x, idx_of, queries, qanat, truth) -> dict:
-    """Exact numpy scan per query, gathering ``x[idx_a]``; recall is 1 by construction (ties aside)."""
-    lat = []
-    for q, a in zip(queries, qanat):
-        t = time.perf_counter()
-        exact_top(x, idx_of, q, a)
-        lat.append(time.perf_counter() - t)
-    p50, p95 = pct(lat)
-    return {"p50_ms": p50, "p95_ms": p95, "recall": 1.0,
-            "mem_mib": (x.nbytes + sum(i.nbytes for i in idx_of)) / 2**20}
-
-
-def bench_numpy_blocks(x, idx_of, queries, qanat, truth) -> dict:
-    """Exact numpy scan over per-anatomy contiguous matrices (no gather: the layout a numpy app would keep)."""
-    blocks = [np.ascontiguousarray(x[i]) for i in idx_of]  # 36 x (n_a, dim)
-    lat, rec = [], []
-    for q, a, tr in zip(queries, qanat, truth):
-        t = time.perf_counter()
-        s = blocks[a] @ q  # (n_a,)
-        part = np.argpartition(-s, 10)[:10]
-        top = idx_of[a][part[np.argsort(-s[part])]]
-        lat.append(time.perf_counter() - t)
-        rec.append(recall(top.tolist(), tr))
-    p50, p95 = pct(lat)
-    return {"p50_ms": p50, "p95_ms": p95, "recall": float(np.mean(rec)),
-            "mem_mib": sum(b.nbytes + i.nbytes for b, i in zip(blocks, idx_of)) / 2**20}
-
-
-def cold_open(path: Path, nq: int = 36) -> dict:
-    """RSS growth and first-query time of opening the store in a fresh process."""
-    code = f"""
-import json, time, numpy as np, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+MEASURE = """
+import json, sys, time, uuid
+import numpy as np
+sys.path.insert(0, {bench!r})
 from bench_search_scale import rss_mib, SLUGS
 from regionmir.store.base import Filter
 from regionmir.store.embedded import EmbeddedStore
+data = np.load({queries!r})
+queries, qanat = data["q"], data["a"]
 r0 = rss_mib(); t = time.perf_counter()
-s = EmbeddedStore({str(path)!r}); s.count("bench")
-r1 = rss_mib(); t_open = time.perf_counter() - t
-q = np.random.default_rng(5).normal(size=s._dim("bench")).astype(np.float32)
-t = time.perf_counter(); s.search("bench", q, 10, Filter(must={{"anatomy": SLUGS[0]}})); t_first = time.perf_counter() - t
-for a in SLUGS: s.search("bench", q, 10, Filter(must={{"anatomy": a}}))
-print(json.dumps({{"open_s": t_open, "first_query_ms": t_first * 1000, "rss_open_mib": r1 - r0,
-                  "rss_queried_mib": rss_mib() - r0}}))
+s = EmbeddedStore({store!r}); n = s.count({name!r})
+open_s, rss_open = time.perf_counter() - t, rss_mib() - r0
+t = time.perf_counter(); s.search({name!r}, queries[0], 10, Filter(must={{"anatomy": SLUGS[0]}}))
+first_ms = (time.perf_counter() - t) * 1000
+for a in SLUGS:
+    s.search({name!r}, queries[0], 10, Filter(must={{"anatomy": a}}))
+rss_queried = rss_mib() - r0
+out = {{"points": n, "open_s": open_s, "rss_open_mib": rss_open, "first_query_ms": first_ms}}
+for exact in (False, True):
+    lat, ids = [], []
+    for q, a in zip(queries, qanat):
+        t = time.perf_counter()
+        hits = s.search({name!r}, q, 10, Filter(must={{"anatomy": SLUGS[a]}}), exact=exact)
+        lat.append((time.perf_counter() - t) * 1000)
+        ids.append([uuid.UUID(h.id).int for h in hits])
+    out["exact" if exact else "ann"] = {{"ms": lat, "ids": ids}}
+out["rss_queried_mib"] = rss_queried
+out["rss_after_mib"] = rss_mib() - r0
+print(json.dumps(out))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
+def measure(store: Path, queries, qanat, tmp: Path) -> dict:
+    """Open the store in a fresh process and query it there (what a new search process sees)."""
+    qfile = tmp / "queries.npz"
+    np.savez(qfile, q=queries, a=qanat)
+    code = MEASURE.format(bench=str(Path(__file__).parent), queries=str(qfile), store=str(store), name=COLLECTION)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def search_path(info, per_anatomy: int, opts: EdgeOptions, dim: int, probe: dict) -> str:
-    """Which path served one-anatomy queries: Qdrant scans a segment's filtered subset exactly when it
-    is below full_scan_threshold; the hnsw_ef=10 probe shows whether a graph was walked."""
-    if info.indexed_vectors_count == 0:
-        return "exact scan (no HNSW built: segments below indexing_threshold)"
-    thr = (opts.full_scan_threshold_kb or 10_000) * 1024 // (dim * 4)
-    share = probe["probe_ef10_inexact_share"]
-    how = f"HNSW (>= {share:.0%} of queries walked a graph)" if share > 0 else "exact scan (probe stays exact)"
-    return (f"{how}; {info.segments_count} segments, avg {per_anatomy / max(1, info.segments_count):.0f} "
-            f"pts/anatomy/segment vs full_scan_threshold {thr} pts")
-
-
-def probe_graph(store: EmbeddedStore, queries, qanat, truth) -> dict:
-    """Re-run the queries with hnsw_ef=10: an exact scan stays at recall 1, a graph walk slips.
-
-    The share of queries that lose a true neighbour is a lower bound on the share a graph served.
-    """
-    opts, store.options = store.options, dataclasses.replace(store.options, hnsw_ef=10)
-    try:
-        rec = [recall([uuid.UUID(h.id).int for h in store.search("bench", q, 10, Filter(must={"anatomy": SLUGS[a]}))], tr)
-               for q, a, tr in zip(queries, qanat, truth)]
-    finally:
-        store.options = opts
-    return {"probe_ef10_recall": float(np.mean(rec)), "probe_ef10_inexact_share": float(np.mean(np.array(rec) < 1))}
-
-
-def bench_edge(x, anat, sub, queries, qanat, truth, opts: EdgeOptions, keep_exact: bool) -> dict:
-    """EmbeddedStore: batched upsert, build_index, filtered queries; returns its numbers."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+def build(home: Path, x, anat, sub, opts: EdgeOptions, model_id: str) -> dict:
+    """Fill and index a collection as `regionmir ingest` does; returns timings and RSS growth."""
     r0 = rss_mib()
-    store = EmbeddedStore(tmp, opts)
-    store.create_collection("bench", x.shape[1], {"model_id": "bench"})
+    store = EmbeddedStore(home / "store", opts)
+    store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id, "embedding_dim": x.shape[1]})
     t = time.perf_counter()
     for s in range(0, len(x), BATCH):
-        store.upsert("bench", [PointRecord(str(uuid.UUID(int=i)), x[i], payload(i, anat[i], sub[i]))
-                               for i in range(s, min(s + BATCH, len(x)))])
-    t_up = time.perf_counter() - t
-    r_loaded = rss_mib()
+        store.upsert(COLLECTION, [PointRecord(str(uuid.UUID(int=i)), x[i], payload(i, anat[i], sub[i], model_id))
+                                  for i in range(s, min(s + BATCH, len(x)))])
+    upsert_s = time.perf_counter() - t
     t = time.perf_counter()
-    store.build_index("bench")
-    t_build = time.perf_counter() - t
-    r_built = rss_mib()
-    info = store._shard("bench").info()
-    for a in range(len(SLUGS)):  # warm-up: page in every anatomy on both paths before timing
-        for exact in (False, True):
-            store.search("bench", queries[0], 10, Filter(must={"anatomy": SLUGS[a]}), exact=exact)
-    lat, rec, lat_x, rec_x = [], [], [], []
-    for q, a, tr in zip(queries, qanat, truth):
-        f = Filter(must={"anatomy": SLUGS[a]})
-        t = time.perf_counter()
-        hits = store.search("bench", q, 10, f)
-        lat.append(time.perf_counter() - t)
-        rec.append(recall([uuid.UUID(h.id).int for h in hits], tr))
-        if keep_exact:
-            t = time.perf_counter()
-            hits = store.search("bench", q, 10, f, exact=True)
-            lat_x.append(time.perf_counter() - t)
-            rec_x.append(recall([uuid.UUID(h.id).int for h in hits], tr))
-    probe = probe_graph(store, queries, qanat, truth)
+    store.build_index(COLLECTION)
+    build_s = time.perf_counter() - t
+    info = store._shard(COLLECTION).info()
+    rss_build = rss_mib() - r0
     store.close()
-    total, no_wal = disk_bytes(tmp)
-    cold = cold_open(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)
-    p50, p95 = pct(lat)
-    out = {"upsert_s": t_up, "upsert_pts_s": len(x) / t_up, "build_s": t_build,
-           "segments": info.segments_count, "indexed": info.indexed_vectors_count,
-           "path": search_path(info, len(x) // len(SLUGS), opts, x.shape[1], probe),
-           "p50_ms": p50, "p95_ms": p95, "recall": float(np.mean(rec)),
-           "disk_b_per_region": total / len(x), "disk_b_per_region_no_wal": no_wal / len(x),
-           "rss_load_mib": r_loaded - r0, "rss_built_mib": r_built - r0, **probe, **cold}
-    if keep_exact:
-        out["exact_p50_ms"], out["exact_p95_ms"] = pct(lat_x)
-        out["exact_recall"] = float(np.mean(rec_x))
-    return out
+    total, no_wal = disk_bytes(home / "store")
+    return {"upsert_s": upsert_s, "upsert_pts_s": len(x) / upsert_s, "build_s": build_s,
+            "segments": info.segments_count, "indexed": info.indexed_vectors_count,
+            "disk_mib": total / 2**20, "disk_b_per_region": total / len(x),
+            "disk_b_per_region_no_wal": no_wal / len(x), "rss_build_mib": rss_build}
 
 
-def bench_local(x, anat, sub, queries, qanat, truth, nq: int) -> dict:
-    """qdrant-client local mode (in memory, pure Python): upsert and filtered query."""
-    import warnings
-
-    from qdrant_client import QdrantClient, models
-
-    r0 = rss_mib()
-    c = QdrantClient(location=":memory:")
-    c.create_collection("b", vectors_config=models.VectorParams(size=x.shape[1], distance=models.Distance.COSINE))
-    t = time.perf_counter()
-    for s in range(0, len(x), BATCH):
-        c.upsert("b", [models.PointStruct(id=i, vector=x[i].tolist(), payload=payload(i, anat[i], sub[i]))
-                       for i in range(s, min(s + BATCH, len(x)))])
-    t_up = time.perf_counter() - t
-    r1 = rss_mib()
-    lat, rec = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for q, a, tr in list(zip(queries, qanat, truth))[:nq]:
-            flt = models.Filter(must=[models.FieldCondition(key="anatomy", match=models.MatchValue(value=SLUGS[a]))])
-            t = time.perf_counter()
-            res = c.query_points("b", query=q.tolist(), limit=10, query_filter=flt).points
-            lat.append(time.perf_counter() - t)
-            rec.append(recall([int(p.id) for p in res], tr))
-    c.close()
-    p50, p95 = pct(lat)
-    return {"upsert_s": t_up, "upsert_pts_s": len(x) / t_up, "p50_ms": p50, "p95_ms": p95,
-            "recall": float(np.mean(rec)), "queries": len(lat), "rss_load_mib": r1 - r0}
-
-
-def run_size(n: int, args, synth: Synth) -> dict:
-    """All backends at one size; prints a line per backend as it finishes."""
-    t0 = time.perf_counter()
-    x, anat, sub = synth.dataset(n)
-    idx_of = [np.flatnonzero(anat == a) for a in range(len(SLUGS))]
-    rng = np.random.default_rng(99)
-    qanat = rng.integers(0, len(SLUGS), size=args.queries)
-    queries, _ = synth.draw(qanat, rng)
-    truth = [exact_top(x, idx_of, q, a) for q, a in zip(queries, qanat)]
-    res = {"n": n, "load1_start": os.getloadavg()[0], "numpy": bench_numpy(x, idx_of, queries, qanat, truth),
-           "numpy blocks": bench_numpy_blocks(x, idx_of, queries, qanat, truth)}
-    show(n, "numpy exact", res["numpy"])
-    show(n, "numpy blocks", res["numpy blocks"])
-    variants = {"edge": EdgeOptions(hnsw_ef=args.ef)}
-    if args.forced:
-        variants["edge forced HNSW"] = EdgeOptions(hnsw_ef=args.ef, full_scan_threshold_kb=1, indexing_threshold_kb=1)
-    for name, opts in variants.items():
-        res[name] = bench_edge(x, anat, sub, queries, qanat, truth, opts, keep_exact=name == "edge")
-        show(n, name, res[name])
-    if n <= args.local_max:
-        res["qdrant-client local"] = bench_local(x, anat, sub, queries, qanat, truth,
-                                                 args.queries if n <= 10_000 else args.local_queries)
-        show(n, "qdrant-client local", res["qdrant-client local"])
-    res["load1_end"], res["seconds"] = os.getloadavg()[0], time.perf_counter() - t0
+def run_variant(n, name, x, anat, sub, queries, qanat, truth, numpy_ms, ctx, args) -> dict:
+    """Build, measure and CLI-time one store variant at one size."""
+    home = ctx["tmp"] / f"home-{n}-{name}"
+    load0 = os.getloadavg()[0]
+    res = {"n": n, "variant": name, "load_start": load0, **build(home, x, anat, sub, VARIANTS[name], ctx["model_id"])}
+    m = measure(home / "store", queries, qanat, ctx["tmp"])
+    for kind in ("ann", "exact"):
+        p50, p95 = pct(m[kind]["ms"])
+        rec = float(np.mean([len(set(g) & set(t.tolist())) / 10 for g, t in zip(m[kind]["ids"], truth)]))
+        res[kind] = {"p50_ms": p50, "p95_ms": p95, "recall": rec}
+    res.update({k: m[k] for k in ("open_s", "rss_open_mib", "rss_queried_mib", "rss_after_mib", "first_query_ms")})
+    res["numpy_p50_ms"] = numpy_ms
+    os.environ["REGIONMIR_HOME"] = str(home)
+    runs = cold_runs(ctx["query"], ctx["model"], args.cli_runs)
+    res["cli_wall_s"] = float(np.median([r["wall"] for r in runs]))
+    res["cli_split_ms"] = {k: round(1000 * float(np.median([r.get(k, 0.0) for r in runs])), 1)
+                           for k in ("startup+imports", "open_store", "model_wait", "decode", "localize", "encode", "query", "close+exit")}
+    res["load_end"] = os.getloadavg()[0]
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
     return res
 
 
-def show(n: int, name: str, r: dict) -> None:
-    """One human-readable line per (size, backend)."""
-    extra = ""
-    if "build_s" in r:
-        extra = (f" upsert {r['upsert_pts_s']:7.0f} pts/s build {r['build_s']:6.1f} s"
-                 f" disk {r['disk_b_per_region']:5.0f} B/region ({r['disk_b_per_region_no_wal']:.0f} w/o WAL)"
-                 f" RSS load +{r['rss_load_mib']:.0f} MiB, cold open +{r['rss_queried_mib']:.0f} MiB"
-                 f" segments {r['segments']} path: {r['path']}; at hnsw_ef=10 recall {r['probe_ef10_recall']:.3f},"
-                 f" {r['probe_ef10_inexact_share']:.0%} of queries inexact")
-        if "exact_p50_ms" in r:
-            extra += f" [exact=True: p50 {r['exact_p50_ms']:.2f} ms recall {r['exact_recall']:.3f}]"
-    elif "upsert_s" in r:
-        extra = f" upsert {r['upsert_pts_s']:7.0f} pts/s ({r['queries']} queries)"
-    print(f"{n:>8} {name:20s} p50 {r['p50_ms']:8.2f} ms p95 {r['p95_ms']:8.2f} ms recall@10 {r['recall']:.3f}"
-          f"{extra} load {os.getloadavg()[0]:.2f}", flush=True)
+def show(r: dict) -> None:
+    a, e = r["ann"], r["exact"]
+    print(f"{r['n']:>9,} {r['variant']:22s} upsert {r['upsert_s']:6.0f} s build {r['build_s']:6.0f} s "
+          f"disk {r['disk_b_per_region']:5.0f} B/region | open {r['open_s']:.2f} s RSS +{r['rss_open_mib']:.0f} MiB "
+          f"(+{r['rss_after_mib']:.0f} after queries) | ann p50 {a['p50_ms']:.2f} p95 {a['p95_ms']:.2f} ms "
+          f"recall {a['recall']:.3f} | exact p50 {e['p50_ms']:.2f} ms recall {e['recall']:.3f} | numpy "
+          f"{r['numpy_p50_ms']:.2f} ms | cold CLI {r['cli_wall_s']:.2f} s | load {r['load_start']:.1f}->{r['load_end']:.1f}",
+          flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--variants", nargs="+", default=["int8-disk"], choices=sorted(VARIANTS))
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--ef", type=int, default=None, help="hnsw_ef (default: Qdrant's)")
-    ap.add_argument("--no-forced", dest="forced", action="store_false", help="skip the forced-HNSW variant")
-    ap.add_argument("--local-max", type=int, default=100_000, help="largest size for qdrant-client local")
-    ap.add_argument("--local-queries", type=int, default=10, help="qdrant-client local queries above 10k")
+    ap.add_argument("--cli-runs", type=int, default=3)
+    ap.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the stores")
     args = ap.parse_args()
-    print(f"cpus={os.cpu_count()} dim={args.dim} queries={args.queries} load={os.getloadavg()[0]:.2f}", flush=True)
-    synth = Synth(args.dim)
-    results = [run_size(n, args, synth) for n in args.sizes]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.tmp))
+    os.environ.pop("QDRANT_URL", None)
+    print(f"cpus={os.cpu_count()} dim={args.dim} queries={args.queries} load={os.getloadavg()[0]:.2f} tmp={tmp}", flush=True)
+    model = default_model(tmp / "model")
+    add_localizer(model)
+    query = held_out_archive(tmp / "archive", tmp / "query", 1024)
+    from regionmir.encoder import load_encoder
+
+    ctx = {"tmp": tmp, "model": model, "model_id": load_encoder(model).model_id, "query": query}
+    synth, results = Synth(args.dim), []
+    for n in args.sizes:
+        x, anat, sub = synth.dataset(n)
+        idx_of = [np.flatnonzero(anat == a) for a in range(len(SLUGS))]
+        rng = np.random.default_rng(99)
+        qanat = rng.integers(0, len(SLUGS), size=args.queries)
+        queries, _ = synth.draw(qanat, rng)
+        lat, truth = [], []
+        for q, a in zip(queries, qanat):
+            t = time.perf_counter()
+            truth.append(exact_top(x, idx_of, q, a))
+            lat.append((time.perf_counter() - t) * 1000)
+        for name in args.variants:
+            r = run_variant(n, name, x, anat, sub, queries, qanat, truth, pct(lat)[0], ctx, args)
+            show(r)
+            print(json.dumps({"bench": "search_scale_row", **r}), flush=True)
+            results.append(r)
+        del x, anat, sub, idx_of
     print(json.dumps({"bench": "search_scale", "dim": args.dim, "queries": args.queries, "results": results}))
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,14 @@ def benches(full: bool, localizer_model: str) -> dict[str, list[str]]:
     return {
         "phantom": ["bench_phantom.py", "--patients", "8" if q else "40"],
         "encoder": ["bench_encoder.py", "--n", "1024" if q else "2048"],
-        "ingest": ["bench_ingest.py", "--patients", "6" if q else "12"],
+        "ingest": ["bench_ingest.py", "--patients", "6" if q else "30"],
         "search_cli": ["bench_search_cli.py", "--points", "20000" if q else "100000",
                        "--queries", "100" if q else "200"],
         "localizer": ["bench_localizer.py", localizer_model, "--repeat", "10" if q else "50"],
         "store": ["bench_store.py", "--n", "20000" if q else "100000", "--dim", "128", *([] if q else ["512"]),
                   "--designs", *(["tenant", "one"] if q else ["one", "one-lean", "tenant", "per"]), "--local"],
-        "search_scale": ["bench_search_scale.py", "--sizes", *(["10000", "100000"] if q else
-                         ["10000", "100000", "1000000"]), "--queries", "100" if q else "200"],
+        "search_scale": ["bench_search_scale.py", "--sizes", *(["100000"] if q else ["1000000"]),
+                         "--queries", "100" if q else "200"],
         "precision": ["bench_precision.py", "--patients", "16" if q else "40", "--epochs", "2" if q else "6"],
         "pacs": ["bench_pacs.py", "--patients", "10" if q else "30", "--repeat", "2"],
     }
@@ -108,9 +108,10 @@ def summary(name: str, r: dict | None) -> str:
         return (f"onnxruntime {r['ort_crops_s']:.0f} crops/s vs torch eager {r['torch_crops_s']:.0f} crops/s: "
                 f"**{r['ratio']:.2f}x** ({r['backbone']}, {r['crop']} px, batch {r['batch']})")
     if name == "ingest":
-        return (f"{r['images']} images, {r['regions']} regions: ingest {r['ingest_regions_s']:.0f} regions/s "
-                f"({r['ingest_images_s']:.2f} images/s), encoder only {r['encoder_regions_s']:.0f} regions/s: "
-                f"**ratio {r['ratio']:.2f}**; with index build {r['with_index_regions_s']:.0f} regions/s")
+        return (f"{r['films']} films ({r['backbone']}): decode {r['decode_ms']:.1f} + crop {r['crop_ms']:.1f} + encode "
+                f"{r['encode_ms']:.1f} ms/film -> floor {r['floor_films_s']:.1f} films/s; ingest {r['ingest_films_s']:.1f} "
+                f"films/s steady: **floor_ratio {r['floor_ratio']:.2f}** ({r['whole_run_floor_ratio']:.2f} whole run); "
+                f"cpu_ratio {r['cpu_ratio']:.2f}")
     if name == "search_cli":
         m = r["cold_median_s"]
         parts = ["startup+imports", "model_load", "decode", "localize", "encode", "query"]
@@ -124,9 +125,9 @@ def summary(name: str, r: dict | None) -> str:
                          (f", build {x['optimize_s']:.1f} s, recall {x['recall']:.3f}" if "optimize_s" in x else "")
                          for x in r["rows"])
     if name == "search_scale":
-        return "; ".join(f"{x['n']:,}: edge p50 {x['edge']['p50_ms']:.2f} ms, numpy {x['numpy']['p50_ms']:.2f} ms"
-                         + (f", qdrant-client local {x['qdrant-client local']['p50_ms']:.0f} ms"
-                            if "qdrant-client local" in x else "") for x in r["results"]) + " (table below)"
+        return "; ".join(f"{x['n']:,} {x['variant']}: p50 {x['ann']['p50_ms']:.2f} ms, recall {x['ann']['recall']:.3f}, "
+                         f"RSS open +{x['rss_open_mib']:.0f} MiB, cold CLI {x['cli_wall_s']:.2f} s"
+                         for x in r["results"]) + " (table below)"
     if name == "precision":
         return "; ".join(f"{k} precision@10 {v['precision@10']:.3f} (base rate {v['base_rate']:.3f}, {v['queries']} queries)"
                          for k, v in r["results"].items())
@@ -140,25 +141,15 @@ def summary(name: str, r: dict | None) -> str:
 
 
 def scale_table(r: dict) -> list[str]:
-    """Markdown rows of bench_search_scale: one per size and backend."""
-    out = ["| regions | backend | p50 ms | p95 ms | recall@10 | upsert pts/s | build s | disk B/region (w/o WAL) "
-           "| RSS load / cold open MiB | search path | load |", "|" + "---|" * 11]
+    """Markdown rows of bench_search_scale: one per size and store variant."""
+    out = ["| regions | variant | p50 / p95 ms | recall@10 | exact=True p50 ms | numpy p50 ms | upsert s | build s "
+           "| disk B/region | open s | RSS open / after queries MiB | cold CLI s | load |", "|" + "---|" * 13]
     for x in r["results"]:
-        for name in ("numpy", "numpy blocks", "edge", "edge forced HNSW", "qdrant-client local"):
-            b = x.get(name)
-            if not b:
-                continue
-            up = f"{b['upsert_pts_s']:.0f}" if "upsert_pts_s" in b else "-"
-            build = f"{b['build_s']:.1f}" if "build_s" in b else "-"
-            disk = f"{b['disk_b_per_region']:.0f} ({b['disk_b_per_region_no_wal']:.0f})" if "build_s" in b else "-"
-            rss = (f"+{b['rss_load_mib']:.0f} / +{b['rss_queried_mib']:.0f}" if "rss_queried_mib" in b else
-                   f"{b['mem_mib']:.0f} (arrays)" if "mem_mib" in b else f"+{b.get('rss_load_mib', 0):.0f}")
-            path = b.get("path", {"numpy": "exact, x[idx_a] @ q (gather)", "numpy blocks": "exact, per-anatomy contiguous matrix"}
-                         .get(name, f"exact (pure Python), {b.get('queries')} queries"))
-            if "exact_p50_ms" in b:
-                path += f"; exact=True p50 {b['exact_p50_ms']:.2f} ms"
-            out.append(f"| {x['n']:,} | {name} | {b['p50_ms']:.2f} | {b['p95_ms']:.2f} | {b['recall']:.3f} | {up} "
-                       f"| {build} | {disk} | {rss} | {path} | {x['load1_start']:.2f} |")
+        a, e = x["ann"], x["exact"]
+        out.append(f"| {x['n']:,} | {x['variant']} | {a['p50_ms']:.2f} / {a['p95_ms']:.2f} | {a['recall']:.3f} "
+                   f"| {e['p50_ms']:.2f} | {x['numpy_p50_ms']:.2f} | {x['upsert_s']:.0f} | {x['build_s']:.0f} "
+                   f"| {x['disk_b_per_region']:.0f} | {x['open_s']:.2f} | +{x['rss_open_mib']:.0f} / +{x['rss_after_mib']:.0f} "
+                   f"| {x['cli_wall_s']:.2f} | {x['load_start']:.1f} |")
     return out
 
 
@@ -167,15 +158,15 @@ def ratios(res: dict) -> list[str]:
     out = ["", "## Side by side (each ratio from one process, same load)", ""]
     if "ingest" in res:
         r = res["ingest"]
-        out.append(f"- Ingest / encoder-only throughput: {r['ingest_regions_s']:.0f} / {r['encoder_regions_s']:.0f} "
-                   f"regions/s = **{r['ratio']:.2f}** ({r['images']} images; target >= 0.8).")
+        out.append(f"- Ingest / floor: {r['ingest_films_s']:.1f} / {r['floor_films_s']:.1f} films/s = "
+                   f"**{r['floor_ratio']:.2f}** steady ({r['films']} films, {r['backbone']}; target >= 0.8); "
+                   f"CPU: decode+crop+encode / ingest CPU per film = {r['cpu_ratio']:.2f}.")
     if "encoder" in res:
         r = res["encoder"]
         out.append(f"- onnxruntime / torch eager: {r['ort_crops_s']:.0f} / {r['torch_crops_s']:.0f} crops/s = **{r['ratio']:.2f}x**.")
     for x in res.get("search_scale", {}).get("results", []):
-        parts = [f"{k} {x[k]['p50_ms']:.2f} ms" for k in ("edge", "edge forced HNSW", "numpy", "numpy blocks",
-                                                       "qdrant-client local") if k in x]
-        out.append(f"- Filtered query p50 at {x['n']:,} regions: " + ", ".join(parts) + ".")
+        out.append(f"- Filtered query p50 at {x['n']:,} regions ({x['variant']}): graph {x['ann']['p50_ms']:.2f} ms, "
+                   f"exact {x['exact']['p50_ms']:.2f} ms, numpy {x['numpy_p50_ms']:.2f} ms.")
     if "search_cli" in res:
         r, m = res["search_cli"], res["search_cli"]["cold_median_s"]
         keys = ["startup+imports", "open_store", "model_load", "model_wait", "collection_check", "decode", "lookup",
@@ -220,13 +211,10 @@ def write_readme(runs: list[dict], info: dict, full: bool, started: str, load: t
     if scale:
         lines += ["", "## Filtered search at scale (bench_search_scale.py)", "",
                   "One anatomy filter, top 10, 128-d synthetic region vectors; recall@10 against exact numpy. "
-                  "`edge` is EmbeddedStore in the production layout; `search path` is what Qdrant does for a "
-                  "one-anatomy query (it scans exactly when the filtered subset in a segment is below "
-                  "full_scan_threshold; the share of queries that lose a neighbour at hnsw_ef=10 shows a graph "
-                  "was walked); `edge forced HNSW` lowers the thresholds so that every anatomy gets a graph. "
-                  "RSS: growth of the loading process after the upserts (mmapped pages included) / of a fresh "
-                  "process after opening the store and one query per anatomy. load: load average at the start "
-                  "of each size.", "",
+                  "Each variant is an EmbeddedStore built as `regionmir ingest` builds it (see VARIANTS in the "
+                  "bench); latency, open time and RSS (growth after opening / after the queries, mmapped pages "
+                  "included) are measured in a fresh process; cold CLI is the median wall time of new "
+                  "`regionmir search` processes on that store. load: load average at the start of each row.", "",
                   *scale_table(scale["result"])]
     failed = [r for r in runs if r["rc"] or r["result"] is None]
     if failed:

@@ -15,7 +15,7 @@ import numpy as np
 
 from regionmir import config
 from regionmir.errors import ModelError
-from regionmir.regions import Box, crop_region, normalize
+from regionmir.regions import Box, crop_regions, normalize
 from regionmir.runtime import choose_providers, cuda_device_present, model_file, open_model
 
 log = logging.getLogger("regionmir")
@@ -39,14 +39,14 @@ def resolve_model_file(path: str | Path) -> Path:
 class Encoder:
     """An exported RegionMIR encoder running in onnxruntime."""
 
-    def __init__(self, path: str | Path, device: str = "auto"):
-        """Load ``path`` (a model folder or an ``.onnx`` file).
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0):
+        """Load ``path`` (a model folder or an ``.onnx`` file); ``threads`` > 0: CPU threads, no spinning.
 
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not an encoder.
         """
         self.path = resolve_model_file(path)
-        self._session, self.meta, _ = open_model(self.path, "encoder", device)
+        self._session, self.meta, _ = open_model(self.path, "encoder", device, threads)
         self.providers = list(self._session.get_providers())
         self.model_id = self.meta.model_id
         self.dim = self.meta.embedding_dim
@@ -59,7 +59,7 @@ class Encoder:
         return f"Encoder({self.path}, model_id={self.model_id}, dim={self.dim}, providers={self.providers})"
 
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Encode crops made with ``crop_region(image, box, self.spec)``.
+        """Encode crops made with ``crop_regions(image, boxes, self.spec)``.
 
         Args:
             crops: ``(N, S, S)`` float32 in [0, 1], ``S = self.spec.size``.
@@ -76,7 +76,7 @@ class Encoder:
         if crops.ndim != 3 or crops.shape[1:] != (s, s):
             raise ModelError(
                 f"Encoder {self.model_id} takes crops of shape (N, {s}, {s}); got {crops.shape}. "
-                "Make crops with regions.crop_region(image, box, encoder.spec)."
+                "Make crops with regions.crop_regions(image, boxes, encoder.spec)."
             )
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, len(self.anatomies)), np.float32)
@@ -90,10 +90,7 @@ class Encoder:
 
     def crops(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """``(N, S, S)`` crops of ``boxes`` from ``image`` ``(H, W)`` [0, 1], per this model's spec."""
-        s = self.spec.size
-        if not boxes:
-            return np.zeros((0, s, s), np.float32)
-        return np.stack([crop_region(image, b, self.spec) for b in boxes])
+        return crop_regions(image, list(boxes), self.spec)
 
     def embed_regions(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
         """Crop ``boxes`` from ``image`` and encode them; see :meth:`embed`."""
@@ -104,10 +101,10 @@ class Encoder:
         return [self.anatomies[i] for i in np.argmax(logits, axis=1)]
 
 
-def load_encoder(model: str | Path | None = None, device: str = "auto") -> Encoder:
+def load_encoder(model: str | Path | None = None, device: str = "auto", threads: int = 0) -> Encoder:
     """The encoder in ``model`` (folder or .onnx), default ``config.default_model_dir()``.
 
     Raises:
         ModelError: no model there (the message says to run `regionmir train`).
     """
-    return Encoder(config.default_model_dir() if model is None else model, device=device)
+    return Encoder(config.default_model_dir() if model is None else model, device=device, threads=threads)

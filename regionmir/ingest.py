@@ -36,7 +36,9 @@ class IngestConfig:
     api_key: str | None = None
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 0: in-process
     shard: tuple[int, int] = (0, 1)  # (i, n): the images whose stable hash mod n == i
-    batch_size: int = 64  # crops per encoder call and per upsert (whole images per batch)
+    # crops per upsert and ledger record (whole images per batch; each upsert has a fixed cost:
+    # a WAL append, an fsync), and per encoder call when the main process encodes (GPU)
+    batch_size: int = 512
     report: Path | None = None  # JSONL report; None: $REGIONMIR_HOME/reports/ingest-*.jsonl
     # Layout of a collection created on a server (ignored when it exists; refused for the
     # embedded store unless None or 1). None: the server's defaults.
@@ -202,7 +204,9 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
 
     holders = dict(ledger.keys)  # entry of a point-id key -> (entry of its image, payload path)
     start = time.perf_counter()
-    preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model))
+    on_cpu = encoder.providers[0] == "CPUExecutionProvider"  # CPU: workers encode too; GPU: batched here
+    preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model),
+                        encoder.path if on_cpu and cfg.workers > 0 else None)
     try:
         feed = source.feed(tasks, on_skip) if source else tasks
         for batch in batches(prepared_stream(preparer, feed, cfg.workers), cfg.batch_size, on_skip):

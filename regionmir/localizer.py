@@ -103,14 +103,14 @@ def resolve_model_file(path: str | Path) -> Path:
 class Localizer:
     """An exported RegionMIR anatomy localizer running in onnxruntime."""
 
-    def __init__(self, path: str | Path, device: str = "auto"):
-        """Load ``path`` (a model folder or an ``.onnx`` file).
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0):
+        """Load ``path`` (a model folder or an ``.onnx`` file); ``threads`` > 0: CPU threads, no spinning.
 
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not a localizer.
         """
         self.path = resolve_model_file(path)
-        self._session, self.meta, props = open_model(self.path, "localizer", device)
+        self._session, self.meta, props = open_model(self.path, "localizer", device, threads)
         self.providers = list(self._session.get_providers())
         if props.get("letterbox") != LETTERBOX or props.get("box_format") != BOX_FORMAT:
             raise ModelError(
@@ -154,7 +154,7 @@ class Localizer:
         ]
 
 
-def load_localizer(model: str | Path | None = None, device: str = "auto") -> Localizer | None:
+def load_localizer(model: str | Path | None = None, device: str = "auto", threads: int = 0) -> Localizer | None:
     """The localizer in ``model`` (folder or .onnx); with ``model=None`` the default model folder.
 
     Returns:
@@ -165,8 +165,8 @@ def load_localizer(model: str | Path | None = None, device: str = "auto") -> Loc
     """
     if model is None:
         file = config.default_model_dir() / MODEL_FILE
-        return Localizer(file, device=device) if file.is_file() else None
-    return Localizer(model, device=device)
+        return Localizer(file, device=device, threads=threads) if file.is_file() else None
+    return Localizer(model, device=device, threads=threads)
 
 
 _SIDE_COLOURS = {"right": (255, 140, 0), "left": (0, 200, 255), None: (120, 255, 120)}

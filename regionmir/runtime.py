@@ -73,8 +73,11 @@ def model_file(path: str | Path, filename: str, how_to_make: str) -> Path:
     return file
 
 
-def open_model(file: Path, kind: str, device: str = "auto"):
+def open_model(file: Path, kind: str, device: str = "auto", threads: int = 0):
     """An inference session on ``file`` and its metadata, checked to be a ``kind`` model.
+
+    ``threads`` > 0 runs the CPU provider on that many threads without spin-waiting (a worker
+    process that shares the cores with others); 0 keeps onnxruntime's defaults.
 
     Returns:
         ``(session, meta, props)``: the onnxruntime session, its :class:`ModelMeta` and the raw
@@ -86,6 +89,10 @@ def open_model(file: Path, kind: str, device: str = "auto"):
     rt = ort()
     options = rt.SessionOptions()
     options.log_severity_level = QUIET
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = rt.InferenceSession(str(file), options, providers=choose_providers(device))
     except ModelError:

@@ -189,6 +189,44 @@ def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
     assert all(r["box_source"] == "annotation" and r["confidence"] is None for r in out.regions)
 
 
+def test_a_worker_that_encodes_returns_the_encoders_embeddings(tiny_archive, tiny_model, home):
+    from regionmir.encoder import load_encoder
+
+    encoder = load_encoder(tiny_model)
+    archive = Archive(tiny_archive)
+    path = next(p for p in archive.dicom_paths() if archive.regions(p.stem))
+    task = ImageTask(path, archive.relative(path), path.stem)
+    crops = Preparer(archive.root, encoder.spec)(task)
+    encoded = Preparer(archive.root, encoder.spec, encoder=encoder.path)(task)
+    assert encoded.crops is None and encoded.regions == crops.regions
+    np.testing.assert_allclose(encoded.embeddings, encoder.embed(crops.crops)[0], atol=1e-5)
+
+
+def _scores(name: str, probes: np.ndarray) -> dict[str, list[float]]:
+    """Point id -> its cosine with each probe (a fingerprint of the stored vector)."""
+    from regionmir import config
+
+    store = open_store(path=config.default_store_dir())
+    try:
+        n, out = store.count(name), {}
+        for q in probes:
+            for h in store.search(name, q, top_k=n, exact=True):
+                out.setdefault(h.id, []).append(h.score)
+        return out
+    finally:
+        store.close()
+
+
+def test_encoding_in_workers_stores_what_the_main_process_would(tiny_archive, tiny_model, home):
+    main = run_ingest(IngestConfig(tiny_archive, tiny_model, collection="main", workers=0))
+    pool = run_ingest(IngestConfig(tiny_archive, tiny_model, collection="pool", workers=2, batch_size=40))
+    assert main.regions == pool.regions > 0
+    probes = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32)
+    a, b = _scores("main", probes), _scores("pool", probes)
+    assert a.keys() == b.keys() and len(a) == main.regions
+    np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], atol=1e-5)
+
+
 def test_batches_keep_images_whole_and_report_skips(tiny_archive):
     task = ImageTask(Path("x.dcm"), "x.dcm", "x")
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from regionmir.regions import Box, CropSpec, crop_region, normalize, square_window, validate_box
+from regionmir.regions import Box, CropSpec, crop_region, crop_regions, normalize, square_window, validate_box
 
 
 def asymmetric(h: int = 200, w: int = 240) -> np.ndarray:
@@ -158,3 +158,54 @@ def test_normalize():
     assert x.shape == (2, 1, 4, 4) and x.dtype == np.float32
     np.testing.assert_allclose(x[0], -2.0)
     np.testing.assert_allclose(x[1], 2.0)
+
+
+# ----------------------------------------------------------------------------- crop_regions
+
+
+def _slow_area_crop(img: np.ndarray, win: Box, size: int) -> np.ndarray:
+    """Reference: output pixel (i, j) = mean of the zero-padded image over its square of ``win``."""
+    step = win.width / size
+    out = np.zeros((size, size))
+    h, w = img.shape
+    for i in range(size):
+        y0, y1 = win.y1 + i * step, win.y1 + (i + 1) * step
+        for j in range(size):
+            x0, x1 = win.x1 + j * step, win.x1 + (j + 1) * step
+            total = 0.0
+            for r in range(max(0, math.floor(y0)), min(h, math.ceil(y1))):
+                oy = min(y1, r + 1) - max(y0, r)
+                for c in range(max(0, math.floor(x0)), min(w, math.ceil(x1))):
+                    total += oy * (min(x1, c + 1) - max(x0, c)) * img[r, c]
+            out[i, j] = total / step**2
+    return out
+
+
+@pytest.mark.parametrize("box", [Box(5.3, 10.7, 45.1, 50.2), Box(-12.5, 110.2, 30.0, 148.9), Box(80.5, 8.2, 122.7, 50)])
+def test_crop_regions_is_the_exact_area_mean(box):
+    """Windows of 1-2x the output size (pyramid level 0): exact, sub-pixel, zero outside."""
+    img = np.random.default_rng(0).random((150, 120), dtype=np.float32)
+    spec = CropSpec(size=32, context=0.1)
+    got = crop_regions(img, [box], spec)[0]
+    np.testing.assert_allclose(got, _slow_area_crop(img, square_window(box, 0.1), 32), atol=1e-5)
+
+
+def test_pyramid_levels_stay_close_to_the_full_resolution_area_mean():
+    """Windows of 4-8x the output size are cut from a 4x-8x smaller pyramid level."""
+    yy, xx = np.mgrid[0:400, 0:360] / 40.0
+    img = (0.5 + 0.25 * np.sin(xx) * np.cos(0.7 * yy)).astype(np.float32)  # smooth film-like texture
+    spec = CropSpec(size=24, context=0.0)
+    for box in (Box(10.4, 20.6, 130.9, 141.1), Box(100.2, 50.7, 300.3, 250.8), Box(-30, 200, 170, 400)):
+        ref = _slow_area_crop(img, square_window(box, 0.0), 24)
+        np.testing.assert_allclose(crop_regions(img, [box], spec)[0], ref, atol=0.01)
+
+
+def test_crop_regions_of_many_boxes_equals_one_box_at_a_time():
+    img = asymmetric(300, 280)
+    boxes = [Box(0, 0, 280, 300), Box(10, 10, 20, 190), Box(100, 100, 103, 104), Box(50.5, 60.2, 170.1, 140.9)]
+    spec = CropSpec(size=32)
+    many = crop_regions(img, boxes, spec)
+    assert many.shape == (4, 32, 32) and many.dtype == np.float32
+    for crop, box in zip(many, boxes):
+        np.testing.assert_array_equal(crop, crop_region(img, box, spec))
+    assert crop_regions(img, [], spec).shape == (0, 32, 32)

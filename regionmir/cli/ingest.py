@@ -24,7 +24,7 @@ def ingest(
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store under $REGIONMIR_HOME/store."),
     workers: int = typer.Option(None, "--workers", min=0, help="Decode+crop processes (0: in-process) \\[default: min(2, cpus)]."),
     shard: str = typer.Option("0/1", "--shard", help="Take the images whose stable hash mod n == i (i/n)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Crops per encoder call and upsert."),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Crops per upsert (and per encoder call on a GPU)."),
     shards: int = typer.Option(None, "--shards", envvar="QDRANT_SHARDS", min=1, help="Server only: shards of a new collection; default: the server's."),
     replication_factor: int = typer.Option(None, "--replication-factor", envvar="QDRANT_REPLICATION_FACTOR", min=1, help="Server only: copies of each shard of a new collection (cluster); default: the server's."),
     write_consistency: int = typer.Option(None, "--write-consistency", envvar="QDRANT_WRITE_CONSISTENCY", min=1, help="Server only: replicas that must acknowledge a write; default: the server's."),

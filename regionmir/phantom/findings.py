@@ -66,7 +66,8 @@ def _inside(th: Thorax, rng, side: int, zone: str) -> tuple[float, float]:
     lo, hi = {"upper": (0.15, 0.33), "mid": (0.38, 0.6), "lower": (0.62, 0.8)}[zone]
     y = float(rng.uniform(lo, hi))
     a, b = float(th.border(np.array([y]), side)[0]), float(th.lateral(np.array([y]))[0])
-    return side * float(rng.uniform(a + 0.3 * (b - a), b - 0.15 * (b - a))), y
+    lo_x, hi_x = sorted((a + 0.3 * (b - a), b - 0.15 * (b - a)))  # a thorax narrower than its mediastinum here
+    return side * float(rng.uniform(lo_x, hi_x)), y
 
 
 def sample(rng: np.random.Generator, th: Thorax, chronic: list[Finding]) -> list[Finding]:

@@ -186,8 +186,29 @@ def as_vector(name: str, vector: np.ndarray, dim: int) -> np.ndarray:
     return v
 
 
+def as_vectors(name: str, vectors: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    """``vectors`` as a finite ``(N, dim)`` float32 matrix, checked as :func:`as_vector` checks one.
+
+    Raises:
+        CollectionMismatchError: a vector has another size than the collection.
+        StoreError: a vector has NaN/inf values or is all zeros.
+    """
+    try:
+        m = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)  # (N, dim)
+    except ValueError:  # ragged: find the odd one with its own message
+        return np.stack([as_vector(name, v, dim) for v in vectors])
+    if m.shape[1] != dim or not np.all(np.isfinite(norms := np.linalg.norm(m, axis=1))) or not np.all(norms > 0):
+        return np.stack([as_vector(name, v, dim) for v in vectors])  # raises for the bad one
+    return m
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def jsonable(value):
     """``value`` with numpy scalars/arrays and tuples turned into plain JSON types (for payloads)."""
+    if type(value) in _PLAIN:  # the common case first: an ingest converts ~12 fields per region
+        return value
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -1,7 +1,7 @@
-"""Region crop datasets from an archive split, cut once with ``regions.crop_region`` and held in memory.
+"""Region crop datasets from an archive split, cut once with ``regions.crop_regions`` and held in memory.
 
 Each region gets ``1 + jitter_views`` crops: view 0 is exactly the crop inference makes
-(``crop_region(image, box, spec)``); the others use a randomly jittered :class:`Box`
+(``crop_regions(image, boxes, spec)``); the others use a randomly jittered :class:`Box`
 (shifted and rescaled before cropping, never mirrored). Training draws a view per sample
 and then applies the tensor augmentations of :mod:`regionmir.train.augment`.
 """
@@ -21,7 +21,7 @@ from regionmir.anatomy import Anatomy
 from regionmir.annotations import SceneGraph, scene_graph_to_dict
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError
-from regionmir.regions import Box, CropSpec, crop_region
+from regionmir.regions import Box, CropSpec, crop_regions
 
 log = logging.getLogger("regionmir")
 
@@ -43,7 +43,15 @@ class CropSet:
     @property
     def clean(self) -> np.ndarray:
         """``(N, S, S)`` float32 crops exactly as inference makes them."""
-        return self.views[:, 0].astype(np.float32)
+        return self.clean_rows()
+
+    def clean_rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """``(n, S, S)`` float32 view-0 crops of rows ``start:stop``."""
+        return self.views[start:stop, 0].astype(np.float32)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` as ``(len(idx), V, S, S)`` (the interface a disk cache shares)."""
+        return self.views[idx]
 
 
 def jitter_box(box: Box, rng: np.random.Generator, amount: float = 0.08) -> Box:
@@ -78,6 +86,20 @@ def present_classes(graphs: Iterable[SceneGraph]) -> tuple[Anatomy, ...]:
     return tuple(a for a in Anatomy if a in found)
 
 
+def image_views(pixels: np.ndarray, sg: SceneGraph, classes, spec: CropSpec, jitter_views: int,
+                jitter: float, seed) -> np.ndarray:
+    """``(R, 1 + jitter_views, S, S)`` float32 crops of the regions of ``sg`` whose anatomy is in
+    ``classes``, in scene-graph order: view 0 the inference crop, then jittered boxes drawn from
+    ``np.random.default_rng(seed)`` (one generator per image, so any image can be cut alone)."""
+    rng = np.random.default_rng(seed)
+    kept = [box for a, box in boxes_in_pixels(sg, pixels.shape) if a in classes]
+    boxes = [b for box in kept for b in [box] + [jitter_box(box, rng, jitter) for _ in range(jitter_views)]]
+    if not kept:
+        return np.zeros((0, 1 + jitter_views, spec.size, spec.size), np.float32)
+    # one crop_regions call per image: its pyramid serves every box and view
+    return crop_regions(pixels, boxes, spec).reshape(len(kept), 1 + jitter_views, spec.size, spec.size)
+
+
 def build_cropset(samples: Iterable[Sample], classes: Sequence[Anatomy], spec: CropSpec,
                   jitter_views: int = 3, jitter: float = 0.08, seed: int = 0,
                   on_image: Callable[[int], None] | None = None, dtype=np.float16) -> CropSet:
@@ -90,20 +112,15 @@ def build_cropset(samples: Iterable[Sample], classes: Sequence[Anatomy], spec: C
     Raises:
         AnnotationError: no region crops at all.
     """
-    rng = np.random.default_rng(seed)
     index = {a: i for i, a in enumerate(classes)}
     views, labels, ids = [], [], []
-    for pixels, sg in samples:
-        before = len(labels)
-        for anatomy, box in boxes_in_pixels(sg, pixels.shape):
-            if anatomy not in index:
-                continue
-            boxes = [box] + [jitter_box(box, rng, jitter) for _ in range(jitter_views)]
-            views.append(np.stack([crop_region(pixels, b, spec) for b in boxes]).astype(dtype))
-            labels.append(index[anatomy])
-            ids.append(sg.image_id)
+    for number, (pixels, sg) in enumerate(samples):
+        crops = image_views(pixels, sg, index, spec, jitter_views, jitter, (seed, number))
+        views.extend(crops.astype(dtype))
+        labels.extend(index[r.anatomy] for r in sg.regions if r.anatomy in index)
+        ids.extend(sg.image_id for _ in crops)
         if on_image:
-            on_image(len(labels) - before)
+            on_image(len(crops))
     if not views:
         raise AnnotationError("No labeled regions found: the split has no scene-graph boxes to train on.")
     return CropSet(np.stack(views), np.asarray(labels, np.int64), tuple(classes), ids)

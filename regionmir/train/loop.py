@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from regionmir.errors import ModelError
 from regionmir.regions import CropSpec
 from regionmir.train.augment import LIGHT, AugmentConfig, DomainConfig, augment, to_input
+from regionmir.train.batches import BatchSet, epoch_order, loader, two_views
+from regionmir.train.checkpoint import Checkpoint
 from regionmir.train.data import CropSet
 from regionmir.train.losses import nt_xent, supcon
 from regionmir.train.models import RegionEncoder
@@ -54,6 +56,8 @@ class TrainConfig:
     domain_randomize: bool = False  # random processing looks in every augmentation (augment.domain); measured no help on real lungs
     real: str = ""  # folder of real films (films.csv): train-split lung/localizer crops join pretraining
     real_localizer: str = ""  # localizer (model folder or .onnx) placing the other regions on real films
+    loader_workers: int = 1  # DataLoader processes reading cached crops ahead of the trainer
+    cache: str | None = None  # crop cache folder; None: OUT/crop-cache
 
     def crop_spec(self) -> CropSpec:
         """The crop definition the model is trained with (and exported with)."""
@@ -92,28 +96,6 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-class _Batches:
-    """Random minibatches of two views per crop, augmented on the device."""
-
-    def __init__(self, crops: CropSet, cfg: TrainConfig, device: torch.device, gen: torch.Generator):
-        self.views = torch.from_numpy(crops.views)  # (N, V, S, S) float16
-        self.labels = torch.from_numpy(crops.labels)  # (N,)
-        self.cfg, self.device, self.gen = cfg, device, gen
-        n = len(crops)
-        self.batch = min(cfg.batch_size, n)
-        self.steps = max(1, n // self.batch)  # drop the ragged tail: BN and NT-Xent like full batches
-
-    def __iter__(self):
-        n, v = self.views.shape[:2]
-        order = torch.randperm(n, generator=self.gen)
-        for i in range(self.steps):
-            idx = order[i * self.batch : (i + 1) * self.batch]  # (B,)
-            pick = torch.randint(0, v, (2, len(idx)), generator=self.gen)  # (2, B) view per sample
-            x1 = self.views[idx, pick[0]].float().unsqueeze(1).to(self.device)  # (B, 1, S, S)
-            x2 = self.views[idx, pick[1]].float().unsqueeze(1).to(self.device)
-            yield x1, x2, self.labels[idx].to(self.device)
-
-
 def _inputs(x: torch.Tensor, aug: AugmentConfig, mean: float, std: float,
             dom: DomainConfig | None = None) -> torch.Tensor:
     """Augmented [0, 1] crops -> normalized network input ``(B, 1, S, S)``."""
@@ -135,52 +117,79 @@ def loss_fn(kind: str, cfg: TrainConfig, mean: float, std: float) -> Callable:
 
     def contrastive(model, x1, x2, y):
         x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std, dom)  # (2B, 1, S, S)
-        return _contrastive(model.projection(x), y, cfg)
+        return _contrastive(model.projection(x).float(), y, cfg)  # losses in float32 under autocast
 
     def supervised(model, x1, x2, y):
         _, logits = model(_inputs(x1, LIGHT, mean, std, dom))  # (B, C)
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits.float(), y)
 
     def cotrain(model, x1, x2, y):
         x = _inputs(torch.cat([x1, x2]), AugmentConfig(), mean, std, dom)  # (2B, 1, S, S)
         feats = model.features(x)  # (2B, D)
-        z = model.project(feats)  # (2B, P)
-        logits = model.classify(F.normalize(feats, dim=1))  # (2B, C)
+        z = model.project(feats).float()  # (2B, P)
+        logits = model.classify(F.normalize(feats, dim=1)).float()  # (2B, C)
         return _contrastive(z, y, cfg) + F.cross_entropy(logits, torch.cat([y, y]))
 
     return {"contrastive": contrastive, "supervised": supervised, "cotrain": cotrain}[kind]
 
 
-def fit(model: RegionEncoder, crops: CropSet, kind: str, epochs: int, cfg: TrainConfig,
-        device: torch.device, progress: Progress, label: str) -> list[float]:
-    """Train ``model`` in place for ``epochs`` with the loss of ``kind``; returns mean loss per epoch."""
+def fit(model: RegionEncoder, crops, kind: str, epochs: int, cfg: TrainConfig, device: torch.device,
+        progress: Progress, label: str, resume: dict | None = None,
+        on_epoch: Callable[[int, list[float], dict], None] | None = None) -> list[float]:
+    """Train ``model`` in place for ``epochs`` with the loss of ``kind``; returns mean loss per epoch.
+
+    ``crops`` is a ``CropSet`` or a ``DiskCrops`` (streamed by ``cfg.loader_workers`` DataLoader
+    workers). On CUDA the forward pass runs in float16 autocast with a gradient scaler.
+    ``resume`` (``{"epoch", "history", "opt", "sched", "scaler"}``) continues after its epoch;
+    ``on_epoch(epoch, history, states)`` is called after each epoch (to write a checkpoint).
+    """
     if epochs <= 0:
         return []
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + _PHASE_SEED[kind])
-    batches = _Batches(crops, cfg, device, gen)
+    phase = _PHASE_SEED[kind]
+    batches = BatchSet(crops, min(cfg.batch_size, len(crops)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = batches.steps * epochs
+    total = len(batches) * epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history, first = [], 1
+    if resume:
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        if amp and resume["scaler"]:  # empty when saved by a CPU run (no scaler there)
+            scaler.load_state_dict(resume["scaler"])
+        history, first = list(resume["history"]), int(resume["epoch"]) + 1
     spec = cfg.crop_spec()
     compute = loss_fn(kind, cfg, spec.mean, spec.std)
+    workers = cfg.loader_workers if not isinstance(crops, CropSet) else 0  # in memory: nothing to read ahead
     progress.phase(label, total, epochs)
-    history, seen, start = [], 0, time.perf_counter()
+    seen, start = 0, time.perf_counter()
     model.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
+        batches.order = epoch_order(len(crops), cfg.seed, phase, epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + phase * 100 + epoch)  # view picks
+        torch.manual_seed(cfg.seed * 1000 + phase * 100 + epoch)  # augmentations
         losses = []
-        for x1, x2, y in batches:
-            loss = compute(model, x1, x2, y)
+        for views, y in loader(batches, workers, device):
+            x1, x2 = two_views(views, gen, device)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = compute(model, x1, x2, y)
             value = loss.item()
             if not math.isfinite(value):
                 raise ModelError(f"{label}: loss became {value}; lower --lr or raise --batch-size")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             losses.append(value)
             seen += len(y) * (1 if kind == "supervised" else 2)
             progress.step(epoch, float(np.mean(losses)), seen / (time.perf_counter() - start))
         history.append(float(np.mean(losses)))
+        if on_epoch:
+            on_epoch(epoch, history, {"opt": opt.state_dict(), "sched": sched.state_dict(),
+                                      "scaler": scaler.state_dict()})
     return history
 
 
@@ -191,25 +200,66 @@ def new_model(cfg: TrainConfig, classes: int, device: torch.device) -> RegionEnc
     return model.to(device).to(memory_format=torch.channels_last)
 
 
-def train_strategy(strategy: str, crops: CropSet, cfg: TrainConfig, device: torch.device,
-                   progress: Progress, pretrain: CropSet | None = None) -> tuple[RegionEncoder, dict]:
+def phases(strategy: str, cfg: TrainConfig) -> list[tuple[str, str, int, str]]:
+    """``(history key, loss kind, epochs, label)`` of each phase of ``strategy``.
+
+    Raises:
+        ModelError: unknown strategy.
+    """
+    budget = cfg.epochs + cfg.pretrain_epochs
+    table = {
+        "regionmir": [("pretrain", "contrastive", cfg.pretrain_epochs, "regionmir pretrain"),
+                      ("finetune", "supervised", cfg.epochs, "regionmir finetune")],
+        "scratch": [("supervised", "supervised", budget, "scratch")],
+        "cotrain": [("cotrain", "cotrain", budget, "cotrain")],
+    }
+    if strategy not in table:
+        raise ModelError(f"Unknown strategy {strategy!r}; use {', '.join(STRATEGIES)} or all")
+    return table[strategy]
+
+
+def train_strategy(strategy: str, crops, cfg: TrainConfig, device: torch.device, progress: Progress,
+                   checkpoint: Checkpoint | None = None, pretrain=None) -> tuple[RegionEncoder, dict]:
     """Train one strategy; returns the model and its loss history per phase.
 
     ``pretrain`` (regionmir only) replaces ``crops`` in the contrastive phase, e.g. phantom crops
     plus unlabeled real crops; fine-tuning always uses the labeled ``crops``.
+
+    With ``checkpoint``, the state after every epoch is saved there, and a run stopped part way
+    continues from its last saved epoch (same config and data) instead of starting over.
     """
+    steps = phases(strategy, cfg)
     model = new_model(cfg, len(crops.classes), device)
-    budget = cfg.epochs + cfg.pretrain_epochs
-    if strategy == "regionmir":
-        pre = fit(model, pretrain or crops, "contrastive", cfg.pretrain_epochs, cfg, device, progress,
-                  "regionmir pretrain")
-        fine = fit(model, crops, "supervised", cfg.epochs, cfg, device, progress, "regionmir finetune")
-        return model, {"pretrain": pre, "finetune": fine}
-    if strategy == "scratch":
-        return model, {"supervised": fit(model, crops, "supervised", budget, cfg, device, progress, "scratch")}
-    if strategy == "cotrain":
-        return model, {"cotrain": fit(model, crops, "cotrain", budget, cfg, device, progress, "cotrain")}
-    raise ModelError(f"Unknown strategy {strategy!r}; use {', '.join(STRATEGIES)} or all")
+    saved = checkpoint.load(device) if checkpoint else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        progress.note(f"{strategy}: resuming after {steps[saved['phase']][3]} epoch {saved['epoch']}")
+    history: dict[str, list[float]] = {}
+    for i, (key, kind, epochs, label) in enumerate(steps):
+        if saved and i < saved["phase"]:
+            history[key] = saved["history"][key]
+            continue
+        resume = saved if saved and i == saved["phase"] else None
+        if resume and resume["epoch"] >= epochs:  # the phase had finished
+            history[key] = resume["history"][key]
+            continue
+        phase_resume = None if resume is None else {**resume, "history": resume["history"][key]}
+
+        def on_epoch(epoch, hist, states, i=i, key=key):
+            if checkpoint:
+                checkpoint.save({"phase": i, "epoch": epoch, "model": model.state_dict(),
+                                 "history": {**history, key: hist}, **states})
+
+        data = pretrain if kind == "contrastive" and pretrain is not None else crops
+        history[key] = fit(model, data, kind, epochs, cfg, device, progress, label, phase_resume, on_epoch)
+    return model, history
+
+
+def predict_rows(model: RegionEncoder, crops, mean: float, std: float, device: torch.device,
+                 chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict` over the clean crops of a ``CropSet`` or ``DiskCrops``, ``chunk`` rows at a time."""
+    parts = [predict(model, crops.clean_rows(s, s + chunk), mean, std, device) for s in range(0, len(crops), chunk)]
+    return np.concatenate([e for e, _ in parts]), np.concatenate([lg for _, lg in parts])
 
 
 @torch.no_grad()

@@ -13,11 +13,11 @@ from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
 from regionmir.modelmeta import ModelMeta
 from regionmir.train import report as reports
-from regionmir.train.data import (
-    CropSet, build_cropset, eval_split, fingerprint, present_classes, read_pixels, split_rows,
-)
+from regionmir.train.cache import DiskCrops, cut_split
+from regionmir.train.checkpoint import Checkpoint
+from regionmir.train.data import eval_split, fingerprint, present_classes, split_rows
 from regionmir.train.export import export_encoder
-from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict, set_threads, train_strategy
+from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict_rows, set_threads, train_strategy
 from regionmir.train.models import check_backbone
 from regionmir.train.progress import Progress
 
@@ -41,8 +41,13 @@ def strategies_of(cfg: TrainConfig) -> tuple[str, ...]:
     return (cfg.strategy,)
 
 
+def cache_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:
+    """Where the crop cache lives: ``cfg.cache``, else ``OUT/crop-cache``."""
+    return Path(cfg.cache).expanduser() if cfg.cache else Path(out_dir) / "crop-cache"
+
+
 def _crops(pairs: list, classes, cfg: TrainConfig, views: int, label: str, progress: Progress,
-           dtype=np.float16) -> CropSet:
+           folder: Path, name: str, dtype=np.float16) -> DiskCrops:
     progress.phase(label, len(pairs), 1)
     start, made = time.perf_counter(), [0]
 
@@ -50,12 +55,13 @@ def _crops(pairs: list, classes, cfg: TrainConfig, views: int, label: str, progr
         made[0] += n
         progress.step(1, float("nan"), made[0] / (time.perf_counter() - start))
 
-    return build_cropset(read_pixels(pairs), classes, cfg.crop_spec(), jitter_views=views,
-                         seed=cfg.seed, on_image=tick, dtype=dtype)
+    return cut_split(pairs, classes, cfg.crop_spec(), folder, name, jitter_views=views, seed=cfg.seed,
+                     dtype=dtype, on_image=tick)
 
 
-def load_data(archive: Archive, cfg: TrainConfig, progress: Progress) -> tuple[CropSet, CropSet, dict]:
-    """Training and held-out crop sets plus facts about them for the report.
+def load_data(archive: Archive, cfg: TrainConfig, progress: Progress,
+              folder: Path) -> tuple[DiskCrops, DiskCrops, dict]:
+    """Training and held-out crops, cut once into the cache ``folder``, plus facts for the report.
 
     Raises:
         AnnotationError: no training images with scene graphs, or no held-out split.
@@ -66,8 +72,9 @@ def load_data(archive: Archive, cfg: TrainConfig, progress: Progress) -> tuple[C
     held_out = eval_split(archive)
     eval_pairs = split_rows(archive, held_out)
     classes = present_classes(sg for _, sg in train_pairs)
-    train = _crops(train_pairs, classes, cfg, cfg.jitter_views, "cropping train", progress)
-    held = _crops(eval_pairs, classes, cfg, 0, f"cropping {held_out}", progress, np.float32)
+    train = _crops(train_pairs, classes, cfg, cfg.jitter_views, "cropping train", progress, folder, "train")
+    # held-out crops in float32: exactly what inference sees
+    held = _crops(eval_pairs, classes, cfg, 0, f"cropping {held_out}", progress, folder, held_out, np.float32)
     facts = {
         "archive": str(archive.root), "archive_fingerprint": fingerprint(sg for _, sg in train_pairs),
         "eval_split": held_out, "train_images": len(train_pairs), "eval_images": len(eval_pairs),
@@ -93,18 +100,20 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     threads = set_threads(cfg.threads)
     archive = Archive(archive_root)
     t0 = time.perf_counter()
-    train, held, facts = load_data(archive, cfg, progress)
+    folder = cache_dir(cfg, out_dir)
+    train, held, facts = load_data(archive, cfg, progress, folder)
     load_s = time.perf_counter() - t0
-    spec, results, models = cfg.crop_spec(), {}, {}
-    held_crops = held.clean
+    spec, results, models, checkpoints = cfg.crop_spec(), {}, {}, []
     pretrain = _with_real(train, cfg, progress) if cfg.real else None
     if pretrain is not None:
         facts["real_pretrain_crops"] = len(pretrain) - len(train)
     for name in names:
         t1 = time.perf_counter()
-        model, history = train_strategy(name, train, cfg, device, progress, pretrain)
+        checkpoint = Checkpoint(Path(out_dir) / "checkpoints" / f"{name}.pt", run_key(cfg, facts))
+        model, history = train_strategy(name, train, cfg, device, progress, checkpoint, pretrain)
+        checkpoints.append(checkpoint)
         seconds = time.perf_counter() - t1
-        emb, logits = predict(model, held_crops, spec.mean, spec.std, device)
+        emb, logits = predict_rows(model, held, spec.mean, spec.std, device)
         results[name] = reports.evaluate(logits, emb, held.labels, held.classes)
         results[name].update(train_seconds=seconds, loss_history=history)
         models[name] = model
@@ -120,16 +129,20 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     report = {
         **facts, "exported_strategy": exported, "model": dataclasses.asdict(meta), "baselines": baselines,
         "config": dataclasses.asdict(cfg), "device": str(device), "torch_threads": threads,
+        "crop_cache": str(folder),
         "data_seconds": load_s, "total_seconds": time.perf_counter() - t0, "results": results,
     }
     reports.write(report, out_dir)
     for name in baselines:  # `regionmir evaluate` reads results beside each encoder
         (Path(out_dir) / name / "report.json").write_text(json.dumps(report, indent=1))
+    for checkpoint in checkpoints:  # exported: the next run starts afresh (the crop cache stays)
+        checkpoint.remove()
     return report
 
 
-def _with_real(train: CropSet, cfg: TrainConfig, progress: Progress) -> CropSet:
-    """Phantom training crops plus unlabeled crops of the real train films (for NT-Xent only).
+def _with_real(train, cfg: TrainConfig, progress: Progress):
+    """Phantom training crops (in memory or the disk cache) plus unlabeled crops of the real
+    train films, for NT-Xent only.
 
     Raises:
         ModelError: ``--real`` with ``--contrastive supcon``, which would need their labels.
@@ -142,6 +155,12 @@ def _with_real(train: CropSet, cfg: TrainConfig, progress: Progress) -> CropSet:
     real = real_cropset(cfg.real, train.classes, cfg.crop_spec(), cfg.real_localizer or None,
                         views=cfg.jitter_views, seed=cfg.seed)
     return merged(train, real)
+
+
+def run_key(cfg: TrainConfig, facts: dict) -> dict:
+    """What a checkpoint must match to be resumed: the settings that shape training, and the data."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "threads", "loader_workers", "cache")}
+    return {**settings, "archive_fingerprint": facts["archive_fingerprint"], "train_crops": facts["train_crops"]}
 
 
 def export_models(models: dict, exported: str, meta: ModelMeta, out_dir: Path) -> tuple[ModelMeta, dict]:

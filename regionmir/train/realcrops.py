@@ -53,7 +53,35 @@ def real_cropset(folder: str | Path, classes, spec: CropSpec, localizer_path: st
     return crops
 
 
-def merged(a: CropSet, b: CropSet) -> CropSet:
-    """One crop set of ``a`` then ``b`` (same crop size and views)."""
-    return CropSet(np.concatenate([a.views, b.views.astype(a.views.dtype)]),
-                   np.concatenate([a.labels, b.labels]), a.classes, list(a.image_ids) + list(b.image_ids))
+class Joined:
+    """Crops of ``a`` then ``b`` without copying them: the reading interface of a ``CropSet``.
+
+    ``a`` may be the on-disk crop cache (``DiskCrops``), so the phantom crops stay on disk and
+    only the (few) real crops of ``b`` are in memory.
+    """
+
+    def __init__(self, a, b: CropSet):
+        if a.classes != b.classes:
+            raise ValueError("crop sets of different anatomy lists cannot be joined")
+        self.a, self.b = a, b
+        self.labels = np.concatenate([a.labels, b.labels])  # (N,)
+        self.classes = a.classes
+        self.image_ids = list(a.image_ids) + list(b.image_ids)
+
+    def __len__(self) -> int:
+        return len(self.a) + len(self.b)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` as ``(len(idx), V, S, S)`` in the dtype of ``a``."""
+        idx = np.asarray(idx)
+        first = idx < len(self.a)
+        head = self.a.rows(idx[first])
+        out = np.empty((len(idx), *head.shape[1:]), head.dtype)
+        out[first] = head
+        out[~first] = self.b.rows(idx[~first] - len(self.a)).astype(head.dtype)
+        return out
+
+
+def merged(a, b: CropSet) -> Joined:
+    """One crop set of ``a`` then ``b`` (same crop size, views and anatomy list)."""
+    return Joined(a, b)

@@ -28,8 +28,15 @@ def describe(strategy: str, cfg: dict) -> tuple[str, str]:
     }[strategy]
 
 
-def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    """Mean fraction of the ``k`` nearest other crops (cosine) with the same anatomy."""
+def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10, max_n: int = 8000) -> float:
+    """Mean fraction of the ``k`` nearest other crops (cosine) with the same anatomy.
+
+    Above ``max_n`` crops an evenly spaced subset of ``max_n`` is scored (the similarity
+    matrix is ``(N, N)``: 8000 crops take 256 MB).
+    """
+    if len(emb) > max_n:
+        keep = np.linspace(0, len(emb) - 1, max_n).astype(np.int64)
+        emb, labels = emb[keep], labels[keep]
     n = len(emb)
     if n < 2:
         return float("nan")
