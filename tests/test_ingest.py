@@ -15,6 +15,7 @@ from unittest import mock
 import numpy as np
 import pydicom
 import pytest
+from conftest import kill_when_ledger_has
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
@@ -410,16 +411,7 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
     env_k = {**env, "REGIONMIR_HOME": str(killed_home)}
     proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "2"),
                             env=env_k, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ledgers = killed_home / "ledgers"
-    n_done, deadline = 0, time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        files = list(ledgers.glob("*.done")) if ledgers.is_dir() else []
-        n_done = len(files[0].read_text().splitlines()) - 1 if files else 0
-        if n_done >= 2:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
+    n_done = kill_when_ledger_has(proc, killed_home, 2, timeout=240)
     total = len(labeled_regions(tiny_archive))
     assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
     left = processes_with_env("REGIONMIR_HOME", str(killed_home), wait_s=10)

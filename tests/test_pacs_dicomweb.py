@@ -8,17 +8,16 @@ credentials, which come from the environment and must never reach output, payloa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pydicom
 import pytest
 import requests
 
+from conftest import kill_when_ledger_has
 from orthanc_server import free_port, orthanc_missing, running_orthanc
 from pacs_helpers import (
     AET,
@@ -219,15 +218,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_clean_result(pacs, tmp_path):
     cmd = [CLI, "ingest", pacs["orthanc"].dicomweb, "--model", str(pacs["model"]), "--json"]
     proc = subprocess.Popen([*cmd, "--batch-size", "1", "--workers", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ledgers, n_done, deadline = home / "ledgers", 0, time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        files = list(ledgers.glob("*.done")) if ledgers.is_dir() else []
-        n_done = len(files[0].read_text().splitlines()) - 1 if files else 0
-        if n_done >= 2:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
+    n_done = kill_when_ledger_has(proc, home, 2, timeout=120)
     total = len(Archive(pacs["folder"]).dicom_paths())
     assert proc.returncode == -signal.SIGKILL and 2 <= n_done < total, "the kill did not land mid-run"
     r = subprocess.run([*cmd, "--workers", "0"], env=env, capture_output=True, text=True, timeout=120)
