@@ -285,3 +285,27 @@ def test_orthanc_answers_qido_for_the_uploaded_files(pacs):
     assert requests.get(f"{o.dicomweb}/instances", timeout=10).status_code == 401
     found = requests.get(f"{o.dicomweb}/instances", auth=o.auth, timeout=10).json()
     assert len(found) == len(Archive(pacs["folder"]).dicom_paths()) + 3
+
+
+def test_dicomweb_over_tls_with_a_private_ca(pacs, tmp_path):
+    """The PACS behind https with a self-signed certificate: refused without its CA (one line,
+    no password), and with REGIONMIR_DICOMWEB_CA the same points as the folder ingest."""
+    from tls_proxy import openssl_missing, tls_front
+
+    if openssl_missing():
+        pytest.skip(openssl_missing())
+    with tls_front(pacs["orthanc"].url, tmp_path / "tls") as (base, ca):
+        url = base + pacs["orthanc"].dicomweb[len(pacs["orthanc"].url):]
+        assert url.startswith("https://") and url.endswith("/dicom-web")
+        env = {**env_for(tmp_path / "home"), "REGIONMIR_DICOMWEB_USER": USER, "REGIONMIR_DICOMWEB_PASSWORD": PASSWORD}
+        cmd = [CLI, "ingest", url, "--model", str(pacs["model"]), "--json", "--workers", "0"]
+        refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        lines = [x for x in refused.stderr.splitlines() if x.strip()]
+        assert refused.returncode == 1 and len(lines) == 1 and "REGIONMIR_DICOMWEB_CA" in lines[0], refused.stderr
+        assert PASSWORD not in refused.stderr + refused.stdout and "Traceback" not in refused.stderr
+        done = subprocess.run(cmd, env={**env, "REGIONMIR_DICOMWEB_CA": str(ca)}, capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    n = len(Archive(pacs["folder"]).dicom_paths())
+    assert json.loads(done.stdout)["ingested"] == n
+    assert_same_as_folder(store_points(pacs["folder_home"]), store_points(tmp_path / "home"))

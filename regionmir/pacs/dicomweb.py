@@ -79,9 +79,7 @@ def check_url(url: str) -> str:
 
 def session():
     """A ``requests`` session with the environment's credentials and CA bundle."""
-    import requests
-
-    s = requests.Session()
+    s = _session_class()()
     token = os.environ.get("REGIONMIR_DICOMWEB_TOKEN")
     user = os.environ.get("REGIONMIR_DICOMWEB_USER")
     if token:
@@ -94,6 +92,25 @@ def session():
             raise PacsError(f"REGIONMIR_DICOMWEB_CA names {ca}, which is not a file; point it to a PEM CA bundle.")
         s.verify = ca
     return s
+
+
+def _session_class():
+    """``requests.Session`` whose own CA bundle wins over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``.
+
+    Plain requests lets those environment variables replace ``Session.verify`` (a known
+    requests issue); many hospital machines set them, which would silently ignore
+    REGIONMIR_DICOMWEB_CA. Proxies and the rest of the environment still apply.
+    """
+    import requests
+
+    class CASession(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if isinstance(self.verify, str) and verify in (None, True):
+                settings["verify"] = self.verify
+            return settings
+
+    return CASession
 
 
 def connect(url: str):
