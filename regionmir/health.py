@@ -277,7 +277,10 @@ def _check_embedded(root: Path) -> Check:
                      "Run `regionmir ingest ARCHIVE` to create it, or set QDRANT_URL for a server.")
     from regionmir.store.embedded import EmbeddedStore
 
-    store = EmbeddedStore(root)
+    try:
+        store = EmbeddedStore(root)
+    except StoreError as e:  # a full disk: refused before the engine maps anything
+        return Check("store", FAIL, str(e), "Free disk space; the stored points are intact.")
     counts, locked = [], []
     try:
         for name in store.collections():

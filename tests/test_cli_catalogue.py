@@ -381,3 +381,33 @@ def test_a_read_only_home_is_named_not_called_corrupt(world, read_only_home):
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["store"]["status"] == "FAIL" and "not writable" in checks["store"]["detail"]
     assert "backup" not in checks["store"]["fix"] and "intact" in checks["store"]["fix"]
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+_FULL = ('mount -t tmpfs -o size=48m tmpfs "$0" && cp -r "$1" "$0/home" && '
+         '{ dd if=/dev/zero of="$0/fill" bs=1M count=64 2>/dev/null; true; } && shift && '
+         'REGIONMIR_HOME="$0/home" exec "$@"')
+
+
+def test_a_full_disk_is_named_and_nothing_crashes(world, tmp_path):
+    """The store's disk is full: the engine maps its files and would die of SIGBUS; every
+    command says the disk is full instead, and doctor does not call the store damaged."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or \
+            subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs root and mount namespaces (unshare -m) to mount a small full disk")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
+
+    def full(*args):
+        cmd = ["unshare", "-m", "sh", "-c", _FULL, str(mount), str(world.home), str(CLI), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    for args in (["info"], ["search", "--anatomy", "left-lung", str(world.image), "--model", str(world.model)],
+                 ["ingest", str(world.archive), "--model", str(world.model)]):
+        assert_error(world, full(*args), 1, "free", "intact")
+    result = full("doctor", "--model", str(world.model), "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["store"]["status"] == "FAIL" and "free" in checks["store"]["detail"]
+    assert "backup" not in checks["store"]["fix"]

@@ -79,6 +79,9 @@ def _one_anatomy(filter: Filter | None) -> bool:
     return value is not None and (not is_any(value) or len(value) == 1)
 
 
+MIN_FREE_BYTES = 32 * 2**20  # the engine maps files and writes its WAL when a collection opens
+
+
 def _os_reason(text: str) -> str:
     """The operating system's words in an engine error (``Read-only file system (os error 30)``)."""
     import re
@@ -193,6 +196,26 @@ class EmbeddedStore:
         self.options = options or EdgeOptions()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, dict] = {}
+        self._check_room()
+
+    def _check_room(self) -> None:
+        """Refuse to open on a full disk: the engine maps its files and would die of SIGBUS.
+
+        Raises:
+            StoreError: less than :data:`MIN_FREE_BYTES` free where the store lives.
+        """
+        import shutil
+
+        where = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if where is None:
+            return
+        free = shutil.disk_usage(where).free
+        if free < MIN_FREE_BYTES:
+            raise StoreError(
+                f"Only {free // 2**20} MiB free on the disk of the store at {self.root}; it needs "
+                f"{MIN_FREE_BYTES // 2**20} MiB to open safely. Free disk space, or move "
+                "REGIONMIR_HOME to a disk with room. The stored points are intact."
+            )
 
     # -- collections ---------------------------------------------------------------------
     def collections(self) -> list[str]:
