@@ -241,6 +241,15 @@ class Report:
 
 
 def default_report_path(collection: str) -> Path:
-    """``$REGIONMIR_HOME/reports/ingest-<collection>-<utc time>.jsonl``."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return config.home() / "reports" / f"ingest-{collection}-{stamp}.jsonl"
+    """``$REGIONMIR_HOME/reports/ingest-<collection>-<utc time to the microsecond>[-N].jsonl``.
+
+    A name no earlier report has: two runs in the same second (a rerun, the passes of
+    `regionmir listen`) must not overwrite each other's report.
+    """
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    folder = config.home() / "reports"
+    path, n = folder / f"ingest-{collection}-{stamp}.jsonl", 1
+    while path.exists():
+        path, n = folder / f"ingest-{collection}-{stamp}-{n}.jsonl", n + 1
+    return path

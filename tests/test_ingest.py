@@ -592,3 +592,15 @@ def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_m
     whole = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
     assert whole.ingested == 0 and whole.skipped == a.ingested + b.ingested
     assert whole.index_seconds == 0.0  # both shards built the index after their last upsert
+
+
+def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, monkeypatch):
+    from regionmir import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module.time, "time", lambda: 1_800_000_000.25)  # a frozen clock
+    first = ledger_module.default_report_path("regions")
+    report = ledger_module.Report(first)
+    report.write({"event": "failed", "image_id": "a"})
+    report.close()
+    second = ledger_module.default_report_path("regions")
+    assert second != first and first.read_text().count("failed") == 1
