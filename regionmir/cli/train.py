@@ -44,6 +44,7 @@ def train(
     domain_randomize: bool = typer.Option(False, "--domain-randomize/--no-domain-randomize", help="Randomize the processing look (tone curve, equalization, sharpening) in every augmentation."),
     real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): crops of its train split join the self-supervised pretraining, unlabeled."),
     real_localizer: Path = typer.Option(None, "--real-localizer", exists=True, help="Localizer (model folder or .onnx) that places the non-lung regions on the --real films."),
+    real_labels: bool = typer.Option(False, "--real-labels", help="With --real: the real crops also join fine-tuning, named by their box (true lung boxes; the --real-localizer's anatomy for the rest: pseudo-labels)."),
     cache: Path = typer.Option(None, "--cache", help="Crop cache folder (default OUT/crop-cache): crops are cut once, resumably, and streamed from disk."),
     loader_workers: int = typer.Option(1, min=0, help="DataLoader processes reading cached crops ahead of training."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON on stdout only."),
@@ -71,7 +72,7 @@ def train(
         crop_size=crop_size, backbone=backbone, embedding_dim=embedding_dim, lr=lr,
         contrastive=contrastive.value, device=device.value, seed=seed, threads=threads,
         domain_randomize=domain_randomize, real=str(real or ""), real_localizer=str(real_localizer or ""),
-        loader_workers=loader_workers, cache=str(cache) if cache else None,
+        real_labels=real_labels, loader_workers=loader_workers, cache=str(cache) if cache else None,
     )
     with RichProgress(enabled=not as_json) as progress:
         report = run(archive, out, cfg, progress)

@@ -56,6 +56,7 @@ class TrainConfig:
     domain_randomize: bool = False  # random processing looks in every augmentation (augment.domain); measured no help on real lungs
     real: str = ""  # folder of real films (films.csv): train-split lung/localizer crops join pretraining
     real_localizer: str = ""  # localizer (model folder or .onnx) placing the other regions on real films
+    real_labels: bool = False  # real crops also join fine-tuning, named by their box (truth or localizer)
     loader_workers: int = 1  # DataLoader processes reading cached crops ahead of the trainer
     cache: str | None = None  # crop cache folder; None: OUT/crop-cache
 
@@ -223,7 +224,8 @@ def train_strategy(strategy: str, crops, cfg: TrainConfig, device: torch.device,
     """Train one strategy; returns the model and its loss history per phase.
 
     ``pretrain`` (regionmir only) replaces ``crops`` in the contrastive phase, e.g. phantom crops
-    plus unlabeled real crops; fine-tuning always uses the labeled ``crops``.
+    plus unlabeled real crops; fine-tuning always uses the labeled ``crops`` (which may hold real
+    crops named by their boxes, see ``TrainConfig.real_labels``).
 
     With ``checkpoint``, the state after every epoch is saved there, and a run stopped part way
     continues from its last saved epoch (same config and data) instead of starting over.

@@ -34,6 +34,8 @@ def strategies_of(cfg: TrainConfig) -> tuple[str, ...]:
     check_backbone(cfg.backbone)
     if cfg.contrastive not in ("ntxent", "supcon"):
         raise ModelError(f"Unknown contrastive loss {cfg.contrastive!r}; use ntxent or supcon")
+    if cfg.real_labels and not cfg.real:
+        raise ModelError("--real-labels names the crops of the real films; give the folder with --real FOLDER.")
     if cfg.strategy == "all":
         return STRATEGIES
     if cfg.strategy not in STRATEGIES:
@@ -106,11 +108,12 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     spec, results, models, checkpoints = cfg.crop_spec(), {}, {}, []
     pretrain = _with_real(train, cfg, progress) if cfg.real else None
     if pretrain is not None:
-        facts["real_pretrain_crops"] = len(pretrain) - len(train)
+        facts["real_pretrain_crops" if not cfg.real_labels else "real_labeled_crops"] = len(pretrain) - len(train)
+    fine = pretrain if cfg.real_labels else train
     for name in names:
         t1 = time.perf_counter()
         checkpoint = Checkpoint(Path(out_dir) / "checkpoints" / f"{name}.pt", run_key(cfg, facts))
-        model, history = train_strategy(name, train, cfg, device, progress, checkpoint, pretrain)
+        model, history = train_strategy(name, fine, cfg, device, progress, checkpoint, pretrain)
         checkpoints.append(checkpoint)
         seconds = time.perf_counter() - t1
         emb, logits = predict_rows(model, held, spec.mean, spec.std, device)
@@ -141,19 +144,21 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
 
 
 def _with_real(train, cfg: TrainConfig, progress: Progress):
-    """Phantom training crops (in memory or the disk cache) plus unlabeled crops of the real
-    train films, for NT-Xent only.
+    """Phantom training crops (in memory or the disk cache) plus crops of the real train films:
+    unlabeled for NT-Xent, or named by their boxes with ``cfg.real_labels``.
 
     Raises:
-        ModelError: ``--real`` with ``--contrastive supcon``, which would need their labels.
+        ModelError: ``--real`` unlabeled with ``--contrastive supcon``, which would need labels.
     """
     from regionmir.train.realcrops import merged, real_cropset
 
-    if cfg.contrastive == "supcon":
-        raise ModelError("--real adds unlabeled real crops; use it with --contrastive ntxent, not supcon.")
-    progress.note(f"cropping real films of {cfg.real} (train split) for pretraining")
+    if cfg.contrastive == "supcon" and not cfg.real_labels:
+        raise ModelError("--real adds unlabeled real crops; use it with --contrastive ntxent, not supcon "
+                         "(or name them with --real-labels).")
+    progress.note(f"cropping real films of {cfg.real} (train split) for "
+                  f"{'pretraining and fine-tuning' if cfg.real_labels else 'pretraining'}")
     real = real_cropset(cfg.real, train.classes, cfg.crop_spec(), cfg.real_localizer or None,
-                        views=cfg.jitter_views, seed=cfg.seed)
+                        views=cfg.jitter_views, seed=cfg.seed, labeled=cfg.real_labels)
     return merged(train, real)
 
 

@@ -1,10 +1,14 @@
-"""Unlabeled region crops of real films for self-supervised (NT-Xent) pretraining.
+"""Region crops of real films: unlabeled for self-supervised (NT-Xent) pretraining, or
+pseudo-labeled for fine-tuning.
 
 The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.realcheck`) are cut
 into region crops: the true lung boxes where the folder has them, and the boxes a localizer
-places for the other regions. Their anatomy labels are never used: NT-Xent only asks that two
-augmented views of one crop agree, so this teaches the encoder what real films look like while
-anatomy is still learnt from phantom labels. Films of the ``test`` split are never read here.
+places for the other regions. By default their anatomy labels are never used: NT-Xent only asks
+that two augmented views of one crop agree, so this teaches the encoder what real films look
+like while anatomy is still learnt from phantom labels. With ``labeled=True`` each crop keeps
+the anatomy of its box (human truth for the lungs, the localizer's naming for the rest: a
+pseudo-label, self-training), so fine-tuning sees real appearance too. Films of the ``test``
+split are never read here.
 """
 
 from __future__ import annotations
@@ -44,12 +48,14 @@ def real_samples(folder: str | Path, localizer_path: str | Path | None, max_film
 
 
 def real_cropset(folder: str | Path, classes, spec: CropSpec, localizer_path: str | Path | None = None,
-                 views: int = 3, seed: int = 0, max_films: int = 0) -> CropSet:
-    """Crops of the real train films, ``1 + views`` jittered views each, labels meaningless (0)."""
+                 views: int = 3, seed: int = 0, max_films: int = 0, labeled: bool = False) -> CropSet:
+    """Crops of the real train films, ``1 + views`` jittered views each; labels are the anatomy
+    of each box with ``labeled``, else meaningless (0)."""
     crops = build_cropset(real_samples(folder, localizer_path, max_films), classes, spec,
                           jitter_views=views, seed=seed)
-    crops.labels[:] = 0  # unlabeled: only the contrastive phase may use these
-    log.info("real pretraining crops: %d from %s", len(crops), folder)
+    if not labeled:
+        crops.labels[:] = 0  # unlabeled: only the contrastive phase may use these
+    log.info("real %s crops: %d from %s", "labeled" if labeled else "pretraining", len(crops), folder)
     return crops
 
 
