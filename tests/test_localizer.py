@@ -189,8 +189,12 @@ def test_onnx_export_matches_torch(model_dir):
 def test_training_learns_beyond_the_template(films):
     from regionmir.train.localizer_model import box_iou
 
-    cfg = LocalizerConfig(size=SIZE, epochs=1, batch_size=8, width=8, device="cpu", augment=AugmentConfig.off())
+    cfg = LocalizerConfig(size=SIZE, epochs=1, batch_size=8, width=8, device="cpu", augment=AugmentConfig.off(),
+                          threads=1)
+    before = torch.get_num_threads()
     short = fit(films, cfg)
+    assert torch.get_num_threads() == 1  # --threads 1: one core, no OpenMP barrier fights on a busy machine
+    torch.set_num_threads(before)
     longer = fit(films, LocalizerConfig(**{**cfg.__dict__, "epochs": 10}))
     x, target = _clean_batch(films)
     ious = []

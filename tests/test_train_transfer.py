@@ -105,3 +105,38 @@ def test_training_with_real_crops_reports_them(tmp_path, tiny_archive):
     assert (tmp_path / "m" / "encoder.onnx").is_file()
     with pytest.raises(Exception, match="ntxent"):
         run(tiny_archive, tmp_path / "m2", TrainConfig(**{**cfg.__dict__, "contrastive": "supcon"}))
+
+
+def test_labeled_real_crops_are_named_by_their_boxes(tmp_path):
+    from regionmir.regions import CropSpec
+    from regionmir.train.realcrops import real_cropset
+
+    classes = (Anatomy.LEFT_LUNG, Anatomy.RIGHT_LUNG)
+    crops = real_cropset(_real_folder(tmp_path), classes, CropSpec(size=24), views=1, labeled=True)
+    assert sorted(crops.labels.tolist()) == [0, 0, 1, 1]  # one left and one right lung per train film
+    right = crops.views[crops.labels == 1, 0]  # the patient's right lung: the image-left blob, kept there
+    left = crops.views[crops.labels == 0, 0]
+    assert right.shape == left.shape == (2, 24, 24)
+    assert not np.allclose(right, left)
+
+
+def test_real_labels_join_fine_tuning(tmp_path, tiny_archive, monkeypatch):
+    from regionmir.errors import ModelError
+    from regionmir.train import TrainConfig, pipeline, run
+
+    seen = {}
+    real_train = pipeline.train_strategy
+
+    def spy(name, crops, cfg, device, progress, checkpoint=None, pretrain=None):
+        seen["fine"], seen["pretrain"] = len(crops), len(pretrain)
+        return real_train(name, crops, cfg, device, progress, checkpoint, pretrain)
+
+    monkeypatch.setattr(pipeline, "train_strategy", spy)
+    cfg = TrainConfig(strategy="regionmir", epochs=1, pretrain_epochs=1, batch_size=64, crop_size=32,
+                      backbone="resnet6-w8", embedding_dim=16, device="cpu", seed=0,
+                      real=str(_real_folder(tmp_path / "r")), real_labels=True)
+    report = run(tiny_archive, tmp_path / "m", cfg)
+    assert report["real_labeled_crops"] == 4
+    assert seen["fine"] == seen["pretrain"] == report["train_crops"] + 4
+    with pytest.raises(ModelError, match="--real FOLDER"):
+        run(tiny_archive, tmp_path / "m2", TrainConfig(**{**cfg.__dict__, "real": ""}))

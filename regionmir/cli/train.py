@@ -34,6 +34,7 @@ def train(
     pretrain_epochs: int = typer.Option(6, min=0, help="Contrastive pretraining epochs (scratch/cotrain train epochs + pretrain-epochs)."),
     batch_size: int = typer.Option(256, min=2),
     crop_size: int = typer.Option(64, min=16, help="Crop side in pixels."),
+    crop_context: float = typer.Option(0.1, min=0.0, max=2.0, help="Context added on each side of a box, as a fraction of its longer side, to make the square crop window."),
     backbone: str = typer.Option("resnet10-w16", help="resnet18|resnet34|resnet50|resnet101 or small resnet10-w16, resnet6-w8, ..."),
     embedding_dim: int = typer.Option(128, min=1, max=512),
     lr: float = typer.Option(3e-3, help="Peak AdamW learning rate."),
@@ -69,7 +70,7 @@ def train(
 
     cfg = TrainConfig(
         strategy=strategy.value, epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
-        crop_size=crop_size, backbone=backbone, embedding_dim=embedding_dim, lr=lr,
+        crop_size=crop_size, crop_context=crop_context, backbone=backbone, embedding_dim=embedding_dim, lr=lr,
         contrastive=contrastive.value, device=device.value, seed=seed, threads=threads,
         domain_randomize=domain_randomize, real=str(real or ""), real_localizer=str(real_localizer or ""),
         real_labels=real_labels, loader_workers=loader_workers, cache=str(cache) if cache else None,

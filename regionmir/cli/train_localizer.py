@@ -14,6 +14,7 @@ def train_localizer(
     size: int = typer.Option(128, "--size", min=32, help="Letterbox side in pixels, a multiple of 32."),
     device: str = typer.Option("auto", "--device", help="Torch device: auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, shuffling, augmentation)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Films per optimizer step."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use at most this many films per split (quick runs)."),
     real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): its train films with lung masks/boxes join training (lung boxes only)."),
@@ -32,7 +33,7 @@ def train_localizer(
     except ImportError as e:
         raise MissingDependencyError("torch", "train", "Training the localizer") from e
     cfg = LocalizerConfig(size=size, epochs=epochs, batch_size=batch_size, device=device,
-                          seed=seed, limit=limit, real=str(real or ""))
+                          seed=seed, threads=threads, limit=limit, real=str(real or ""))
     with RichProgress(enabled=not as_json) as progress:
         report = run(archive, out, cfg, progress)
     if as_json:

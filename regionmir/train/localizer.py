@@ -25,6 +25,7 @@ from regionmir.modelmeta import ModelMeta, model_id_of
 from regionmir.train.localizer_augment import AugmentConfig
 from regionmir.train.localizer_data import Film, batches, load_films, template
 from regionmir.train.localizer_model import LocalizerNet, calibrate, export_onnx, localizer_loss
+from regionmir.train.loop import set_threads
 from regionmir.train.progress import Progress
 
 log = logging.getLogger("regionmir")
@@ -44,6 +45,7 @@ class LocalizerConfig:
     width: int = 16  # first-stage channels of LocalizerNet
     seed: int = 0
     device: str = "auto"  # torch device for training: auto, cpu, cuda
+    threads: int = 0  # torch CPU threads; 0 = idle CPUs (loop.auto_threads)
     limit: int | None = None  # at most this many films per split (quick runs, tests)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     real: str = ""  # real-film folder (films.csv): its train films with lung truth join training
@@ -69,6 +71,7 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch_device(cfg.device)
+    set_threads(cfg.threads)
     model = LocalizerNet(cfg.size, torch.from_numpy(template(films, cfg.size)), cfg.width).to(device)
     steps_per_epoch = -(-len(films) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
