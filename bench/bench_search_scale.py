@@ -50,6 +50,8 @@ VARIANTS = {  # name -> EdgeOptions of the collection
     "binary-disk": EdgeOptions(quantization="binary", vectors_on_disk=True, oversampling=4.0),
     "float-ram": EdgeOptions(quantization="none", vectors_on_disk=False),  # the layout before
     "int8-disk-graph-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, hnsw_on_disk=True),
+    "int8-all-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, hnsw_on_disk=True,
+                                 quantized_on_disk=True),
     "int8-disk-indexes-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, indexes_on_disk=True),
     "float-ram-indexes-disk": EdgeOptions(quantization="none", vectors_on_disk=False, indexes_on_disk=True),
 }

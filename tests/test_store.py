@@ -7,6 +7,7 @@ and (``pytest -m integration``) a real Qdrant server started with testcontainers
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -346,3 +347,27 @@ def test_embedded_layouts_answer_filtered_and_unfiltered_searches(tmp_path, anat
                 got = {h.id for h in store.search("regions", q, top_k=10, filter=flt)}
                 recalls.append(len(got & {i for i, _ in brute_force(points, x, q, 10, flt)}) / 10)
             assert np.mean(recalls) >= 0.9, flt
+
+
+def test_collections_kept_on_disk_answer_like_those_in_ram(tmp_path):
+    """Graphs and quantized vectors mmap'ed from disk (open faster, less RAM) find the same hits
+    (graph builds are multi-threaded, so a tie or a near neighbour may differ)."""
+    points, x = make_points(n=3000, seed=4)
+    small = dict(full_scan_threshold_kb=10, indexing_threshold_kb=10)
+    hits = {}
+    for name, opts in {"ram": EdgeOptions(**small),
+                       "disk": EdgeOptions(**small, hnsw_on_disk=True, quantized_on_disk=True)}.items():
+        with EmbeddedStore(tmp_path / name, opts) as store:
+            store.create_collection("regions", DIM, {"model_id": MODEL})
+            store.upsert("regions", points)
+            store.build_index("regions")
+        config = json.loads((tmp_path / name / "regions" / "shard" / "edge_config.json").read_text())
+        assert (config["hnsw_config"]["memory"] == "cold") is (name == "disk")
+        assert (config["quantization_config"]["scalar"]["memory"] == "cold") is (name == "disk")
+        with EmbeddedStore(tmp_path / name) as store:  # reopened: the layout is the collection's own
+            flt = Filter(must={"anatomy": SLUGS[2]})
+            hits[name] = [[h.id for h in store.search("regions", q, top_k=10, filter=flt)] for q in x[:20]]
+    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(hits["disk"], hits["ram"])]
+    assert np.mean(overlap) >= 0.95
+    truth = [{i for i, _ in brute_force(points, x, q, 10, Filter(must={"anatomy": SLUGS[2]}))} for q in x[:20]]
+    assert np.mean([len(set(h) & t) / 10 for h, t in zip(hits["disk"], truth)]) >= 0.9

@@ -123,6 +123,7 @@ class EdgeOptions:
     quantization: str = "int8"
     vectors_on_disk: bool = True  # float32 originals read from disk (mmap) when rescoring, not held in RAM
     hnsw_on_disk: bool = False  # HNSW graphs read from disk (mmap) instead of held in RAM
+    quantized_on_disk: bool = False  # the compressed vectors read from disk (mmap) instead of held in RAM
     indexes_on_disk: bool = True  # keyword payload indexes read from disk (mmap) instead of loaded into RAM
     oversampling: float = 2.0  # candidates per result rescored with the originals (quantized stores)
 
@@ -158,17 +159,18 @@ class EdgeOptions:
         )
 
     def quantization_config(self):
-        """The qdrant-edge quantization of new shards (in RAM), or None.
+        """The qdrant-edge quantization of new shards, or None.
 
         Raises:
             StoreError: an unknown quantization name.
         """
         if self.quantization not in QUANTIZATIONS:
             raise StoreError(f"Unknown quantization {self.quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+        memory = qe.Memory.Cold if self.quantized_on_disk else qe.Memory.Pinned
         if self.quantization == "int8":
-            return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+            return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=memory)
         if self.quantization == "binary":
-            return qe.BinaryQuantizationConfig(memory=qe.Memory.Pinned,
+            return qe.BinaryQuantizationConfig(memory=memory,
                                                query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits)
         return None
 
