@@ -140,3 +140,42 @@ def test_real_labels_join_fine_tuning(tmp_path, tiny_archive, monkeypatch):
     assert seen["fine"] == seen["pretrain"] == report["train_crops"] + 4
     with pytest.raises(ModelError, match="--real FOLDER"):
         run(tiny_archive, tmp_path / "m2", TrainConfig(**{**cfg.__dict__, "real": ""}))
+
+
+def test_a_folder_of_unlabeled_films_trains_through_the_localizer(tmp_path, monkeypatch):
+    """A hospital's own films (no films.csv, no truth): every readable film, boxes from the
+    localizer, named by them; a broken file is skipped, and without a localizer it says what to do."""
+    from PIL import Image
+
+    import regionmir.localizer
+    from regionmir.annotations import Region
+    from regionmir.errors import AnnotationError
+    from regionmir.regions import Box, CropSpec
+    from regionmir.train.realcrops import real_cropset
+
+    folder = tmp_path / "hospital"
+    (folder / "2024").mkdir(parents=True)
+    for i in range(3):
+        img = np.full((96, 112), 160, np.uint8)
+        img[10:86, 8:50] = 60  # image left: the patient's right lung
+        Image.fromarray(img).save(folder / "2024" / f"film{i}.png")
+    (folder / "2024" / "broken.dcm").write_bytes(b"not a film")
+    (folder / "notes.txt").write_text("not a film either")
+
+    classes = (Anatomy.LEFT_LUNG, Anatomy.RIGHT_LUNG)
+    with pytest.raises(AnnotationError, match="--real-localizer"):
+        real_cropset(folder, classes, CropSpec(size=24), views=1)
+
+    class FakeLocalizer:
+        def __init__(self, path):
+            assert str(path) == "loc.onnx"
+
+        def locate(self, image):
+            return [Region(Anatomy.RIGHT_LUNG, Box(8, 10, 50, 86)), Region(Anatomy.LEFT_LUNG, Box(62, 14, 104, 80))]
+
+    monkeypatch.setattr(regionmir.localizer, "Localizer", FakeLocalizer)
+    crops = real_cropset(folder, classes, CropSpec(size=24), "loc.onnx", views=1, labeled=True)
+    assert sorted(crops.image_ids) == ["film0", "film0", "film1", "film1", "film2", "film2"]
+    assert sorted(crops.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    right = crops.views[crops.labels == 1, 0]  # the dark box, where the localizer put the right lung
+    assert float(right.mean()) < float(crops.views[crops.labels == 0, 0].mean())

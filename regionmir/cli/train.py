@@ -43,7 +43,7 @@ def train(
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
     domain_randomize: bool = typer.Option(False, "--domain-randomize/--no-domain-randomize", help="Randomize the processing look (tone curve, equalization, sharpening) in every augmentation."),
-    real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): crops of its train split join the self-supervised pretraining, unlabeled."),
+    real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real films: a folder with films.csv (its train split), or any folder of DICOM/PNG/JPEG films (all, unlabeled; needs --real-localizer). Their region crops join the self-supervised pretraining."),
     real_localizer: Path = typer.Option(None, "--real-localizer", exists=True, help="Localizer (model folder or .onnx) that places the non-lung regions on the --real films."),
     real_labels: bool = typer.Option(False, "--real-labels", help="With --real: the real crops also join fine-tuning, named by their box (true lung boxes; the --real-localizer's anatomy for the rest: pseudo-labels)."),
     cache: Path = typer.Option(None, "--cache", help="Crop cache folder (default OUT/crop-cache): crops are cut once, resumably, and streamed from disk."),

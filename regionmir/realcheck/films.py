@@ -6,6 +6,9 @@ The folder holds ``films.csv`` with the columns ``file`` (image path relative to
 ``finding`` (one label per film), ``group`` (a pseudonymous patient key: films of one patient
 share it) and ``split`` (``train``/``test``; any real film used for training must be ``train``).
 Truth boxes come from the mask when there is one, else from the box columns.
+
+For training only, a folder without films.csv is read as a hospital's own unlabeled films
+(:func:`training_films`): every DICOM (found by content), PNG and JPEG below it, no truth.
 """
 
 from __future__ import annotations
@@ -70,6 +73,28 @@ def read_films(folder: str | Path, split: str | None = None) -> list[RealFilm]:
                               row["view"], row["finding"], row["group"], row.get("split") or "test",
                               row.get("license", "")))
     return [f for f in films if split in (None, "all") or f.split == split]
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def training_films(folder: str | Path) -> list[RealFilm]:
+    """The films training may read: the ``train`` split of ``folder/films.csv``, or, where the
+    folder has no films.csv, every film below it (DICOM by content, PNG/JPEG by name), unlabeled.
+
+    Raises:
+        AnnotationError: neither a films.csv nor any film in the folder.
+    """
+    from regionmir.archive import is_dicom_file
+
+    folder = Path(folder)
+    if (folder / "films.csv").is_file():
+        return read_films(folder, "train")
+    paths = sorted(p for p in folder.rglob("*") if not p.name.startswith(".") and p.is_file()
+                   and (p.suffix.lower() in PICTURE_SUFFIXES or is_dicom_file(p)))
+    if not paths:
+        raise AnnotationError(f"{folder} has neither a films.csv nor any DICOM, PNG or JPEG film to train on.")
+    return [RealFilm(p, None, {}, "", "", "", "train") for p in paths]
 
 
 def lung_boxes_from_mask(mask: np.ndarray, min_fraction: float = 0.05) -> dict[str, Box] | None:

@@ -1,14 +1,14 @@
 """Region crops of real films: unlabeled for self-supervised (NT-Xent) pretraining, or
 pseudo-labeled for fine-tuning.
 
-The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.realcheck`) are cut
-into region crops: the true lung boxes where the folder has them, and the boxes a localizer
-places for the other regions. By default their anatomy labels are never used: NT-Xent only asks
+The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.realcheck`), or every
+film of a folder without films.csv (a hospital's own, unlabeled), are cut into region crops: the
+true lung boxes where the folder has them, and the boxes a localizer places for the rest. By default their anatomy labels are never used: NT-Xent only asks
 that two augmented views of one crop agree, so this teaches the encoder what real films look
 like while anatomy is still learnt from phantom labels. With ``labeled=True`` each crop keeps
 the anatomy of its box (human truth for the lungs, the localizer's naming for the rest: a
 pseudo-label, self-training), so fine-tuning sees real appearance too. Films of the ``test``
-split are never read here.
+split are never read here; a film that cannot be read is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from regionmir.annotations import Region, SceneGraph
-from regionmir.errors import AnnotationError
+from regionmir.errors import AnnotationError, ImageReadError
 from regionmir.regions import CropSpec
 from regionmir.train.data import CropSet, build_cropset
 
@@ -31,20 +31,31 @@ def real_samples(folder: str | Path, localizer_path: str | Path | None, max_film
     from regionmir.anatomy import Anatomy
     from regionmir.dicom import read_image
     from regionmir.localizer import Localizer
-    from regionmir.realcheck.films import read_films, truth_boxes
+    from regionmir.realcheck.films import training_films, truth_boxes
 
-    films = read_films(folder, "train")[: max_films or None]
+    films = training_films(folder)[: max_films or None]
     if not films:
         raise AnnotationError(f"{folder}/films.csv has no films in the train split to pretrain on.")
+    if localizer_path is None and not any(f.mask or f.boxes for f in films):
+        raise AnnotationError(f"The films of {folder} have no lung masks or boxes: give --real-localizer "
+                              "(a model folder with localizer.onnx) to place their regions.")
     loc = Localizer(localizer_path) if localizer_path else None
+    skipped = 0
     for film in films:
-        pixels = read_image(film.path).pixels
+        try:
+            pixels = read_image(film.path).pixels
+        except ImageReadError as err:
+            skipped += 1
+            log.warning("real film skipped: %s", err)
+            continue
         regions = {a: Region(Anatomy.parse(a), b) for a, b in truth_boxes(film, pixels.shape).items()}
         if loc is not None:
             for r in loc.locate(pixels):
                 regions.setdefault(r.anatomy.slug, Region(r.anatomy, r.box))
         h, w = pixels.shape
         yield pixels, SceneGraph(film.path.stem, "", "", film.view, w, h, tuple(regions.values()))
+    if skipped:
+        log.warning("%d of %d real films could not be read and were skipped", skipped, len(films))
 
 
 def real_cropset(folder: str | Path, classes, spec: CropSpec, localizer_path: str | Path | None = None,
