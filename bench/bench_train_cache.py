@@ -19,7 +19,8 @@ under it (DataLoader workers) every --interval s: RssAnon (the process's own mem
 when something is held), RssFile (mapped files and shared libraries: torch's are ~200 MiB) and
 VmRSS (their sum, with RssShmem). Printed per N: the peaks of each per phase for the trainer and
 for the largest worker, seconds and crops/s per phase, accuracy, P@10, cache size and what the
-old in-memory crop set would have held. One JSON object per N on stdout (JSON lines); the
+old in-memory crop set would have held, and a hash of every score and loss (`scores_sha256`:
+equal hashes, equal results, to compare code before and after a change). One JSON object per N on stdout (JSON lines); the
 human-readable line goes to stderr.
 """
 
@@ -235,7 +236,9 @@ def row_of(n_films: int, r: dict, cache: Path, load0: float, args) -> dict:
         "cut_s": seconds["cut"], "cut_crops_s": crops / seconds["cut"],
         "train_s": res["train_seconds"], "train_crops_s": rep["train_crops"] * passes / res["train_seconds"],
         "eval_s": seconds["eval"], "eval_crops_s": rep["eval_crops"] / seconds["eval"], "export_s": seconds["export"],
-        "accuracy": res["accuracy"], "precision_at_10": res["precision_at_10"],
+        "accuracy": res["accuracy"], "precision_at_10": res["precision_at_10"], "loss_history": res["loss_history"],
+        "scores_sha256": hashlib.sha256(json.dumps({k: v for k, v in res.items() if k != "train_seconds"},
+                                                   sort_keys=True).encode()).hexdigest()[:16],
         "cache_mib": sum(f.stat().st_blocks * 512 for f in cache.iterdir() if f.is_file()) / 2**20,
         "in_memory_mib": (rep["train_crops"] * views * s * s * 2 + rep["eval_crops"] * s * s * 4) / 2**20,
         "torch_threads": rep["torch_threads"], "epochs": cfg["epochs"], "pretrain_epochs": cfg["pretrain_epochs"],
