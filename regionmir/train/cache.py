@@ -4,9 +4,9 @@ A split becomes ``<name>.npy`` (views ``(N, V, S, S)``, the ``.npy`` format, so 
 it too), ``<name>.labels.npy`` (N,), ``<name>.films.json`` (the image id of each film),
 ``<name>.starts.npy`` (film i's crops are rows ``starts[i]:starts[i + 1]``) and ``<name>.json``
 (what was asked for and how many images are done). Version 1 kept one image id per crop
-(``<name>.ids.json``): 36 strings a film, in the trainer and in every loader worker. Crops are cut image by image with :func:`regions.crop_regions`,
-exactly as :func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``;
-rows are read back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat
+(``<name>.ids.json``): 36 strings a film, in the trainer and in every loader worker; such a
+cache is cut again. Crops are cut image by image with :func:`regions.crop_regions`, exactly as
+:func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``; rows are read back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat
 however large the cache grows (the kernel's page cache holds what fits). A stopped cut resumes
 at the first image not yet recorded as done; a cache made for another split, crop spec or
 jitter is recut.
@@ -126,8 +126,10 @@ def cut_split(scan: SplitScan, classes: Sequence[Anatomy], spec: CropSpec, folde
     if n == 0:
         raise AnnotationError("No labeled regions found: the split has no scene-graph boxes to train on.")
     shape = (n, 1 + jitter_views, spec.size, spec.size)
-    order = hashlib.sha256("\n".join(scan.image_ids).encode()).hexdigest()[:16]
-    key = {"version": VERSION, "split": scan.fingerprint, "order": order,
+    order = hashlib.sha256()
+    for i, image_id in enumerate(scan.image_ids):  # the ids in split order, "\n"-joined
+        order.update(("\n" if i else "").encode() + image_id.encode())
+    key = {"version": VERSION, "split": scan.fingerprint, "order": order.hexdigest()[:16],
            "images": len(scan), "classes": [a.slug for a in classes], "spec": [spec.size, spec.context],
            "jitter_views": jitter_views, "jitter": jitter, "seed": seed, "dtype": np.dtype(dtype).name}
     data, manifest = folder / f"{name}.npy", folder / f"{name}.json"
