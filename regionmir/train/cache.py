@@ -1,15 +1,15 @@
 """The on-disk crop cache of a training run: every crop cut once (resumable), read back by rows.
 
-A split becomes ``<name>.npy`` (views ``(N, V, S, S)``, the ``.npy`` format, so numpy can open
-it too), ``<name>.labels.npy`` (N,), ``<name>.films.json`` (the image id of each film),
+A split becomes ``<name>.npy`` (views ``(N, V, S, S)``, the ``.npy`` format, so numpy can open it
+too), ``<name>.labels.npy`` (N,), ``<name>.films.json`` (the image id of each film),
 ``<name>.starts.npy`` (film i's crops are rows ``starts[i]:starts[i + 1]``) and ``<name>.json``
 (what was asked for and how many images are done). Version 1 kept one image id per crop
-(``<name>.ids.json``): 36 strings a film, in the trainer and in every loader worker; such a
-cache is cut again. Crops are cut image by image with :func:`regions.crop_regions`, exactly as
-:func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``; rows are read back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat
-however large the cache grows (the kernel's page cache holds what fits). A stopped cut resumes
-at the first image not yet recorded as done; a cache made for another split, crop spec or
-jitter is recut.
+(``<name>.ids.json``): 36 strings a film, in the trainer and in every loader worker; such a cache
+is cut again. Crops are cut image by image with :func:`regions.crop_regions`, exactly as
+:func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``; rows are read
+back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat however large the
+cache grows (the kernel's page cache holds what fits). A stopped cut resumes at the first image not
+yet recorded as done; a cache made for another split, crop spec or jitter is recut.
 """
 
 from __future__ import annotations
