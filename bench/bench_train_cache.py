@@ -9,6 +9,8 @@ whose crops are still the default 64 px), and kept for the next run. For each N 
 first N films (whole patients, split 70/10/20 by patient; symlinks to its files and scene
 graphs) is trained on in a fresh process (`train.pipeline.run`, what `regionmir train` runs:
 default architecture, 64 px crops, `--strategy regionmir`, --cache in a temporary folder).
+`--epochs 0 --pretrain-epochs 0` only cuts and scores the untrained model (cut and eval phases,
+at a fraction of the time; the eval phase is seen only in code that notes "evaluating").
 --code runs another checkout's `regionmir` package (PYTHONPATH=SRC_DIR), to measure the code
 before a change on the same films.
 
@@ -228,13 +230,16 @@ def row_of(n_films: int, r: dict, cache: Path, load0: float, args) -> dict:
     passes = cfg["epochs"] + cfg["pretrain_epochs"]
     crops = rep["train_crops"] + rep["eval_crops"]
     s, views = cfg["crop_size"], 1 + cfg["jitter_views"]
-    seconds = {"cut": t["train"] - t["cut"], "eval": t["export"] - t["eval_last"], "export": t["end"] - t["export"]}
+    # with --epochs 0 --pretrain-epochs 0 nothing trains: the run cuts, then scores the untrained model
+    seconds = {"cut": t.get("train", t["eval"]) - t["cut"], "eval": t["export"] - t["eval_last"],
+               "export": t["end"] - t["export"]}
     return {
         "bench": "train_cache", "label": args.label, "code": str(args.code or "this checkout"), "films": n_films,
         "train_images": rep["train_images"], "eval_images": rep["eval_images"],
         "train_crops": rep["train_crops"], "eval_crops": rep["eval_crops"],
         "cut_s": seconds["cut"], "cut_crops_s": crops / seconds["cut"],
-        "train_s": res["train_seconds"], "train_crops_s": rep["train_crops"] * passes / res["train_seconds"],
+        "train_s": res["train_seconds"],
+        "train_crops_s": rep["train_crops"] * passes / res["train_seconds"] if passes else None,
         "eval_s": seconds["eval"], "eval_crops_s": rep["eval_crops"] / seconds["eval"], "export_s": seconds["export"],
         "accuracy": res["accuracy"], "precision_at_10": res["precision_at_10"], "loss_history": res["loss_history"],
         "scores_sha256": hashlib.sha256(json.dumps({k: v for k, v in res.items() if k != "train_seconds"},
@@ -256,7 +261,7 @@ def say(row: dict) -> None:
     print(f"[{row['label']}] {row['films']:>6} films: {row['train_crops']} train + {row['eval_crops']} held-out crops; "
           f"RssAnon peak cut / train / eval {anon} MiB (VmRSS {vm}), loader worker RssAnon "
           f"{p['train']['worker']['RssAnon']:.0f} MiB; cut {row['cut_s']:.0f} s ({row['cut_crops_s']:.0f} crops/s), "
-          f"train {row['train_s']:.0f} s ({row['train_crops_s']:.0f} crops/s), eval {row['eval_s']:.1f} s "
+          f"train {row['train_s']:.0f} s ({row['train_crops_s'] or 0:.0f} crops/s), eval {row['eval_s']:.1f} s "
           f"({row['eval_crops_s']:.0f} crops/s); accuracy {row['accuracy']:.4f}, P@10 {row['precision_at_10']:.4f}; "
           f"cache {row['cache_mib']:.0f} MiB; load {row['load_start']:.1f}->{row['load_end']:.1f}",
           file=sys.stderr, flush=True)
