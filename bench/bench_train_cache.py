@@ -14,16 +14,16 @@ at a fraction of the time; the eval phase is seen only in code that notes "evalu
 --code runs another checkout's `regionmir` package (PYTHONPATH=SRC_DIR), to measure the code
 before a change on the same films.
 
-The trainer reports its phases through the `Progress` interface it already has (cut = listing
-the splits and cutting the crop cache; train; eval = predicting the held-out crops and scoring
-them; export), and this script samples /proc/<pid>/status of the trainer and of every process
-under it (DataLoader workers) every --interval s: RssAnon (the process's own memory: what grows
-when something is held), RssFile (mapped files and shared libraries: torch's are ~200 MiB) and
-VmRSS (their sum, with RssShmem). Printed per N: the peaks of each per phase for the trainer and
-for the largest worker, seconds and crops/s per phase, accuracy, P@10, cache size and what the
-old in-memory crop set would have held, and a hash of every score and loss (`scores_sha256`:
-equal hashes, equal results, to compare code before and after a change). One JSON object per N on stdout (JSON lines); the
-human-readable line goes to stderr.
+The trainer reports its phases through the `Progress` interface it already has (cut = listing the
+splits and cutting the crop cache; train; eval = predicting the held-out crops and scoring them;
+export), and this script samples /proc/<pid>/status of the trainer and of every process under it
+(DataLoader workers) every --interval s: RssAnon (the process's own memory: what grows when
+something is held), RssFile (mapped files and shared libraries: ~315-345 MiB here, mostly torch)
+and VmRSS (their sum, with RssShmem). Printed per N: the peaks of each per phase for the trainer
+and for the largest worker, seconds and crops/s per phase, accuracy, P@10, cache size and what the
+old in-memory crop set would have held, and a hash of every score and loss (`scores_sha256`: equal
+hashes, equal results, to compare code before and after a change). One JSON object per N on stdout
+(JSON lines); the human-readable line goes to stderr.
 """
 
 from __future__ import annotations

@@ -36,11 +36,12 @@ def _full(logits, emb, labels, k=10, max_n=8000):
         twin = a.contralateral()
         if twin in CLASSES:
             mask = labels == i
-            swaps.append({"true": a.slug, "predicted": twin.slug, "count": int((pred[mask] == CLASSES.index(twin)).sum()),
-                          "of": int(mask.sum())})
+            swapped = int((pred[mask] == CLASSES.index(twin)).sum())
+            swaps.append({"true": a.slug, "predicted": twin.slug, "count": swapped, "of": int(mask.sum())})
     swaps.sort(key=lambda r: (-r["count"], r["true"]))
     lateral = sum(r["of"] for r in swaps)
-    return {"accuracy": float((pred == labels).mean()), "macro_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
+    return {"accuracy": float((pred == labels).mean()),
+            "macro_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
             "lr_swap_rate": sum(r["count"] for r in swaps) / lateral if lateral else 0.0,
             "precision_at_10": _full_precision(emb, labels, k, max_n), "n": len(labels), "per_anatomy": per,
             "lr_confusions": swaps}
