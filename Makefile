@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-train-rss clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# training memory per phase at 1k and 5k phantom films (makes a 5k-film archive first: ~10 min)
+RSS_ARCHIVE ?= $(HOME)/.regionmir/bench/archive-5k
+bench-train-rss: $(STAMP)
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) bench/bench_train_cache.py --archive $(RSS_ARCHIVE) --generate \
+		--phantom-workers 2 --films 1000 5000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

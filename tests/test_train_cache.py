@@ -12,9 +12,10 @@ from regionmir.archive import Archive
 from regionmir.regions import CropSpec
 from regionmir.train.cache import cut_split
 from regionmir.train.checkpoint import Checkpoint
-from regionmir.train.data import build_cropset, present_classes, read_pixels, split_rows
+from regionmir.train.data import build_cropset, present_classes, read_pixels
 from regionmir.train.loop import TrainConfig, predict_rows, train_strategy
 from regionmir.train.progress import Progress
+from regionmir.train.splits import scan_split
 from train_archive import write_png_archive
 
 SPEC = CropSpec(size=32, context=0.1)
@@ -25,17 +26,22 @@ CFG = TrainConfig(epochs=3, pretrain_epochs=0, batch_size=64, crop_size=32, back
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = write_png_archive(tmp_path_factory.mktemp("cache") / "archive", images=20, size=96)
-    pairs = split_rows(Archive(root), "train")
-    return pairs, present_classes(sg for _, sg in pairs)
+    archive = Archive(root)
+    pairs = list(archive.iter_split("train"))
+    return scan_split(archive, "train"), pairs, present_classes(sg for _, sg in pairs)
 
 
 def test_cache_holds_exactly_the_in_memory_crops(split, tmp_path):
-    pairs, classes = split
-    disk = cut_split(pairs, classes, SPEC, tmp_path, "train", jitter_views=2, seed=3)
+    scan, pairs, classes = split
+    disk = cut_split(scan, classes, SPEC, tmp_path, "train", jitter_views=2, seed=3)
     mem = build_cropset(read_pixels(pairs), classes, SPEC, jitter_views=2, seed=3)
     assert disk.shape == mem.views.shape and disk.dtype == np.float16
     np.testing.assert_array_equal(disk.labels, mem.labels)
     assert disk.image_ids == mem.image_ids and disk.classes == mem.classes
+    assert [disk.image_id(i) for i in range(len(disk))] == mem.image_ids
+    assert json.loads((tmp_path / "train.films.json").read_text()) == [sg.image_id for _, sg in pairs]  # one id a film
+    starts = np.load(tmp_path / "train.starts.npy")
+    assert starts[0] == 0 and starts[-1] == len(mem) and len(starts) == len(pairs) + 1
     idx = np.array([7, 0, len(mem) - 1, 7])  # any order, repeats: rows come back as asked
     np.testing.assert_array_equal(disk.rows(idx), mem.views[idx])
     np.testing.assert_array_equal(disk.clean_rows(5, 9), mem.clean[5:9])
@@ -43,7 +49,7 @@ def test_cache_holds_exactly_the_in_memory_crops(split, tmp_path):
 
 
 def test_a_stopped_cut_resumes_where_it_stopped(split, tmp_path, monkeypatch):
-    pairs, classes = split
+    scan, pairs, classes = split
     monkeypatch.setattr("regionmir.train.cache.FLUSH_EVERY", 4)
     reads = []
 
@@ -54,16 +60,34 @@ def test_a_stopped_cut_resumes_where_it_stopped(split, tmp_path, monkeypatch):
         return next(read_pixels([(path, pairs[0][1])]))[0]
 
     with pytest.raises(KeyboardInterrupt):
-        cut_split(pairs, classes, SPEC, tmp_path, "train", read=dying_read)
+        cut_split(scan, classes, SPEC, tmp_path, "train", read=dying_read)
     assert json.loads((tmp_path / "train.json").read_text())["images_done"] == 8
     reads.clear()
-    again = cut_split(pairs, classes, SPEC, tmp_path, "train", read=lambda p: reads.append(p) or
+    again = cut_split(scan, classes, SPEC, tmp_path, "train", read=lambda p: reads.append(p) or
                       next(read_pixels([(p, pairs[0][1])]))[0])
     assert reads == [p for p, _ in pairs[8:]]  # only the images not recorded as done
-    fresh = cut_split(pairs, classes, SPEC, tmp_path / "fresh", "train")
+    fresh = cut_split(scan, classes, SPEC, tmp_path / "fresh", "train")
     np.testing.assert_array_equal(again.rows(np.arange(len(again))), fresh.rows(np.arange(len(fresh))))
-    recut = cut_split(pairs, classes, CropSpec(size=24), tmp_path, "train")  # other settings: cut again
+    recut = cut_split(scan, classes, CropSpec(size=24), tmp_path, "train")  # other settings: cut again
     assert recut.shape[-1] == 24
+
+
+def test_a_version_1_cache_is_cut_again_and_says_why(split, tmp_path):
+    scan, pairs, classes = split
+    cut_split(scan, classes, SPEC, tmp_path, "train", jitter_views=1)
+    manifest = json.loads((tmp_path / "train.json").read_text())
+    manifest["key"]["version"] = 1  # what RegionMIR wrote before the per-film ids
+    (tmp_path / "train.json").write_text(json.dumps(manifest))
+    (tmp_path / "train.ids.json").write_text(json.dumps(["x"] * manifest["crops"]))
+    notes, reads = [], []
+    again = cut_split(scan, classes, SPEC, tmp_path, "train", jitter_views=1, note=notes.append,
+                      read=lambda p: reads.append(p) or next(read_pixels([(p, pairs[0][1])]))[0])
+    assert len(reads) == len(pairs)  # every image cut again
+    assert len(notes) == 1 and "older RegionMIR (crop cache version 1, now 2)" in notes[0]
+    assert notes[0].endswith("cutting it again")
+    assert not (tmp_path / "train.ids.json").exists()
+    assert json.loads((tmp_path / "train.json").read_text())["key"]["version"] == 2
+    assert again.image_ids == [sg.image_id for _, sg in pairs for r in sg.regions if r.anatomy in classes]
 
 
 class _Epochs(Progress):
@@ -92,8 +116,8 @@ def _weights(model) -> list[np.ndarray]:
 
 
 def test_training_resumes_from_its_checkpoint_and_learns(split, tmp_path):
-    pairs, classes = split
-    crops = cut_split(pairs, classes, CFG.crop_spec(), tmp_path / "cache", "train", jitter_views=1)
+    scan, pairs, classes = split
+    crops = cut_split(scan, classes, CFG.crop_spec(), tmp_path / "cache", "train", jitter_views=1)
     cpu = torch.device("cpu")
     whole, hist = train_strategy("scratch", crops, CFG, cpu, Progress(), Checkpoint(tmp_path / "a.pt", {"k": 1}))
     ckpt = Checkpoint(tmp_path / "b.pt", {"k": 1})

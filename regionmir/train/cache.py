@@ -1,13 +1,15 @@
 """The on-disk crop cache of a training run: every crop cut once (resumable), read back by rows.
 
-A split becomes ``<name>.npy`` (views ``(N, V, S, S)``, the ``.npy`` format, so numpy can open
-it too), ``<name>.labels.npy``, ``<name>.ids.json`` and ``<name>.json`` (what was asked for and
-how many images are done). Crops are cut image by image with :func:`regions.crop_regions`,
-exactly as :func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``;
-rows are read back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat
-however large the cache grows (the kernel's page cache holds what fits). A stopped cut resumes
-at the first image not yet recorded as done; a cache made for another split, crop spec or
-jitter is recut.
+A split becomes ``<name>.npy`` (views ``(N, V, S, S)``, the ``.npy`` format, so numpy can open it
+too), ``<name>.labels.npy`` (N,), ``<name>.films.json`` (the image id of each film),
+``<name>.starts.npy`` (film i's crops are rows ``starts[i]:starts[i + 1]``) and ``<name>.json``
+(what was asked for and how many images are done). Version 1 kept one image id per crop
+(``<name>.ids.json``): 36 strings a film, in the trainer and in every loader worker; such a cache
+is cut again. Crops are cut image by image with :func:`regions.crop_regions`, exactly as
+:func:`regionmir.train.data.build_cropset` cuts them, and written with ``pwrite``; rows are read
+back with ``pread``. Nothing is memory-mapped, so the process's RSS stays flat however large the
+cache grows (the kernel's page cache holds what fits). A stopped cut resumes at the first image not
+yet recorded as done; a cache made for another split, crop spec or jitter is recut.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 from regionmir.anatomy import Anatomy
 from regionmir.errors import AnnotationError
 from regionmir.regions import CropSpec
-from regionmir.train.data import fingerprint, image_views
+from regionmir.train.data import image_views
+from regionmir.train.splits import SplitScan
 
 log = logging.getLogger("regionmir")
 
-VERSION = 1  # bump when the cache layout or the crop definition changes
+VERSION = 2  # bump when the cache layout or the crop definition changes
 FLUSH_EVERY = 64  # images between progress records (a kill recuts at most this many)
 
 
@@ -43,11 +46,22 @@ class DiskCrops:
     offset: int  # bytes before row 0 (the .npy header)
     labels: np.ndarray  # (N,) int64: position of the region's anatomy in `classes`
     classes: tuple[Anatomy, ...]
-    image_ids: list[str]
+    films: list[str]  # (images,) image id of each film
+    starts: np.ndarray  # (images + 1,) int64: film i's crops are rows starts[i]:starts[i + 1]
     _fd: int | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def image_id(self, row: int) -> str:
+        """The image id of crop ``row``."""
+        return self.films[int(np.searchsorted(self.starts, row, side="right")) - 1]
+
+    @property
+    def image_ids(self) -> list[str]:
+        """``(N,)`` image id of every crop, made on demand (36 strings a film: not kept)."""
+        counts = np.diff(self.starts)
+        return [film for film, n in zip(self.films, counts.tolist()) for _ in range(n)]
 
     def __getstate__(self) -> dict:  # DataLoader workers open their own descriptor
         return {**self.__dict__, "_fd": None}
@@ -92,57 +106,72 @@ def _header_bytes(file: Path) -> int:
         return f.tell()
 
 
-def cut_split(pairs: Sequence[tuple], classes: Sequence[Anatomy], spec: CropSpec, folder: Path, name: str,
+def cut_split(scan: SplitScan, classes: Sequence[Anatomy], spec: CropSpec, folder: Path, name: str,
               jitter_views: int = 3, jitter: float = 0.08, seed: int = 0, dtype=np.float16,
-              on_image: Callable[[int], None] | None = None, read=None) -> DiskCrops:
-    """The crops of ``pairs`` (``(dicom_path, scene_graph)``) in ``folder/name.npy``, cut where missing.
+              on_image: Callable[[int], None] | None = None, read=None,
+              note: Callable[[str], None] | None = None) -> DiskCrops:
+    """The crops of the images of ``scan`` in ``folder/name.npy``, cut where missing.
 
     ``read(path) -> (H, W) float32`` decodes an image (default :func:`regionmir.dicom.read_image`).
-    ``on_image(n)`` is called after each image cut (and for each image already in the cache).
+    ``on_image(n)`` is called after each image cut (and for each image already in the cache);
+    ``note(text)`` is told why a cache found there is cut again.
 
     Raises:
         AnnotationError: no region of ``classes`` in the split.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    index = {a: i for i, a in enumerate(classes)}
-    kept = [[r.anatomy for r in sg.regions if r.anatomy in index] for _, sg in pairs]
-    starts = np.concatenate([[0], np.cumsum([len(k) for k in kept])]).astype(np.int64)  # (images + 1,)
-    n = int(starts[-1])
+    labels, starts = scan.labels(classes)  # (N,), (images + 1,)
+    n = len(labels)
     if n == 0:
         raise AnnotationError("No labeled regions found: the split has no scene-graph boxes to train on.")
     shape = (n, 1 + jitter_views, spec.size, spec.size)
-    order = hashlib.sha256("\n".join(sg.image_id for _, sg in pairs).encode()).hexdigest()[:16]
-    key = {"version": VERSION, "split": fingerprint(sg for _, sg in pairs), "order": order,
-           "images": len(pairs), "classes": [a.slug for a in classes], "spec": [spec.size, spec.context],
+    order = hashlib.sha256()
+    for i, image_id in enumerate(scan.image_ids):  # the ids in split order, "\n"-joined
+        order.update(("\n" if i else "").encode() + image_id.encode())
+    key = {"version": VERSION, "split": scan.fingerprint, "order": order.hexdigest()[:16],
+           "images": len(scan), "classes": [a.slug for a in classes], "spec": [spec.size, spec.context],
            "jitter_views": jitter_views, "jitter": jitter, "seed": seed, "dtype": np.dtype(dtype).name}
     data, manifest = folder / f"{name}.npy", folder / f"{name}.json"
-    done = 0
-    if manifest.is_file() and data.is_file():
-        state = json.loads(manifest.read_text())
-        if state.get("key") == key:
-            done = int(state["images_done"])
-        else:
-            log.info("crop cache %s was made for other data or settings: cutting it again", data)
+    done = _images_done(data, manifest, key, note)
     if done == 0:
+        (folder / f"{name}.ids.json").unlink(missing_ok=True)  # version 1's per-crop ids
         np.lib.format.open_memmap(data, mode="w+", dtype=dtype, shape=shape)._mmap.close()  # sparse file + header
-        np.save(folder / f"{name}.labels.npy", np.array([index[a] for k in kept for a in k], np.int64))
-        (folder / f"{name}.ids.json").write_text(json.dumps([sg.image_id for (_, sg), k in zip(pairs, kept) for _ in k]))
+        np.save(folder / f"{name}.labels.npy", labels)
+        np.save(folder / f"{name}.starts.npy", starts)
+        (folder / f"{name}.films.json").write_text(json.dumps(scan.image_ids))
         _write_json(manifest, {"key": key, "images_done": 0, "crops": n})
-    crops = DiskCrops(data, shape, np.dtype(dtype), _header_bytes(data),
-                      np.load(folder / f"{name}.labels.npy"), tuple(classes),
-                      json.loads((folder / f"{name}.ids.json").read_text()))
+    crops = DiskCrops(data, shape, np.dtype(dtype), _header_bytes(data), np.load(folder / f"{name}.labels.npy"),
+                      tuple(classes), json.loads((folder / f"{name}.films.json").read_text()),
+                      np.load(folder / f"{name}.starts.npy"))
     for i in range(done):
         if on_image:
-            on_image(len(kept[i]))
-    _cut(pairs, crops, starts, done, spec, jitter_views, jitter, seed, manifest, key, on_image, read)
+            on_image(int(starts[i + 1] - starts[i]))
+    _cut(scan, crops, done, spec, jitter_views, jitter, seed, manifest, key, on_image, read)
     return crops
 
 
-def _cut(pairs, crops: DiskCrops, starts, done: int, spec, jitter_views, jitter, seed, manifest, key,
+def _images_done(data: Path, manifest: Path, key: dict, note) -> int:
+    """Images of ``data`` already cut for ``key`` (0 when there is no cache, or one for other settings)."""
+    if not (manifest.is_file() and data.is_file()):
+        return 0
+    state = json.loads(manifest.read_text())
+    if state.get("key") == key:
+        return int(state["images_done"])
+    old = (state.get("key") or {}).get("version")
+    why = (f"was made by an older RegionMIR (crop cache version {old}, now {VERSION})" if old != VERSION
+           else "was made for other data or settings")
+    text = f"crop cache {data} {why}: cutting it again"
+    log.info(text)
+    if note:
+        note(text)
+    return 0
+
+
+def _cut(scan: SplitScan, crops: DiskCrops, done: int, spec, jitter_views, jitter, seed, manifest, key,
          on_image, read) -> None:
     """Cut images ``done..`` into ``crops.file``, recording progress every FLUSH_EVERY images."""
-    if done == len(pairs):
+    if done == len(scan):
         return
     if read is None:
         from regionmir.dicom import read_image
@@ -153,14 +182,15 @@ def _cut(pairs, crops: DiskCrops, starts, done: int, spec, jitter_views, jitter,
     classes = set(crops.classes)
     fd = os.open(crops.file, os.O_WRONLY)
     try:
-        for i in range(done, len(pairs)):
-            path, sg = pairs[i]
+        starts = crops.starts
+        for i in range(done, len(scan)):
+            path, sg = scan.item(i)
             views = image_views(read(path), sg, classes, spec, jitter_views, jitter, (seed, i))
             if len(views) != starts[i + 1] - starts[i]:  # scene graph and pixels disagree: a bug
                 raise AnnotationError(f"{sg.image_id}: {len(views)} crops, expected {starts[i + 1] - starts[i]}")
             os.pwrite(fd, np.ascontiguousarray(views.astype(crops.dtype)).tobytes(),
                       crops.offset + int(starts[i]) * crops.row_bytes)
-            if (i + 1) % FLUSH_EVERY == 0 or i + 1 == len(pairs):
+            if (i + 1) % FLUSH_EVERY == 0 or i + 1 == len(scan):
                 os.fsync(fd)
                 _write_json(manifest, {"key": key, "images_done": i + 1, "crops": len(crops)})
             if on_image:

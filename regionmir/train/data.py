@@ -126,11 +126,6 @@ def build_cropset(samples: Iterable[Sample], classes: Sequence[Anatomy], spec: C
     return CropSet(np.stack(views), np.asarray(labels, np.int64), tuple(classes), ids)
 
 
-def split_rows(archive: Archive, split: str) -> list:
-    """``(dicom_path, scene_graph)`` pairs of a split (scene graphs are small; images are not read)."""
-    return list(archive.iter_split(split))
-
-
 def read_pixels(pairs: Sequence[tuple]) -> Iterator[Sample]:
     """Decode the images of ``(dicom_path, scene_graph)`` pairs lazily, one at a time."""
     from regionmir.dicom import read_image
@@ -156,13 +151,30 @@ def eval_split(archive: Archive) -> str:
     )
 
 
+class FingerprintSum:
+    """An order-free hash of scene graphs, fed one at a time in constant memory.
+
+    Each graph's SHA-256 (its dicom id and full contents) is added modulo 2**256, so the result
+    does not depend on the order and the graphs need not be held (as :func:`fingerprint` once
+    did, sorting all of them).
+    """
+
+    def __init__(self):
+        self.total, self.count = 0, 0
+
+    def add(self, sg: SceneGraph) -> None:
+        text = sg.image_id + "\n" + json.dumps(scene_graph_to_dict(sg), sort_keys=True)
+        self.total = (self.total + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")) % 2**256
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        """16 hex digits of the graphs added so far."""
+        return hashlib.sha256(f"{self.count}:{self.total:064x}".encode()).hexdigest()[:16]
+
+
 def fingerprint(graphs: Iterable[SceneGraph]) -> str:
     """Hash of a split: its dicom ids and full scene-graph contents, order-independent (16 hex)."""
-    parts = sorted(
-        sg.image_id + "\n" + json.dumps(scene_graph_to_dict(sg), sort_keys=True) for sg in graphs
-    )
-    digest = hashlib.sha256()
-    for p in parts:
-        digest.update(p.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
+    digest = FingerprintSum()
+    for sg in graphs:
+        digest.add(sg)
+    return digest.hexdigest()

@@ -15,11 +15,13 @@ from regionmir.modelmeta import ModelMeta
 from regionmir.train import report as reports
 from regionmir.train.cache import DiskCrops, cut_split
 from regionmir.train.checkpoint import Checkpoint
-from regionmir.train.data import eval_split, fingerprint, present_classes, split_rows
+from regionmir.train.data import eval_split
 from regionmir.train.export import export_encoder
-from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict_rows, set_threads, train_strategy
+from regionmir.train.loop import STRATEGIES, TrainConfig, pick_device, predict, set_threads, train_strategy
 from regionmir.train.models import check_backbone
 from regionmir.train.progress import Progress
+from regionmir.train.splits import SplitScan, scan_split
+from regionmir.train.tally import Tally
 
 MODEL_FILE = "encoder.onnx"
 
@@ -48,38 +50,41 @@ def cache_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:
     return Path(cfg.cache).expanduser() if cfg.cache else Path(out_dir) / "crop-cache"
 
 
-def _crops(pairs: list, classes, cfg: TrainConfig, views: int, label: str, progress: Progress,
+def _crops(scan: SplitScan, classes, cfg: TrainConfig, views: int, label: str, progress: Progress,
            folder: Path, name: str, dtype=np.float16) -> DiskCrops:
-    progress.phase(label, len(pairs), 1)
+    progress.phase(label, len(scan), 1)
     start, made = time.perf_counter(), [0]
 
     def tick(n: int) -> None:
         made[0] += n
         progress.step(1, float("nan"), made[0] / (time.perf_counter() - start))
 
-    return cut_split(pairs, classes, cfg.crop_spec(), folder, name, jitter_views=views, seed=cfg.seed,
-                     dtype=dtype, on_image=tick)
+    return cut_split(scan, classes, cfg.crop_spec(), folder, name, jitter_views=views, seed=cfg.seed,
+                     dtype=dtype, on_image=tick, note=progress.note)
 
 
 def load_data(archive: Archive, cfg: TrainConfig, progress: Progress,
               folder: Path) -> tuple[DiskCrops, DiskCrops, dict]:
     """Training and held-out crops, cut once into the cache ``folder``, plus facts for the report.
 
+    The splits are listed by :func:`scan_split` (one scene graph in memory at a time), so memory
+    does not grow with the archive.
+
     Raises:
         AnnotationError: no training images with scene graphs, or no held-out split.
     """
-    train_pairs = split_rows(archive, "train")
-    if not train_pairs:
+    train_scan = scan_split(archive, "train")
+    if not len(train_scan):
         raise AnnotationError(f"{archive.root}: the train split has no images with scene graphs")
     held_out = eval_split(archive)
-    eval_pairs = split_rows(archive, held_out)
-    classes = present_classes(sg for _, sg in train_pairs)
-    train = _crops(train_pairs, classes, cfg, cfg.jitter_views, "cropping train", progress, folder, "train")
+    eval_scan = scan_split(archive, held_out)
+    classes = train_scan.classes()
+    train = _crops(train_scan, classes, cfg, cfg.jitter_views, "cropping train", progress, folder, "train")
     # held-out crops in float32: exactly what inference sees
-    held = _crops(eval_pairs, classes, cfg, 0, f"cropping {held_out}", progress, folder, held_out, np.float32)
+    held = _crops(eval_scan, classes, cfg, 0, f"cropping {held_out}", progress, folder, held_out, np.float32)
     facts = {
-        "archive": str(archive.root), "archive_fingerprint": fingerprint(sg for _, sg in train_pairs),
-        "eval_split": held_out, "train_images": len(train_pairs), "eval_images": len(eval_pairs),
+        "archive": str(archive.root), "archive_fingerprint": train_scan.fingerprint,
+        "eval_split": held_out, "train_images": len(train_scan), "eval_images": len(eval_scan),
         "train_crops": len(train), "eval_crops": len(held),
     }
     return train, held, facts
@@ -116,8 +121,8 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
         model, history = train_strategy(name, fine, cfg, device, progress, checkpoint, pretrain)
         checkpoints.append(checkpoint)
         seconds = time.perf_counter() - t1
-        emb, logits = predict_rows(model, held, spec.mean, spec.std, device)
-        results[name] = reports.evaluate(logits, emb, held.labels, held.classes)
+        progress.note(f"evaluating {name} on the {facts['eval_split']} split ({len(held)} crops)")
+        results[name] = evaluate_rows(model, held, spec.mean, spec.std, device)
         results[name].update(train_seconds=seconds, loss_history=history)
         models[name] = model
         progress.note(f"{name}: accuracy {100 * results[name]['accuracy']:.2f}% in {seconds:.0f} s")
@@ -141,6 +146,16 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     for checkpoint in checkpoints:  # exported: the next run starts afresh (the crop cache stays)
         checkpoint.remove()
     return report
+
+
+def evaluate_rows(model, crops, mean: float, std: float, device, chunk: int = 1024) -> dict:
+    """Scores of ``model`` on the clean crops of ``crops`` (a ``DiskCrops`` or ``CropSet``), read,
+    predicted and tallied ``chunk`` rows at a time: memory does not grow with the split."""
+    tally = Tally(crops.classes, len(crops))
+    for start in range(0, len(crops), chunk):
+        emb, logits = predict(model, crops.clean_rows(start, start + chunk), mean, std, device)  # (b, D), (b, C)
+        tally.add(emb, logits, crops.labels[start : start + chunk])
+    return tally.result()
 
 
 def _with_real(train, cfg: TrainConfig, progress: Progress):

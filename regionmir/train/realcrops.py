@@ -83,7 +83,11 @@ class Joined:
         self.a, self.b = a, b
         self.labels = np.concatenate([a.labels, b.labels])  # (N,)
         self.classes = a.classes
-        self.image_ids = list(a.image_ids) + list(b.image_ids)
+
+    @property
+    def image_ids(self) -> list[str]:
+        """``(N,)`` image id of every crop, made on demand (not kept: the disk cache stores ids per film)."""
+        return list(self.a.image_ids) + list(self.b.image_ids)
 
     def __len__(self) -> int:
         return len(self.a) + len(self.b)

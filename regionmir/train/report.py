@@ -1,18 +1,13 @@
-"""Evaluation report: accuracy per strategy (as the paper's table), per anatomy, left/right confusions.
+"""Training report: accuracy per strategy (as the paper's table), per anatomy, left/right confusions.
 
-Pure numpy on predictions; written as ``report.md`` and ``report.json`` in the model folder.
+Written as ``report.md`` and ``report.json`` in the model folder; the scores themselves are
+tallied by :mod:`regionmir.train.tally`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-
-from regionmir.anatomy import Anatomy
-from regionmir.errors import UnknownAnatomyError
 
 LOSS_NAMES = {"ntxent": "NT-Xent, self-supervised", "supcon": "SupCon, uses anatomy labels"}
 
@@ -26,63 +21,6 @@ def describe(strategy: str, cfg: dict) -> tuple[str, str]:
         "scratch": ("none (random init)", f"classification, {pre + fine} ep"),
         "cotrain": ("none", f"contrastive ({loss}) + classification, {pre + fine} ep"),
     }[strategy]
-
-
-def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10, max_n: int = 8000) -> float:
-    """Mean fraction of the ``k`` nearest other crops (cosine) with the same anatomy.
-
-    Above ``max_n`` crops an evenly spaced subset of ``max_n`` is scored (the similarity
-    matrix is ``(N, N)``: 8000 crops take 256 MB).
-    """
-    if len(emb) > max_n:
-        keep = np.linspace(0, len(emb) - 1, max_n).astype(np.int64)
-        emb, labels = emb[keep], labels[keep]
-    n = len(emb)
-    if n < 2:
-        return float("nan")
-    k = min(k, n - 1)
-    sim = emb @ emb.T  # (N, N); embeddings are L2-normalized
-    np.fill_diagonal(sim, -np.inf)
-    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (N, k)
-    return float((labels[top] == labels[:, None]).mean())
-
-
-def lr_confusions(pred: np.ndarray, labels: np.ndarray, classes: Sequence[Anatomy]) -> list[dict]:
-    """Left-vs-right swaps: for each lateral anatomy, crops predicted as its contralateral twin."""
-    pos = {a: i for i, a in enumerate(classes)}
-    out = []
-    for i, a in enumerate(classes):
-        try:
-            twin = a.contralateral()
-        except UnknownAnatomyError:  # "right atrium": no left twin in the vocabulary
-            continue
-        if twin is None or twin not in pos:
-            continue
-        mask = labels == i
-        swapped = int((pred[mask] == pos[twin]).sum())
-        out.append({"true": a.slug, "predicted": twin.slug, "count": swapped, "of": int(mask.sum())})
-    return sorted(out, key=lambda r: (-r["count"], r["true"]))
-
-
-def evaluate(logits: np.ndarray, emb: np.ndarray, labels: np.ndarray, classes: Sequence[Anatomy]) -> dict:
-    """Metrics of one model on the held-out crops."""
-    pred = logits.argmax(axis=1)
-    per = {}
-    for i, a in enumerate(classes):
-        mask = labels == i
-        if mask.any():
-            per[a.slug] = {"accuracy": float((pred[mask] == i).mean()), "n": int(mask.sum())}
-    swaps = lr_confusions(pred, labels, classes)
-    lateral = sum(r["of"] for r in swaps)
-    return {
-        "accuracy": float((pred == labels).mean()),
-        "macro_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
-        "lr_swap_rate": sum(r["count"] for r in swaps) / lateral if lateral else 0.0,
-        "precision_at_10": precision_at_k(emb, labels, 10),
-        "n": int(len(labels)),
-        "per_anatomy": per,
-        "lr_confusions": swaps,
-    }
 
 
 def _pct(x: float) -> str:
