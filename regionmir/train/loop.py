@@ -80,15 +80,35 @@ def pick_device(name: str) -> torch.device:
 
 
 def auto_threads() -> int:
-    """CPUs this process may use minus those busy with other work (1-minute load), at least 1.
+    """CPUs this process may use minus those busy with other work right now, at least 1.
 
     On a shared machine two OpenMP threads fighting other processes for two cores train 2-3x
     slower than one thread (each barrier waits for a descheduled thread), so a busy machine
-    gets fewer threads; an idle one gets all its cores.
+    gets fewer threads; an idle one gets all its cores. "Right now" is a 0.3 s sample of
+    ``/proc/stat`` (the 1-minute load average, the fallback elsewhere, still counts work that
+    has just ended, such as the phantom step before a demo's training).
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
-    return max(1, min(cpus, cpus - busy))
+    busy = busy_cpus()
+    return max(1, min(cpus, cpus - int(busy + 0.5)))
+
+
+def busy_cpus(seconds: float = 0.3) -> float:
+    """How many CPUs other processes keep busy: from two ``/proc/stat`` samples ``seconds``
+    apart, else the 1-minute load average, else 0."""
+    def sample():
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cpus = os.cpu_count() or 1
+    return cpus * (1 - (idle1 - idle0) / max(1, total1 - total0))
 
 
 def set_threads(threads: int) -> int:
