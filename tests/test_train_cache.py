@@ -13,7 +13,8 @@ from regionmir.regions import CropSpec
 from regionmir.train.cache import cut_split
 from regionmir.train.checkpoint import Checkpoint
 from regionmir.train.data import build_cropset, present_classes, read_pixels
-from regionmir.train.loop import TrainConfig, predict_rows, train_strategy
+from regionmir.train.loop import TrainConfig, train_strategy
+from regionmir.train.pipeline import evaluate_rows
 from regionmir.train.progress import Progress
 from regionmir.train.splits import scan_split
 from train_archive import write_png_archive
@@ -131,8 +132,7 @@ def test_training_resumes_from_its_checkpoint_and_learns(split, tmp_path):
     for a, b in zip(_weights(whole), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert Checkpoint(ckpt.path, {"k": 2}).load(cpu) is None  # other settings: not resumed
-    _, logits = predict_rows(resumed, crops, 0.5, 0.25, cpu, chunk=50)
-    accuracy = float((logits.argmax(1) == crops.labels).mean())
+    accuracy = evaluate_rows(resumed, crops, 0.5, 0.25, cpu, chunk=50)["accuracy"]
     assert accuracy > 5 / len(classes)  # chance is 1/36
 
 

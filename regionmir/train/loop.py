@@ -277,13 +277,6 @@ def train_strategy(strategy: str, crops, cfg: TrainConfig, device: torch.device,
     return model, history
 
 
-def predict_rows(model: RegionEncoder, crops, mean: float, std: float, device: torch.device,
-                 chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict` over the clean crops of a ``CropSet`` or ``DiskCrops``, ``chunk`` rows at a time."""
-    parts = [predict(model, crops.clean_rows(s, s + chunk), mean, std, device) for s in range(0, len(crops), chunk)]
-    return np.concatenate([e for e, _ in parts]), np.concatenate([lg for _, lg in parts])
-
-
 @torch.no_grad()
 def predict(model: RegionEncoder, crops: np.ndarray, mean: float, std: float,
             device: torch.device, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
