@@ -186,6 +186,58 @@ def test_onnx_export_matches_torch(model_dir):
     assert loc.meta.archive_fingerprint == "test-fingerprint" and len(loc.model_id) == 16
 
 
+def test_roi_grid_samples_evenly_over_the_widened_box():
+    """Sampling a map whose channels are x and y must give the grid centres of the box widened by WIDEN."""
+    import torch.nn.functional as F
+
+    from regionmir.train.localizer_model import GRID, N_REGIONS, WIDEN, roi_grid
+
+    s = 32
+    ramp = (torch.arange(s, dtype=torch.float32) + 0.5) / s  # pixel centres in [0, 1]
+    coords = torch.stack([ramp.expand(s, s), ramp[:, None].expand(s, s)])[None]  # (1, 2, S, S): x, y
+    boxes = torch.tensor([0.3, 0.2, 0.5, 0.6]).repeat(1, N_REGIONS, 1)  # (1, 29, 4)
+    boxes[0, 5] = torch.tensor([0.6, 0.5, 0.4, 0.7])  # x1 > x2 must sample the same span
+    got = F.grid_sample(coords, roi_grid(boxes), align_corners=False).view(1, 2, N_REGIONS, GRID, GRID)
+    steps = (torch.arange(GRID) + 0.5) / GRID - 0.5
+    x = 0.4 + steps * 0.2 * WIDEN
+    y = 0.4 + steps * 0.4 * WIDEN
+    torch.testing.assert_close(got[0, 0, 0], x.expand(GRID, GRID), atol=1e-5, rtol=0)  # x varies along columns
+    torch.testing.assert_close(got[0, 1, 0], y[:, None].expand(GRID, GRID), atol=1e-5, rtol=0)  # y along rows
+    torch.testing.assert_close(got[0, 0, 5], (0.5 + steps * 0.2 * WIDEN).expand(GRID, GRID), atol=1e-5, rtol=0)
+
+
+def test_refinement_stage_corrects_boxes_and_leaves_the_first_stage_alone(films):
+    """Trained alone (first stage frozen at the template), the second stage must move boxes onto the truth."""
+    from regionmir.train.localizer_data import template
+    from regionmir.train.localizer_model import LocalizerNet, box_iou, localizer_loss
+
+    torch.manual_seed(0)
+    model = LocalizerNet(SIZE, torch.from_numpy(template(films, SIZE)), 8).train()
+    x, target = _clean_batch(films)
+    mask = torch.ones(target.shape[:2], dtype=torch.bool)
+    second = [p for n, p in model.named_parameters() if n.startswith(("refine_head", "region_embedding"))]
+    opt = torch.optim.Adam(second, lr=3e-3)
+    for _ in range(60):
+        coarse, boxes, logits = model.stages(x)
+        loss, _ = localizer_loss(boxes, model.confidence(logits), target, mask)
+        opt.zero_grad()
+        loss.backward()
+        assert model.box_head.weight.grad is None  # the refined boxes do not pull the first stage
+        opt.step()
+    with torch.no_grad():
+        coarse, boxes, _ = model.eval().stages(x)
+    before, after = box_iou(coarse, target)[0].mean().item(), box_iou(boxes, target)[0].mean().item()
+    assert after > before + 0.2, (before, after)
+
+
+def test_no_refine_is_the_one_stage_net(films):
+    from regionmir.train.localizer_model import LocalizerNet
+
+    model = LocalizerNet(SIZE, torch.zeros(29, 4), 8, refine=False)
+    coarse, boxes, _ = model.stages(torch.zeros(2, 1, SIZE, SIZE))
+    assert boxes is coarse and not hasattr(model, "refine_head")
+
+
 def test_training_learns_beyond_the_template(films):
     from regionmir.train.localizer_model import box_iou
 
@@ -309,6 +361,12 @@ def test_cli_train_localizer_on_phantom_archive(tiny_archive, tmp_path):
     assert 0.0 <= report["iou50"] <= 1.0
     loc = Localizer(out)
     assert loc.meta.archive_fingerprint == report["archive_fingerprint"]
+    assert loc.meta.strategy == "box-regression+roi-refine+iou-head"
+    one_stage = tmp_path / "one-stage"
+    result = CliRunner().invoke(app, ["train-localizer", str(tiny_archive), "--out", str(one_stage),
+                                      "--epochs", "1", "--size", "64", "--device", "cpu", "--no-refine", "--json"])
+    assert result.exit_code == 0, result.output
+    assert Localizer(one_stage).meta.strategy == "box-regression+iou-head"
 
 
 def test_tiny_localizer_fixture_locates_a_phantom_film(tiny_localizer, tiny_archive):

@@ -18,6 +18,7 @@ def train_localizer(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Films per optimizer step."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use at most this many films per split (quick runs)."),
     real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): its train films with lung masks/boxes join training (lung boxes only)."),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="Second stage that corrects each box from finer features around it (--no-refine: the one-stage net, for comparison)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
 ) -> None:
     """Train the localizer on ARCHIVE's train split and evaluate it on test (else valid)."""
@@ -33,7 +34,7 @@ def train_localizer(
     except ImportError as e:
         raise MissingDependencyError("torch", "train", "Training the localizer") from e
     cfg = LocalizerConfig(size=size, epochs=epochs, batch_size=batch_size, device=device,
-                          seed=seed, threads=threads, limit=limit, real=str(real or ""))
+                          seed=seed, threads=threads, limit=limit, real=str(real or ""), refine=refine)
     with RichProgress(enabled=not as_json) as progress:
         report = run(archive, out, cfg, progress)
     if as_json:

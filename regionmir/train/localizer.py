@@ -43,6 +43,7 @@ class LocalizerConfig:
     lr: float = 3e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
     width: int = 16  # first-stage channels of LocalizerNet
+    refine: bool = True  # second stage: correct each box from stride-8 features around it
     seed: int = 0
     device: str = "auto"  # torch device for training: auto, cpu, cuda
     threads: int = 0  # torch CPU threads; 0 = idle CPUs (loop.auto_threads)
@@ -72,7 +73,8 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
     rng = np.random.default_rng(cfg.seed)
     device = torch_device(cfg.device)
     set_threads(cfg.threads)
-    model = LocalizerNet(cfg.size, torch.from_numpy(template(films, cfg.size)), cfg.width).to(device)
+    model = LocalizerNet(cfg.size, torch.from_numpy(template(films, cfg.size)), cfg.width,
+                         refine=cfg.refine).to(device)
     steps_per_epoch = -(-len(films) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -84,8 +86,8 @@ def fit(films: list[Film], cfg: LocalizerConfig, progress: Progress = Progress()
         for x, target, mask in batches(films, cfg.size, cfg.batch_size, cfg.augment, rng):
             start = time.perf_counter()
             x = ((x - NORM_MEAN) / NORM_STD).to(device)  # (B, 1, S, S)
-            boxes, conf = model(x)
-            loss, _ = localizer_loss(boxes, conf, target.to(device), mask.to(device))
+            coarse, boxes, logits = model.stages(x)
+            loss, _ = localizer_loss(boxes, model.confidence(logits), target.to(device), mask.to(device), coarse)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -115,7 +117,8 @@ def write_model(model: LocalizerNet, cfg: LocalizerConfig, fingerprint: str, pat
         model_id=model_id_of(graph), kind="localizer", input_size=cfg.size, channels=1,
         crop_context=0.0, norm_mean=NORM_MEAN, norm_std=NORM_STD,
         anatomies=tuple(a.slug for a in BOXED), embedding_dim=0,
-        backbone=f"stridecnn-w{cfg.width}", strategy="box-regression+iou-head",
+        backbone=f"stridecnn-w{cfg.width}", strategy="box-regression+roi-refine+iou-head" if cfg.refine
+        else "box-regression+iou-head",
         archive_fingerprint=fingerprint,
     )
     proto = onnx.load_from_string(graph)

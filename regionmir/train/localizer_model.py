@@ -7,6 +7,13 @@ this and costs far more on two CPU cores. Here a small strided CNN keeps a coars
 ``x1, y1, x2, y2`` as an offset from the training set's mean box (the anatomical prior). A
 second head predicts, per region, the IoU its own box will have with the truth; that is the
 confidence the localizer reports.
+
+With ``refine`` (the default) a second stage corrects each coarse box from local evidence, as
+the second stage of a two-stage detector does: it samples a small grid of stride-8 features
+over the coarse box (widened by half, so the box's edges and what lies beyond them are in
+view), and a shared per-region MLP (told which region it looks at) predicts the box's
+correction, in units of the box's own size, and the IoU logit. The flattened coarse map
+knows the layout; the stride-8 samples see the edges precisely.
 """
 
 from __future__ import annotations
@@ -26,14 +33,32 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+GRID = 4  # refinement samples a GRID x GRID grid of stride-8 features per box
+WIDEN = 1.5  # ... over the coarse box widened this much about its centre
+
+
+def roi_grid(boxes: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` points ``(N, 29 * GRID, GRID, 2)`` in [-1, 1] over each widened box ``(N, 29, 4)``."""
+    steps = (torch.arange(GRID, dtype=boxes.dtype, device=boxes.device) + 0.5) / GRID - 0.5  # (G,)
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, 29, 2) x, y
+    extent = (boxes[..., 2:] - boxes[..., :2]).abs() * WIDEN  # (N, 29, 2)
+    xs = centre[..., 0:1] + steps * extent[..., 0:1]  # (N, 29, G)
+    ys = centre[..., 1:2] + steps * extent[..., 1:2]  # (N, 29, G)
+    grid = torch.stack([xs[:, :, None, :].expand(-1, -1, GRID, -1),
+                        ys[:, :, :, None].expand(-1, -1, -1, GRID)], dim=-1)  # (N, 29, G, G, 2)
+    return (2 * grid - 1).reshape(boxes.shape[0], N_REGIONS * GRID, GRID, 2)
+
+
 class LocalizerNet(nn.Module):
     """``(N, 1, S, S)`` normalized image -> ``boxes (N, 29, 4)`` in [0, 1], ``confidence (N, 29)``.
 
     Five stride-2 stages (S/32 map), widths ``w, 2w, 4w, 6w, 8w``; then a 1x1 squeeze to 32
-    channels, flatten (position kept), one hidden layer, and the two heads.
+    channels, flatten (position kept), one hidden layer, and the coarse heads; with
+    ``refine``, the second stage described in the module docstring on the stride-8 map.
     """
 
-    def __init__(self, size: int, template: torch.Tensor, width: int = 16, hidden: int = 256):
+    def __init__(self, size: int, template: torch.Tensor, width: int = 16, hidden: int = 256,
+                 refine: bool = True):
         super().__init__()
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
@@ -42,7 +67,15 @@ class LocalizerNet(nn.Module):
         for i, w in enumerate(widths):
             layers += [_conv(cin, w, 2)] + ([_conv(w, w, 1)] if i > 0 else [])
             cin = w
-        self.features = nn.Sequential(*layers)
+        self.stem = nn.Sequential(*layers[:5])  # stride 8, 4w channels
+        self.features = nn.Sequential(*layers[5:])
+        self.refine = refine
+        if refine:
+            self.region_embedding = nn.Embedding(N_REGIONS, 32)
+            self.refine_head = nn.Sequential(
+                nn.Linear(4 * width * GRID * GRID + 32, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 5))
+            nn.init.zeros_(self.refine_head[-1].weight)
+            nn.init.zeros_(self.refine_head[-1].bias)
         self.squeeze = _conv(cin, 32, 1)
         cells = (size // 32) ** 2
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(32 * cells, hidden), nn.ReLU(inplace=True))
@@ -55,16 +88,35 @@ class LocalizerNet(nn.Module):
         # held-out films by `calibrate`, because augmented training films are harder than real ones
         self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
 
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Coarse boxes ``(N, 29, 4)``, final boxes ``(N, 29, 4)``, uncalibrated IoU logits ``(N, 29)``."""
+        f8 = self.stem(x)  # (N, 4w, S/8, S/8)
+        h = self.hidden(self.squeeze(self.features(f8)))  # (N, hidden)
+        coarse = self.template + self.box_head(h).view(-1, N_REGIONS, 4)  # (N, 29, 4)
+        if not self.refine:
+            return coarse, coarse, self.iou_head(h)
+        n = x.shape[0]
+        anchor = coarse.detach()  # the second stage corrects boxes; it does not move the first
+        sampled = F.grid_sample(f8, roi_grid(anchor), align_corners=False)  # (N, C, 29*G, G)
+        local = sampled.view(n, -1, N_REGIONS, GRID, GRID).permute(0, 2, 1, 3, 4).reshape(n, N_REGIONS, -1)
+        ids = self.region_embedding.weight.unsqueeze(0).expand(n, -1, -1)  # (N, 29, 32)
+        out = self.refine_head(torch.cat([local, ids], dim=-1))  # (N, 29, 5)
+        extent = (anchor[..., 2:] - anchor[..., :2]).abs().clamp(min=1e-3).repeat(1, 1, 2)  # (N, 29, 4)
+        return coarse, anchor + out[..., :4] * extent, self.iou_head(h) + out[..., 4]
+
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes ``(N, 29, 4)`` and the uncalibrated IoU logits ``(N, 29)``."""
-        h = self.hidden(self.squeeze(self.features(x)))  # (N, hidden)
-        boxes = self.template + self.box_head(h).view(-1, N_REGIONS, 4)  # (N, 29, 4)
-        return boxes, self.iou_head(h)
+        _, boxes, logits = self.stages(x)
+        return boxes, logits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         boxes, logits = self.raw(x)
+        return boxes, self.confidence(logits)  # (N, 29, 4), (N, 29) predicted IoU
+
+    def confidence(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated predicted IoU from the raw logits."""
         a, b = self.calibration[0], self.calibration[1]
-        return boxes, torch.sigmoid(a * logits + b)  # (N, 29, 4), (N, 29) predicted IoU
+        return torch.sigmoid(a * logits + b)
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,22 +133,31 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return iou, iou - (hull_area - union) / hull_area
 
 
+def box_loss(boxes: torch.Tensor, target: torch.Tensor, m: torch.Tensor, n: torch.Tensor):
+    """DETR-style ``5 * L1 + 2 * (1 - GIoU)`` over the regions where ``m`` is 1; and the IoUs."""
+    l1 = ((boxes - target).abs().sum(-1) * m).sum() / n
+    iou, giou = box_iou(boxes, target)
+    return 5 * l1 + 2 * ((1 - giou) * m).sum() / n, iou
+
+
 def localizer_loss(boxes: torch.Tensor, confidence: torch.Tensor, target: torch.Tensor,
-                   mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """DETR-style ``5 * L1 + 2 * (1 - GIoU)`` on visible regions, plus BCE of the IoU head.
+                   mask: torch.Tensor, coarse: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Box loss (:func:`box_loss`) on visible regions, plus BCE of the IoU head.
 
     The IoU head's target is the IoU the box head achieved on this sample (detached), so the
-    confidence learns to predict box quality, not just "a region exists".
+    confidence learns to predict box quality, not just "a region exists". ``coarse``, the
+    first stage's boxes of a refining net, get the same box loss (the second stage only
+    corrects them, so they must stay good on their own).
     """
     m = mask.float()  # (N, 29)
     n = m.sum().clamp(min=1.0)
-    l1 = ((boxes - target).abs().sum(-1) * m).sum() / n
-    iou, giou = box_iou(boxes, target)
-    lg = ((1 - giou) * m).sum() / n
+    lb, iou = box_loss(boxes, target, m, n)
     bce = F.binary_cross_entropy(confidence.clamp(1e-6, 1 - 1e-6), iou.detach(), reduction="none")
     lc = (bce * m).sum() / n
-    total = 5 * l1 + 2 * lg + lc
-    return total, {"l1": l1.item(), "giou": lg.item(), "conf": lc.item(), "iou": ((iou * m).sum() / n).item()}
+    total = lb + lc
+    if coarse is not None and coarse is not boxes:
+        total = total + box_loss(coarse, target, m, n)[0]
+    return total, {"box": lb.item(), "conf": lc.item(), "iou": ((iou * m).sum() / n).item()}
 
 
 def export_onnx(model: LocalizerNet, size: int) -> bytes:
