@@ -26,8 +26,10 @@ MIN_VISIBLE = 0.35  # a box keeps its target when at least this fraction of it s
 class AugmentConfig:
     """Ranges of the random changes; ``AugmentConfig.off()`` is the identity (plain letterbox)."""
 
-    scale: tuple[float, float] = (0.55, 1.15)  # crop window side / film side (<1 zooms in)
-    shift: float = 0.08  # window centre moves up to this fraction of the film side
+    # crop window side / film side (<1 zooms in). Milder framing changes than (0.55, 1.15) and
+    # 0.08 fitted better both on phantoms (IoU 0.749 -> 0.769) and on real films (0.856 -> 0.866)
+    scale: tuple[float, float] = (0.85, 1.1)
+    shift: float = 0.04  # window centre moves up to this fraction of the film side
     aspect: tuple[float, float] = (0.75, 1.33)  # window aspect jitter (makes other film shapes)
     rotate_deg: float = 6.0  # small patient rotation, either way
     stretch: float = 0.06  # anisotropic content scale (habitus), +-
