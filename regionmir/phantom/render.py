@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from regionmir.anatomy import Anatomy
 from regionmir.phantom import body as anatomy
-from regionmir.phantom import detector
+from regionmir.phantom import detector, devices
 from regionmir.phantom import findings as fnd
 from regionmir.phantom import regionmasks
 from regionmir.phantom.patient import Patient, Pose
@@ -33,6 +33,7 @@ class Rendered:
     masks: dict[Anatomy, np.ndarray]  # working grid
     structures: dict[str, np.ndarray]  # working grid: body, lungs, heart, gastric bubble, ...
     findings: list[fnd.Finding]
+    devices: list[str]  # support devices on the film: "ecg", "ett", "enteric", "central"
 
 
 @lru_cache(maxsize=4)
@@ -277,9 +278,14 @@ def render(p: Patient, pose: Pose, fs: list, rng: np.random.Generator) -> Render
     m = regionmasks.structures(b, th, r)
     masks = regionmasks.regions(b, th, r, m)
     A, body = attenuation(p, pose, fs, rng, r, b, th, m)
+    # devices draw from a child generator: the rest of the film is the same with or without them
+    dev = devices.sample(pose.view, b.lines["trachea"][0][0], th.carina, th.top, b.polys["gastric"],
+                         th.W, rng.spawn(1)[0])
+    if dev.kinds:
+        A = A + smooth(devices.draw(dev, r), 0.6)
     boxes = regionmasks.boxes(masks, W, H, lambda a: _fallback(a, W, H))
     lungs = m["right_lung"] | m["left_lung"]
-    return Rendered(detector.form(A, body, pose, rng, r, lungs), boxes, masks, m, fs)
+    return Rendered(detector.form(A, body, pose, rng, r, lungs), boxes, masks, m, fs, dev.kinds)
 
 
 def _fallback(a: Anatomy, W: int, H: int) -> Box:
