@@ -59,7 +59,7 @@ def sample(view: str, trachea: np.ndarray, carina: tuple[float, float], heart_to
     """
     p = P_DEVICE.get(view, P_DEVICE["PA"])
     d = Devices()
-    cx, cy = carina
+    cy = carina[1]
     if rng.random() < p["ett"]:
         tip = cy - rng.uniform(0.12, 0.28)  # 3-7 cm above the carina
         ys = np.linspace(-0.9, tip, 20)
@@ -103,7 +103,12 @@ def draw(d: Devices, r: Raster) -> np.ndarray:
     im = r.new()
     for pts, width, value in d.paths:
         r.lines([(pts, width)], value, ANTERIOR, into=im)
-    out = arr(im)
+    layers: dict[float, tuple] = {}  # one layer per value: a snap adds to its pad, not replaces it
     for xy, radius, value in d.discs:
-        out = out + arr(r.disc(xy, radius, value, ANTERIOR))
+        if value not in layers:
+            layers[value] = r.new()
+        r.disc(xy, radius, value, ANTERIOR, into=layers[value])
+    out = arr(im)
+    for layer in layers.values():
+        out = out + arr(layer)
     return out
