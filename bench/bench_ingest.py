@@ -129,7 +129,7 @@ def step_costs(archive: Path, model: Path) -> dict:
         c0, s0 = time.process_time(), time.perf_counter()
         rad = read_image(task.path)
         c1, s1 = time.process_time(), time.perf_counter()
-        regions, _, _ = prep.find_regions(task, rad.pixels)
+        regions = prep.find_regions(task, rad.pixels)[0]
         if not regions:
             continue
         c2, s2 = time.process_time(), time.perf_counter()

@@ -83,14 +83,28 @@ class Synth:
         return x, anat, sub
 
 
-def payload(i: int, a: int, sub: int, model_id: str) -> dict:
-    """A payload like a real region point (no patient data: ids are synthetic)."""
-    img = i // len(SLUGS)
-    return {"anatomy": SLUGS[a], "image_id": f"img{img:07d}", "study_id": f"st{img // 2:07d}",
-            "patient": f"pt-{img // 5:016x}", "view": "PA" if img % 3 else "AP", "modality": "CR",
-            "box": [12.0, 40.0, 300.0, 420.0], "path": f"files/p10/*/s{img // 2}/{img}.dcm",
-            "model_id": model_id, "findings": ["pleural effusion"] if sub % 7 == 0 else [],
-            "box_source": "annotation", "confidence": None}
+def image_fields(img: int, model_id: str) -> dict:
+    """The fields of image ``img``, shared by its 36 region points (no patient data: synthetic ids)."""
+    return {"image_id": f"img{img:07d}", "study_id": f"st{img // 2:07d}", "patient": f"pt-{img // 5:016x}",
+            "view": "PA" if img % 3 else "AP", "modality": "CR", "path": f"files/p10/*/s{img // 2}/{img}.dcm",
+            "model_id": model_id, "box_source": "annotation"}
+
+
+def region_fields(a: int, sub: int) -> dict:
+    """The fields of one region point, as `regionmir ingest` writes them."""
+    return {"anatomy": SLUGS[a], "box": [12.0, 40.0, 300.0, 420.0],
+            "findings": ["pleural effusion"] if sub % 7 == 0 else [], "confidence": None}
+
+
+def points(x, anat, sub, start: int, stop: int, model_id: str) -> list[PointRecord]:
+    """Points ``start:stop`` (one image = 36 consecutive regions, its fields given once, as ingest does)."""
+    images: dict[int, dict] = {}
+    out = []
+    for i in range(start, stop):
+        img = i // len(SLUGS)
+        image = images.get(img) or images.setdefault(img, image_fields(img, model_id))
+        out.append(PointRecord(str(uuid.UUID(int=i)), x[i], region_fields(anat[i], sub[i]), image))
+    return out
 
 
 def rss_mib() -> float:
@@ -164,8 +178,7 @@ def build(home: Path, x, anat, sub, opts: EdgeOptions, model_id: str) -> dict:
     store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id, "embedding_dim": x.shape[1]})
     t = time.perf_counter()
     for s in range(0, len(x), BATCH):
-        store.upsert(COLLECTION, [PointRecord(str(uuid.UUID(int=i)), x[i], payload(i, anat[i], sub[i], model_id))
-                                  for i in range(s, min(s + BATCH, len(x)))])
+        store.upsert(COLLECTION, points(x, anat, sub, s, min(s + BATCH, len(x)), model_id))
     upsert_s = time.perf_counter() - t
     t = time.perf_counter()
     store.build_index(COLLECTION)

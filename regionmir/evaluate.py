@@ -147,16 +147,17 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
     from regionmir.metrics import recall_vs_exact
     from regionmir.store import Filter
 
-    n_ref = Counter(_key(p.payload) for p in ref_points)
-    n_anat = Counter(p.payload["anatomy"] for p in ref_points)
-    n_own_anat = Counter(p.payload["anatomy"] for p in own_points)
-    n_own_study = Counter((p.payload["anatomy"], p.payload["study_id"]) for p in own_points)
-    per_patient = Counter((p.payload.get("patient"), p.payload["anatomy"]) for p in own_points)
-    per_study = Counter((p.payload.get("patient"), p.payload["anatomy"], p.payload["study_id"]) for p in own_points)
+    ref_pl, own_pl = [p.full_payload for p in ref_points], [p.full_payload for p in own_points]
+    n_ref = Counter(_key(p) for p in ref_pl)
+    n_anat = Counter(p["anatomy"] for p in ref_pl)
+    n_own_anat = Counter(p["anatomy"] for p in own_pl)
+    n_own_study = Counter((p["anatomy"], p["study_id"]) for p in own_pl)
+    per_patient = Counter((p.get("patient"), p["anatomy"]) for p in own_pl)
+    per_study = Counter((p.get("patient"), p["anatomy"], p["study_id"]) for p in own_pl)
     logits = queries.logit_matrix()
     rows, k_max = [], max(cfg.ks)
     for q, point in enumerate(queries.points):
-        pl, (anat, finds) = point.payload, _key(point.payload)
+        pl, (anat, finds) = point.full_payload, _key(point.full_payload)
         by_anat = Filter(must={"anatomy": anat})
         plain = _ranked(store.search(ref, point.vector, cfg.depth, exact=cfg.exact))
         hits = _ranked(store.search(ref, point.vector, cfg.depth, filter=by_anat, exact=cfg.exact))
@@ -222,7 +223,7 @@ def load_models(model: Path, device: str = "auto") -> list[tuple[str, object]]:
 
 
 def _describe(encoded: Encoded, tasks: Sequence, unlabeled: int) -> dict:
-    payloads = [p.payload for p in encoded.points]
+    payloads = [p.full_payload for p in encoded.points]
     return {
         "images": len(tasks) - len(encoded.skipped), "unlabeled_images": unlabeled,
         "failed_images": len(encoded.skipped), "regions": len(payloads),

@@ -187,7 +187,7 @@ def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
     assert out.crops.shape == (len(regions), spec.size, spec.size)
     assert [r["anatomy"] for r in out.regions] == [r.anatomy.slug for r in regions]
     assert [r["box"] for r in out.regions] == [r.box.as_list() for r in regions]
-    assert all(r["box_source"] == "annotation" and r["confidence"] is None for r in out.regions)
+    assert out.fields["box_source"] == "annotation" and all(r["confidence"] is None for r in out.regions)
 
 
 def test_a_worker_that_encodes_returns_the_encoders_embeddings(tiny_archive, tiny_model, home):
@@ -604,3 +604,11 @@ def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, mo
     report.close()
     second = ledger_module.default_report_path("regions")
     assert second != first and first.read_text().count("failed") == 1
+
+
+def test_payload_boxes_keep_whole_pixels_as_ints():
+    from regionmir.pipeline import payload_box
+    from regionmir.regions import Box
+
+    box = payload_box(Box(12.0, 40.0, 300.25, 420.0))
+    assert box == [12, 40, 300.2, 420] and [type(v) for v in box] == [int, int, float, int]

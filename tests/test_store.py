@@ -187,6 +187,30 @@ def test_upsert_is_idempotent_and_replaces_payload(filled, name):
     assert hit.id == points[0].id and hit.payload["view"] == "LL"
 
 
+def test_shared_fields_are_stored_in_every_point_of_their_group(open_backend, name, monkeypatch):
+    """An image's fields given once (PointRecord.shared) read back, filter and replace like the rest."""
+    monkeypatch.setattr("regionmir.store.embedded.UPSERT_BATCH", 4)  # groups cross upsert chunks
+    store = open_backend()
+    points, x = make_points(60)
+    grouped, images = [], {}
+    for p in points:
+        image = images.setdefault(p.payload["image_id"], {"image_id": p.payload["image_id"], "model_id": MODEL,
+                                                         "path": "files/p10/*/s5/x.dcm"})
+        own = {k: v for k, v in p.payload.items() if k not in image}
+        grouped.append(PointRecord(p.id, p.vector, own, image))
+    store.create_collection(name, DIM, {"model_id": MODEL})
+    store.upsert(name, grouped)
+    assert store.count(name) == len(points)
+    for i in (0, 5, 6, 31, 59):
+        hit = store.search(name, x[i], top_k=1, exact=True)[0]
+        assert hit.id == points[i].id
+        assert hit.payload == {**points[i].payload, "path": "files/p10/*/s5/x.dcm"} == grouped[i].full_payload
+    assert store.count(name, Filter(must={"image_id": "img3"})) == len(SLUGS)
+    assert store.count(name, Filter(must={"image_id": "img3", "anatomy": SLUGS[2]})) == 1
+    store.upsert(name, [PointRecord(points[0].id, points[0].vector, grouped[0].payload)])  # no shared: replaced
+    assert store.search(name, x[0], top_k=1, exact=True)[0].payload == grouped[0].payload
+
+
 def test_existing(filled, name):
     store, points, _ = filled
     new = [point_id("9.9.9", s, MODEL) for s in SLUGS]

@@ -53,11 +53,22 @@ def point_id(sop_uid: str, anatomy_slug: str, model_id: str) -> str:
 
 @dataclass(frozen=True)
 class PointRecord:
-    """One region embedding to write: ``vector`` is (dim,) float32, ``payload`` JSON-able."""
+    """One region embedding to write: ``vector`` is (dim,) float32, ``payload`` JSON-able.
+
+    ``shared`` holds more payload fields, stored in the point like ``payload``'s: the fields of
+    its image, one dict object for all of the image's regions. The embedded store converts such
+    a dict once per image instead of once per region (a third of an ingest's main-process CPU).
+    """
 
     id: str
     vector: np.ndarray
     payload: dict
+    shared: dict | None = None
+
+    @property
+    def full_payload(self) -> dict:
+        """``shared`` and ``payload`` in one dict (``payload`` wins on a common key)."""
+        return self.payload if self.shared is None else {**self.shared, **self.payload}
 
 
 @dataclass(frozen=True)

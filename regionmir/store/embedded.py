@@ -326,6 +326,15 @@ class EmbeddedStore:
             vectors = as_vectors(name, [p.vector for p in chunk], dim).tolist()  # one check, one copy
             batch = [qe.Point(p.id, v, jsonable(p.payload)) for p, v in zip(chunk, vectors)]
             shard.update(qe.UpdateOperation.upsert_points(batch))
+            # Shared fields (an image's) once per group: converting a payload value into the
+            # engine costs ~4 us a string, and an image's 36 regions share 10 of their 15 fields.
+            # A kill between the two updates leaves points the ledger does not hold: redone.
+            groups: dict[int, tuple[dict, list[str]]] = {}
+            for p in chunk:
+                if p.shared is not None:
+                    groups.setdefault(id(p.shared), (p.shared, []))[1].append(p.id)
+            for shared, ids in groups.values():
+                shard.update(qe.UpdateOperation.set_payload(ids, jsonable(shared)))
 
     def existing(self, name: str, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already stored (to skip work when resuming an ingest)."""

@@ -270,7 +270,7 @@ class ServerStore:
         dim, size = self._dim(name), self.options.upsert_batch
         for start in range(0, len(points), size):
             batch = [
-                models.PointStruct(id=p.id, vector=as_vector(name, p.vector, dim).tolist(), payload=jsonable(p.payload))
+                models.PointStruct(id=p.id, vector=as_vector(name, p.vector, dim).tolist(), payload=jsonable(p.full_payload))
                 for p in points[start : start + size]
             ]
             self._call(lambda b=batch: self.client.upsert(name, b, wait=True), "upsert", name)
