@@ -207,8 +207,11 @@ def main() -> None:
     stream = s.seconds - s.index_seconds
     whole_s = s.ingested / stream  # includes starting the worker processes and loading models
     (t0, n0, cpu0), (t1, n1, cpu1) = marks[0], marks[-1]
-    steady_cpu_film = (cpu1 - cpu0) / (n1 - n0)  # CPU per film from the first batch to the last
-    films_s = (n1 - n0) / (t1 - t0)  # steady state: from the first batch upserted to the last
+    if n1 > n0:  # steady state: from the first batch upserted to the last
+        steady_cpu_film, films_s = (cpu1 - cpu0) / (n1 - n0), (n1 - n0) / (t1 - t0)
+    else:  # one batch (a tiny archive, or --batch-size above its crops): the whole run is all there is
+        print("one batch only: the steady figures are the whole run's (use more films or a smaller --batch-size)")
+        steady_cpu_film, films_s = None, whole_s
     per_film = cost["decode"] + cost["crop"] + cost["encode"]
     floor = args.workers / per_film
     ms = {k: round(1000 * v, 2) for k, v in cost.items()}
@@ -223,6 +226,7 @@ def main() -> None:
           f"+{s.index_seconds:.2f} s build_index; first batch after {t0 - t_start:.2f} s")
     cpu_floor = cost["cpu_decode"] + cost["cpu_crop"] + cost["cpu_encode"]
     cpu_film = (main_cpu + workers_cpu.total) / s.ingested
+    steady_cpu_film = steady_cpu_film or cpu_film
     print(f"CPU per film: decode + crop + encode {1000 * cpu_floor:.2f} ms; the ingest spent {1000 * cpu_film:.2f} ms "
           f"(main {1000 * main_cpu / s.ingested:.2f}, workers {1000 * workers_cpu.total / s.ingested:.2f}, start-up "
           f"included); steady (first batch to last) {1000 * steady_cpu_film:.2f} ms: cpu_ratio "
