@@ -5,11 +5,12 @@
 Synthetic 128-d unit vectors shaped like region embeddings: 36 anatomy centres, sub-clusters
 (cases) inside each anatomy, Gaussian noise; realistic payloads (one image = 36 regions).
 Queries are fresh draws from the same model (not stored points). For each size and store
-variant (``VARIANTS``: quantization, where vectors and graphs live) it builds a collection
-with ``regionmir.store.EmbeddedStore`` exactly as `regionmir ingest` does (batched upsert,
-then ``build_index``) and measures:
+variant (``VARIANTS``: quantization, where vectors and graphs live, segment size) it builds a
+collection with ``regionmir.store.EmbeddedStore`` exactly as `regionmir ingest` does (batched
+upserts, ``build_index`` every ``segment_points`` points and at the end) and measures:
 
-- build: upsert and index build seconds, disk bytes per region;
+- build: upsert and index build seconds, disk bytes per region, peak anonymous memory of the
+  building process above what it held before (the vectors the bench keeps are not counted);
 - in a fresh process: ``open_s`` and ``rss_open_mib`` (RSS growth after opening), RSS after one
   query per anatomy, filtered (one anatomy) top-10 p50/p95 and recall@10 against exact numpy,
   and the same with ``exact=True`` (the per-anatomy exact scan);
@@ -46,7 +47,8 @@ SLUGS = [a.slug for a in ALL]
 BATCH = 4096  # points per EmbeddedStore.upsert call
 COLLECTION = "regions"
 VARIANTS = {  # name -> EdgeOptions of the collection
-    "int8-disk": EdgeOptions(quantization="int8", vectors_on_disk=True),  # the default
+    "int8-disk": EdgeOptions(quantization="int8", vectors_on_disk=True),  # the default (2M-point segments)
+    "int8-disk-one-segment": EdgeOptions(quantization="int8", vectors_on_disk=True, segment_points=None),
     "binary-disk": EdgeOptions(quantization="binary", vectors_on_disk=True, oversampling=4.0),
     "float-ram": EdgeOptions(quantization="none", vectors_on_disk=False),  # the layout before
     "int8-disk-graph-disk": EdgeOptions(quantization="int8", vectors_on_disk=True, hnsw_on_disk=True),
@@ -171,26 +173,62 @@ def measure(store: Path, queries, qanat, tmp: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class AnonPeak:
+    """Peak RssAnon (MiB) of this process, sampled every 0.5 s while the block runs."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = anon_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, anon_mib())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anon_mib())
+
+
+def anon_mib() -> float:
+    """RssAnon of this process in MiB (memory it holds itself, not mapped files)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def build(home: Path, x, anat, sub, opts: EdgeOptions, model_id: str) -> dict:
-    """Fill and index a collection as `regionmir ingest` does; returns timings and RSS growth."""
-    r0 = rss_mib()
+    """Fill and index a collection as `regionmir ingest` does (an index build every segment and
+    at the end); returns timings and memory growth."""
+    r0, a0 = rss_mib(), anon_mib()
     store = EmbeddedStore(home / "store", opts)
     store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id, "embedding_dim": x.shape[1]})
-    t = time.perf_counter()
-    for s in range(0, len(x), BATCH):
-        store.upsert(COLLECTION, points(x, anat, sub, s, min(s + BATCH, len(x)), model_id))
-    upsert_s = time.perf_counter() - t
-    t = time.perf_counter()
-    store.build_index(COLLECTION)
-    build_s = time.perf_counter() - t
+    every, since, upsert_s, build_s, builds = store.index_every(COLLECTION), 0, 0.0, 0.0, 0
+    with AnonPeak() as peak:
+        for s in range(0, len(x), BATCH):
+            t = time.perf_counter()
+            store.upsert(COLLECTION, points(x, anat, sub, s, min(s + BATCH, len(x)), model_id))
+            upsert_s += time.perf_counter() - t
+            since += min(BATCH, len(x) - s)
+            if (every and since >= every) or s + BATCH >= len(x):
+                t = time.perf_counter()
+                store.build_index(COLLECTION)
+                build_s, builds, since = build_s + time.perf_counter() - t, builds + 1, 0
     info = store._shard(COLLECTION).info()
     rss_build = rss_mib() - r0
     store.close()
     total, no_wal = disk_bytes(home / "store")
-    return {"upsert_s": upsert_s, "upsert_pts_s": len(x) / upsert_s, "build_s": build_s,
-            "segments": info.segments_count, "indexed": info.indexed_vectors_count,
+    return {"upsert_s": upsert_s, "upsert_pts_s": len(x) / upsert_s, "build_s": build_s, "index_builds": builds,
+            "segment_points": every, "segments": info.segments_count, "indexed": info.indexed_vectors_count,
             "disk_mib": total / 2**20, "disk_b_per_region": total / len(x),
-            "disk_b_per_region_no_wal": no_wal / len(x), "rss_build_mib": rss_build}
+            "disk_b_per_region_no_wal": no_wal / len(x), "rss_build_mib": rss_build,
+            "anon_peak_build_mib": peak.peak - a0}
 
 
 def run_variant(n, name, x, anat, sub, queries, qanat, truth, numpy_ms, ctx, args) -> dict:
@@ -219,6 +257,7 @@ def run_variant(n, name, x, anat, sub, queries, qanat, truth, numpy_ms, ctx, arg
 def show(r: dict) -> None:
     a, e = r["ann"], r["exact"]
     print(f"{r['n']:>9,} {r['variant']:22s} upsert {r['upsert_s']:6.0f} s build {r['build_s']:6.0f} s "
+          f"({r['index_builds']} builds, {r['segments']} segments, peak +{r['anon_peak_build_mib']:.0f} MiB anon) "
           f"disk {r['disk_b_per_region']:5.0f} B/region | open {r['open_s']:.2f} s RSS +{r['rss_open_mib']:.0f} MiB "
           f"(+{r['rss_after_mib']:.0f} after queries) | ann p50 {a['p50_ms']:.2f} p95 {a['p95_ms']:.2f} ms "
           f"recall {a['recall']:.3f} | exact p50 {e['p50_ms']:.2f} ms recall {e['recall']:.3f} | numpy "

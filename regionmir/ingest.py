@@ -63,7 +63,7 @@ class IngestSummary:
     duplicates: int = 0  # same SOPInstanceUID as an image already stored: left out, reported
     warnings: int = 0  # images ingested with some boxes dropped, or located by the localizer instead
     seconds: float = 0.0  # wall time of the run, index build included
-    index_seconds: float = 0.0  # of which building the HNSW index at the end
+    index_seconds: float = 0.0  # of which building the HNSW index (every store.index_every regions, and at the end)
     report: str | None = None
 
     @property
@@ -203,6 +203,7 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
         progress(summary, total)
 
     holders = dict(ledger.keys)  # entry of a point-id key -> (entry of its image, payload path)
+    unindexed, index_every = 0, store.index_every(cfg.collection)  # regions since the last index build
     start = time.perf_counter()
     on_cpu = encoder.providers[0] == "CPUExecutionProvider"  # CPU: workers encode too; GPU: batched here
     preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model),
@@ -224,13 +225,19 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
                 report.write(duplicate_record(dup, first))
             summary.ingested += len(batch)
             summary.regions += sum(len(p.regions) for p in batch)
+            unindexed += sum(len(p.regions) for p in batch)
+            if index_every and unindexed >= index_every:  # bounded memory: one segment at a time
+                t = time.perf_counter()
+                store.build_index(cfg.collection)
+                summary.index_seconds += time.perf_counter() - t
+                unindexed = 0
             summary.seconds = time.perf_counter() - start
             progress(summary, total)
         if summary.ingested or (ledger.done and not ledger.indexed):  # a kill may have skipped it
             t = time.perf_counter()
             store.build_index(cfg.collection)
             ledger.mark_indexed()
-            summary.index_seconds = time.perf_counter() - t
+            summary.index_seconds += time.perf_counter() - t
         summary.seconds = time.perf_counter() - start
         report.write({"event": "summary", **summary.as_dict()})
     finally:

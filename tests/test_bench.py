@@ -44,7 +44,7 @@ def test_bench_search_scale_prints_each_size(tmp_path):
     rows = run_bench("bench_search_scale.py", "--sizes", "3600", "--queries", "20", "--cli-runs", "1",
                      "--tmp", str(tmp_path), tmp_path=tmp_path)
     row = next(r for r in rows if r["bench"] == "search_scale_row")
-    assert row["n"] == 3600 and row["variant"] == "int8-disk"
+    assert row["n"] == 3600 and row["variant"] == "int8-disk" and row["index_builds"] == 1 and row["segments"] >= 1
     for key in ("open_s", "rss_open_mib", "upsert_s", "build_s", "disk_b_per_region", "cli_wall_s"):
         assert row[key] > 0, key
     assert row["ann"]["recall"] >= 0.9 and row["exact"]["recall"] == 1.0  # exact search is exact

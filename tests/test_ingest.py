@@ -276,6 +276,24 @@ def test_ingest_counts_and_payloads(tiny_archive, tiny_model, home):
     assert not leaks, "raw patient values in payloads or report"
 
 
+def test_the_index_is_built_every_segment_and_at_the_end(tiny_archive, tiny_model, home, monkeypatch):
+    """A collection bigger than a segment is indexed as it fills (memory bounded by a segment),
+    and stores exactly what one build at the end would."""
+    from regionmir.store.embedded import EmbeddedStore
+
+    whole = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, batch_size=16))
+    once = all_points()
+    assert open_store(path=home / "store").index_every("regions") == 2_000_000  # the default segment
+    shutil.rmtree(home / "store")
+    real, built = EmbeddedStore.build_index, []
+    monkeypatch.setattr(EmbeddedStore, "index_every", lambda self, name: 40)
+    monkeypatch.setattr(EmbeddedStore, "build_index", lambda self, name: (built.append(name), real(self, name)))
+    s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, batch_size=16))
+    assert s.regions == whole.regions and all_points() == once
+    # one build each time 40 or more regions (images of <= 36, one per batch) came in, and the last
+    assert s.regions // 76 + 1 <= len(built) <= s.regions // 40 + 1 and len(built) >= 3
+
+
 def test_rerun_adds_nothing_and_skips_all(tiny_archive, tiny_model, home):
     first = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
     before = all_points()

@@ -112,6 +112,11 @@ class EdgeOptions:
     ef_construct: int = 100  # candidates while building the graph
     full_scan_threshold_kb: int | None = None  # filtered subsets below this size are scanned exactly
     indexing_threshold_kb: int | None = None  # segments below this size get no HNSW graph
+    # Points per segment: an index build merges segments up to this size and no further, and an
+    # ingest builds the index every this many points, so building a segment's graphs never
+    # holds more than this many points in memory (~3 GB per million, bench_search_scale.py).
+    # None: one segment, whatever its size (a 13.6M-region build would need ~40 GB).
+    segment_points: int | None = 2_000_000
     hnsw_ef: int | None = None  # search breadth; higher: better recall, slower
     # One HNSW graph per anatomy (m=0, payload_m, anatomy index is_tenant, no graph links for the
     # other fields) instead of one global graph: searches filtered by anatomy stay fast and the
@@ -146,8 +151,9 @@ class EdgeOptions:
             memory=qe.Memory.Cold if self.hnsw_on_disk else qe.Memory.Pinned,
         )
         optimizers = None
-        if self.indexing_threshold_kb is not None:
-            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        if self.indexing_threshold_kb is not None or self.segment_points is not None:
+            max_kb = None if self.segment_points is None else self.segment_points * int(dim) * 4 // 1024
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb, max_segment_size=max_kb)
         vectors = qe.EdgeVectorParams(size=int(dim), distance=qe.Distance.Cosine,
                                       memory=qe.Memory.Cold if self.vectors_on_disk else qe.Memory.Cached)
         return qe.EdgeConfig(
@@ -251,6 +257,7 @@ class EmbeddedStore:
             shard.update(qe.UpdateOperation.create_field_index(key, self.options.index_schema(key)))
         shard.flush()
         full["edge_layout"] = "anatomy-graphs" if self.options.anatomy_graphs else "global-graph"
+        full["segment_points"] = self.options.segment_points
         full.update(quantization=self.options.quantization, vectors_on_disk=self.options.vectors_on_disk,
                     hnsw_on_disk=self.options.hnsw_on_disk, indexes_on_disk=self.options.indexes_on_disk)
         _write_json_atomic(folder / META_FILE, full)
@@ -386,6 +393,15 @@ class EmbeddedStore:
         """Points per value of an indexed keyword field, e.g. ``facet(name, "anatomy")``."""
         response = self._shard(name).facet(qe.FacetRequest(key, limit=limit, exact=True))
         return {str(h.value): int(h.count) for h in response.hits}
+
+    def index_every(self, name: str) -> int | None:
+        """Points to upsert between two :meth:`build_index` calls: the collection's segment size.
+
+        Building then never indexes more than one segment's points at once (memory bounded by
+        the segment, not the collection). None for collections made before segments were capped:
+        their builds merge everything into one segment, so they build once, at the end.
+        """
+        return self.collection_meta(name).get("segment_points")
 
     def build_index(self, name: str) -> None:
         """Build the HNSW graphs (blocking; tens of seconds per 100k points on 2 cores)."""

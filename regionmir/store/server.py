@@ -313,6 +313,10 @@ class ServerStore:
         res = self._call(lambda: self.client.facet(name, key, limit=limit, exact=True), "facet", name)
         return {str(h.value): int(h.count) for h in res.hits}
 
+    def index_every(self, name: str) -> int | None:
+        """None: the server indexes in the background as points arrive; wait once, at the end."""
+        return None
+
     def build_index(self, name: str) -> None:
         """Wait until the server has finished indexing (collection status green).
 
