@@ -131,7 +131,7 @@ def exact_top(x, idx_of, q, a, k: int = 10) -> np.ndarray:
 
 
 MEASURE = """
-import json, sys, time, uuid
+import dataclasses, json, sys, time, uuid
 import numpy as np
 sys.path.insert(0, {bench!r})
 from bench_search_scale import rss_mib, SLUGS
@@ -148,25 +148,30 @@ for a in SLUGS:
     s.search({name!r}, queries[0], 10, Filter(must={{"anatomy": a}}))
 rss_queried = rss_mib() - r0
 out = {{"points": n, "open_s": open_s, "rss_open_mib": rss_open, "first_query_ms": first_ms}}
-for exact in (False, True):
+default = s.options
+for kind, ef in [("ann", None), ("exact", None)] + [(f"ef{{ef}}", ef) for ef in {efs!r}]:
+    s.options = dataclasses.replace(default, hnsw_ef=ef) if ef else default
     lat, ids = [], []
     for q, a in zip(queries, qanat):
         t = time.perf_counter()
-        hits = s.search({name!r}, q, 10, Filter(must={{"anatomy": SLUGS[a]}}), exact=exact)
+        hits = s.search({name!r}, q, 10, Filter(must={{"anatomy": SLUGS[a]}}), exact=kind == "exact")
         lat.append((time.perf_counter() - t) * 1000)
         ids.append([uuid.UUID(h.id).int for h in hits])
-    out["exact" if exact else "ann"] = {{"ms": lat, "ids": ids}}
+    out[kind] = {{"ms": lat, "ids": ids}}
+s.options = default
 out["rss_queried_mib"] = rss_queried
 out["rss_after_mib"] = rss_mib() - r0
 print(json.dumps(out))
 """
 
 
-def measure(store: Path, queries, qanat, tmp: Path) -> dict:
-    """Open the store in a fresh process and query it there (what a new search process sees)."""
+def measure(store: Path, queries, qanat, tmp: Path, efs: tuple[int, ...] = ()) -> dict:
+    """Open the store in a fresh process and query it there (what a new search process sees);
+    also at each HNSW search breadth of ``efs``."""
     qfile = tmp / "queries.npz"
     np.savez(qfile, q=queries, a=qanat)
-    code = MEASURE.format(bench=str(Path(__file__).parent), queries=str(qfile), store=str(store), name=COLLECTION)
+    code = MEASURE.format(bench=str(Path(__file__).parent), queries=str(qfile), store=str(store), name=COLLECTION,
+                          efs=tuple(efs))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
@@ -236,8 +241,8 @@ def run_variant(n, name, x, anat, sub, queries, qanat, truth, numpy_ms, ctx, arg
     home = ctx["tmp"] / f"home-{n}-{name}"
     load0 = os.getloadavg()[0]
     res = {"n": n, "variant": name, "load_start": load0, **build(home, x, anat, sub, VARIANTS[name], ctx["model_id"])}
-    m = measure(home / "store", queries, qanat, ctx["tmp"])
-    for kind in ("ann", "exact"):
+    m = measure(home / "store", queries, qanat, ctx["tmp"], args.ef)
+    for kind in ("ann", "exact", *(f"ef{ef}" for ef in args.ef)):
         p50, p95 = pct(m[kind]["ms"])
         rec = float(np.mean([len(set(g) & set(t.tolist())) / 10 for g, t in zip(m[kind]["ids"], truth)]))
         res[kind] = {"p50_ms": p50, "p95_ms": p95, "recall": rec}
@@ -260,7 +265,9 @@ def show(r: dict) -> None:
           f"({r['index_builds']} builds, {r['segments']} segments, peak +{r['anon_peak_build_mib']:.0f} MiB anon) "
           f"disk {r['disk_b_per_region']:5.0f} B/region | open {r['open_s']:.2f} s RSS +{r['rss_open_mib']:.0f} MiB "
           f"(+{r['rss_after_mib']:.0f} after queries) | ann p50 {a['p50_ms']:.2f} p95 {a['p95_ms']:.2f} ms "
-          f"recall {a['recall']:.3f} | exact p50 {e['p50_ms']:.2f} ms recall {e['recall']:.3f} | numpy "
+          f"recall {a['recall']:.3f} | " + "".join(f"ef {k[2:]}: p50 {v['p50_ms']:.2f} recall {v['recall']:.3f} | "
+                                                     for k, v in r.items() if k.startswith("ef") and isinstance(v, dict)) +
+          f"exact p50 {e['p50_ms']:.2f} ms recall {e['recall']:.3f} | numpy "
           f"{r['numpy_p50_ms']:.2f} ms | cold CLI {r['cli_wall_s']:.2f} s | load {r['load_start']:.1f}->{r['load_end']:.1f}",
           flush=True)
 
@@ -272,6 +279,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--cli-runs", type=int, default=3)
+    ap.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256],
+                    help="HNSW search breadths to measure besides the store's default")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
     args = ap.parse_args()
