@@ -157,7 +157,8 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
     logits = queries.logit_matrix()
     rows, k_max = [], max(cfg.ks)
     for q, point in enumerate(queries.points):
-        pl, (anat, finds) = point.full_payload, _key(point.full_payload)
+        pl = point.full_payload
+        anat, finds = _key(pl)
         by_anat = Filter(must={"anatomy": anat})
         plain = _ranked(store.search(ref, point.vector, cfg.depth, exact=cfg.exact))
         hits = _ranked(store.search(ref, point.vector, cfg.depth, filter=by_anat, exact=cfg.exact))

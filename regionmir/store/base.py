@@ -67,8 +67,8 @@ class PointRecord:
 
     @property
     def full_payload(self) -> dict:
-        """``shared`` and ``payload`` in one dict (``payload`` wins on a common key)."""
-        return self.payload if self.shared is None else {**self.shared, **self.payload}
+        """``payload`` and ``shared`` in one dict (``shared`` wins on a common key, as in the store)."""
+        return self.payload if self.shared is None else {**self.payload, **self.shared}
 
 
 @dataclass(frozen=True)
