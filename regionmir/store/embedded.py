@@ -7,7 +7,8 @@ Layout under the store folder (``config.default_store_dir()`` by default)::
 
 A collection exists once its ``meta.json`` exists. A shard can be opened by one process only:
 a second one gets :class:`StoreLockedError`. The HNSW index is built by :meth:`build_index`
-(a blocking ``optimize()``), once at the end of an ingest; before that searches are exact.
+(a blocking ``optimize()``), by an ingest every ``segment_points`` points and at its end;
+points not yet indexed are searched exactly.
 
 Layout (chosen by bench/bench_store.py): one shard per collection, filtered by the ``anatomy``
 payload, with one HNSW graph per anatomy and no global graph (Qdrant's multitenancy layout).
@@ -19,6 +20,12 @@ quantized vectors and the HNSW graphs in RAM; the float32 originals (read to res
 candidates) and the keyword payload indexes on disk, memory-mapped. At 100k regions in one
 run that opened in 0.97 s with +129 MiB RSS, against 1.92 s and +217 MiB for float32 vectors
 and indexes in RAM.
+
+Segments of at most 2M points, each indexed as soon as it is full (also chosen there): at 4M
+regions the build's peak memory fell from ~11.8 GB to 5.0 GB and its time from 1278 s to 746 s
+against one 4M segment, and recall@10 at the default search breadth rose from 0.953 to 0.987
+(0.9945 at ``hnsw_ef=128``, the default now), because each anatomy's graph stays the size of
+a 2M-point collection's. Opening grows with the segments (23 s vs 15 s at 4M).
 """
 
 from __future__ import annotations
@@ -117,7 +124,9 @@ class EdgeOptions:
     # holds more than this many points in memory (~3 GB per million, bench_search_scale.py).
     # None: one segment, whatever its size (a 13.6M-region build would need ~40 GB).
     segment_points: int | None = 2_000_000
-    hnsw_ef: int | None = None  # search breadth; higher: better recall, slower
+    # Search breadth (None: the graph's ef_construct, 100): 128 keeps recall@10 >= 0.99 on 2M-point
+    # segments (0.9945 at 4M regions, p50 1.1 ms; 64: 0.955; 256: 0.996 at 2x the time)
+    hnsw_ef: int | None = 128
     # One HNSW graph per anatomy (m=0, payload_m, anatomy index is_tenant, no graph links for the
     # other fields) instead of one global graph: searches filtered by anatomy stay fast and the
     # index builds ~4x faster (bench/bench_store.py); searches without an anatomy filter scan.
