@@ -109,13 +109,18 @@ def points(x, anat, sub, start: int, stop: int, model_id: str) -> list[PointReco
     return out
 
 
-def rss_mib() -> float:
-    """Resident set size of this process in MiB."""
+def status_mib(field: str = "VmRSS") -> float:
+    """A memory field of /proc/self/status in MiB: VmRSS (resident), RssAnon (held by the process itself)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB."""
+    return status_mib("VmRSS")
 
 
 def pct(ms: list[float]) -> tuple[float, float]:
@@ -184,34 +189,25 @@ class AnonPeak:
     def __enter__(self):
         import threading
 
-        self.peak, self._stop = anon_mib(), threading.Event()
+        self.peak, self._stop = status_mib("RssAnon"), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            self.peak = max(self.peak, anon_mib())
+            self.peak = max(self.peak, status_mib("RssAnon"))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, anon_mib())
-
-
-def anon_mib() -> float:
-    """RssAnon of this process in MiB (memory it holds itself, not mapped files)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+        self.peak = max(self.peak, status_mib("RssAnon"))
 
 
 def build(home: Path, x, anat, sub, opts: EdgeOptions, model_id: str) -> dict:
     """Fill and index a collection as `regionmir ingest` does (an index build every segment and
     at the end); returns timings and memory growth."""
-    r0, a0 = rss_mib(), anon_mib()
+    r0, a0 = rss_mib(), status_mib("RssAnon")
     store = EmbeddedStore(home / "store", opts)
     store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id, "embedding_dim": x.shape[1]})
     every, since, upsert_s, build_s, builds = store.index_every(COLLECTION), 0, 0.0, 0.0, 0
