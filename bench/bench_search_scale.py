@@ -104,8 +104,9 @@ def points(x, anat, sub, start: int, stop: int, model_id: str) -> list[PointReco
     out = []
     for i in range(start, stop):
         img = i // len(SLUGS)
-        image = images.get(img) or images.setdefault(img, image_fields(img, model_id))
-        out.append(PointRecord(str(uuid.UUID(int=i)), x[i], region_fields(anat[i], sub[i]), image))
+        if img not in images:
+            images[img] = image_fields(img, model_id)
+        out.append(PointRecord(str(uuid.UUID(int=i)), x[i], region_fields(anat[i], sub[i]), images[img]))
     return out
 
 
@@ -275,8 +276,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--cli-runs", type=int, default=3)
-    ap.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256],
-                    help="HNSW search breadths to measure besides the store's default")
+    ap.add_argument("--ef", type=int, nargs="*", default=[64, 256],
+                    help="HNSW search breadths to measure besides the store's default (128)")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the stores (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
     args = ap.parse_args()

@@ -224,8 +224,9 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
                 summary.duplicates += 1
                 report.write(duplicate_record(dup, first))
             summary.ingested += len(batch)
-            summary.regions += sum(len(p.regions) for p in batch)
-            unindexed += sum(len(p.regions) for p in batch)
+            regions = sum(len(p.regions) for p in batch)
+            summary.regions += regions
+            unindexed += regions
             if index_every and unindexed >= index_every:  # bounded memory: one segment at a time
                 t = time.perf_counter()
                 store.build_index(cfg.collection)
