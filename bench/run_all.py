@@ -146,14 +146,15 @@ def summary(name: str, r: dict | None) -> str:
 
 def scale_table(r: dict) -> list[str]:
     """Markdown rows of bench_search_scale: one per size and store variant."""
-    out = ["| regions | variant | p50 / p95 ms | recall@10 | other breadths: p50 ms (recall) | exact=True p50 ms "
+    out = ["| regions | variant | p50 / p95 ms, first pass (warm) | recall@10 | other breadths: p50 ms (recall) | exact=True p50 ms "
            "| numpy p50 ms | upsert s | index s (builds, segments) | peak anon while building MiB | disk B/region "
            "| open s | RSS open / after queries MiB | cold CLI s | load |", "|" + "---|" * 15]
     for x in r["results"]:
         a, e = x["ann"], x["exact"]
         efs = ", ".join(f"{k[2:]}: {v['p50_ms']:.2f} ({v['recall']:.3f})" for k, v in x.items()
                         if k.startswith("ef") and isinstance(v, dict)) or "-"
-        out.append(f"| {x['n']:,} | {x['variant']} | {a['p50_ms']:.2f} / {a['p95_ms']:.2f} | {a['recall']:.3f} | {efs} "
+        out.append(f"| {x['n']:,} | {x['variant']} | {a['p50_ms']:.2f} / {a['p95_ms']:.2f} (warm {x['ann_warm']['p50_ms']:.2f} "
+                   f"/ {x['ann_warm']['p95_ms']:.2f}) | {a['recall']:.3f} | {efs} "
                    f"| {e['p50_ms']:.2f} | {x['numpy_p50_ms']:.2f} | {x['upsert_s']:.0f} "
                    f"| {x['build_s']:.0f} ({x['index_builds']}, {x['segments']}) "
                    f"| {x['anon_peak_build_mib']:.0f} | {x['disk_b_per_region']:.0f} | {x['open_s']:.2f} "

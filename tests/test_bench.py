@@ -41,14 +41,21 @@ def test_bench_ingest_prints_the_floor_and_its_ratio(tmp_path):
 
 
 def test_bench_search_scale_prints_each_size(tmp_path):
-    rows = run_bench("bench_search_scale.py", "--sizes", "3600", "--queries", "20", "--cli-runs", "1",
-                     "--tmp", str(tmp_path), tmp_path=tmp_path)
+    rows = run_bench("bench_search_scale.py", "--sizes", "3600", "--queries", "20", "--cli-runs", "1", "--ef", "64",
+                     "--tmp", str(tmp_path), "--keep", tmp_path=tmp_path)
     row = next(r for r in rows if r["bench"] == "search_scale_row")
     assert row["n"] == 3600 and row["variant"] == "int8-disk" and row["index_builds"] == 1 and row["segments"] >= 1
     for key in ("open_s", "rss_open_mib", "upsert_s", "build_s", "disk_b_per_region", "cli_wall_s"):
         assert row[key] > 0, key
     assert row["ann"]["recall"] >= 0.9 and row["exact"]["recall"] == 1.0  # exact search is exact
     assert row["ann"]["p95_ms"] >= row["ann"]["p50_ms"] > 0
+    assert row["ann_warm"]["recall"] == row["ann"]["recall"]  # the same queries again, same answers
+    kept = next(tmp_path.glob("bench-scale-*/home-3600-int8-disk/store"))  # measured again, as after a reboot
+    again = run_bench("bench_search_scale.py", "--reopen", str(kept), "--queries", "20", "--ef", "64",
+                      tmp_path=tmp_path)[-1]
+    assert again["bench"] == "search_scale_reopen" and again["points"] == 3600 and again["open_s"] > 0
+    assert again["exact"]["recall_vs_exact"] == 1.0 and again["ef64"]["p50_ms"] > 0
+    assert again["ann"]["recall_vs_exact"] == pytest.approx(rows[-1]["results"][0]["ann"]["recall"])
 
 
 def test_bench_train_cache_prints_memory_per_phase(tmp_path):
