@@ -37,7 +37,9 @@ def benches(full: bool, localizer_model: str) -> dict[str, list[str]]:
     return {
         "phantom": ["bench_phantom.py", "--patients", "8" if q else "40"],
         "encoder": ["bench_encoder.py", "--n", "1024" if q else "2048"],
-        "ingest": ["bench_ingest.py", "--patients", "6" if q else "30"],
+        # 240 / 480 films: the steady part needs many batches (12 films measured start-up, 120 a
+        # steady part too short to drain evenly: 0.73 where 240 films gave 0.85 in the same hour)
+        "ingest": ["bench_ingest.py", "--patients", "120" if q else "240"],
         "search_cli": ["bench_search_cli.py", "--points", "20000" if q else "100000",
                        "--queries", "100" if q else "200"],
         "localizer": ["bench_localizer.py", localizer_model, "--repeat", "10" if q else "50"],
@@ -206,17 +208,16 @@ def cell(name: str, result: dict | None) -> str:
         return f"kept from an older version of the bench; re-run it: `bench/run_all.py --only {name}`"
 
 
-def generated(runs: list[dict], info: dict, full: bool, started: str, load: tuple) -> list[str]:
+def generated(runs: list[dict], info: dict, full: bool, started: str, load: tuple, only: list | None) -> list[str]:
     """The README part run_all.py owns: machine, load, commands and the latest numbers."""
     flag = " --full" if full else ""
-    partial = len({r.get("date", "")[:16] for r in runs}) > 1 or len(runs) < len(benches(False, ""))
     lines = [
         BEGIN, "",
         f"Written by `bench/run_all.py` at {started} UTC ({'full' if full else 'quick'} mode); rows not re-run "
         "then (`--only`) keep their earlier numbers, date and command.", "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM; {info['os']}, Python {info['python']}",
         f"- Load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the CPU is shared; each row has its own)",
-        f"- Latest invocation: `.venv/bin/python bench/run_all.py{flag}{' --only ...' if partial else ''}`; `make bench` runs "
+        f"- Latest invocation: `.venv/bin/python bench/run_all.py{flag}{' --only ' + ' '.join(only) if only else ''}`; `make bench` runs "
         "`.venv/bin/python bench/run_all.py` (quick sizes); `--full` takes the big sizes, `--only NAME...` re-runs "
         "some rows. Each row shows its own command (runnable alone), date and load average at its start.", "",
         "| bench | key numbers | load at start | wall s | finished (UTC) | command |", "|---|---|---|---|---|---|",
@@ -252,7 +253,8 @@ def generated(runs: list[dict], info: dict, full: bool, started: str, load: tupl
     return lines + ["", END]
 
 
-def write_readme(path: Path, runs: list[dict], info: dict, full: bool, started: str, load: tuple) -> Path:
+def write_readme(path: Path, runs: list[dict], info: dict, full: bool, started: str, load: tuple,
+                 only: list | None = None) -> Path:
     """Rewrite the generated part of ``path``; the text before and after the markers stays as it was.
 
     A README without markers keeps all of its text below the new generated part."""
@@ -263,7 +265,7 @@ def write_readme(path: Path, runs: list[dict], info: dict, full: bool, started: 
     else:
         title, _, body = old.partition("\n")
         head, tail = title + "\n\n", "\n\n" + body.lstrip("\n") if body.strip() else "\n"
-    path.write_text(head + "\n".join(generated(runs, info, full, started, load)) + tail)
+    path.write_text(head + "\n".join(generated(runs, info, full, started, load, only)) + tail)
     return path
 
 
@@ -290,7 +292,9 @@ def main() -> None:
     last_run = readme.with_name("last_run.json")
     if args.readme_only:
         last = json.loads(last_run.read_text())
-        print(f"wrote {write_readme(readme, last['runs'], last['machine'], last['full'], last['started'], last['load'])}")
+        path = write_readme(readme, last["runs"], last["machine"], last["full"], last["started"], last["load"],
+                            last.get("only"))
+        print(f"wrote {path}")
         return
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     load, info = os.getloadavg(), machine()
@@ -306,8 +310,8 @@ def main() -> None:
         runs = [run_one(name, a, args.timeout) for name, a in todo.items() if not args.only or name in args.only]
     runs = merged(runs, args.only, last_run)
     last_run.write_text(json.dumps({"started": started, "machine": info, "load": load,
-                                    "full": args.full, "runs": runs}, indent=1) + "\n")
-    path = write_readme(readme, runs, info, args.full, started, load)
+                                    "full": args.full, "only": args.only, "runs": runs}, indent=1) + "\n")
+    path = write_readme(readme, runs, info, args.full, started, load, args.only)
     print(f"\nwrote {path}")
     if any(r["rc"] or r["result"] is None for r in runs):
         sys.exit(1)
