@@ -139,10 +139,14 @@ def bad_instances(archive: Path, out: Path) -> dict[str, Path]:
 class Listen:
     """`regionmir --verbose listen --json` in a subprocess; its JSON lines arrive on a queue (stderr: the log)."""
 
-    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = ()):
+    def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = (),
+                 sigint_ignored: bool = False):
         cmd = [CLI, "--verbose", "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
                "--json", "--batch-seconds", str(batch_seconds), *extra]
-        self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # sigint_ignored: started as a script's background job (`regionmir listen &`) inherits SIGINT ignored
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=ignore)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         assert self.next_event(30)["event"] == "listening"

@@ -120,9 +120,11 @@ def test_kill_9_mid_transfer_then_restart_and_resend_loses_nothing_and_duplicate
     assert len(points) == len(folder)
 
 
-def test_ctrl_c_ingests_what_was_received_then_exits_0(setup, tmp_path):
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background-job"])
+def test_ctrl_c_ingests_what_was_received_then_exits_0(setup, tmp_path, background):
     home, port = tmp_path / "home", free_port()
-    listen = Listen(home, setup["model"], port, batch_seconds=3600)  # no pass before the Ctrl-C
+    listen = Listen(home, setup["model"], port, batch_seconds=3600,  # no pass before the Ctrl-C
+                    sigint_ignored=background)
     assert set(send(port, setup["files"][:4]).values()) == {0}
     err = listen.stop(signal.SIGINT)
     assert listen.proc.returncode == 0, err

@@ -59,6 +59,9 @@ def listen(
 
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: drain, then exit
+    # a listener started as a background job of a script inherits SIGINT ignored: `kill -INT` and
+    # Ctrl-C after `fg` must still stop it the documented way
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         listener.serve_forever()
     except KeyboardInterrupt:  # the normal way to stop a listener: exit 0 once drained
