@@ -264,7 +264,8 @@ def write_readme(path: Path, runs: list[dict], info: dict, full: bool, started: 
         tail = rest.split(END, 1)[1]
     else:
         title, _, body = old.partition("\n")
-        head, tail = title + "\n\n", "\n\n" + body.lstrip("\n") if body.strip() else "\n"
+        head = title + "\n\n"
+        tail = "\n\n" + body.lstrip("\n") if body.strip() else "\n"
     path.write_text(head + "\n".join(generated(runs, info, full, started, load, only)) + tail)
     return path
 
