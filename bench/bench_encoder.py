@@ -1,4 +1,4 @@
-"""Encoder throughput: onnxruntime (regionmir.encoder.Encoder) vs torch eager, same network, batch 64.
+"""Encoder throughput: onnxruntime (regionmir.inference.encoder.Encoder) vs torch eager, same network, batch 64.
 
     .venv/bin/python bench/bench_encoder.py [--backbone resnet10-w16] [--crop-size 64] [--n 2048]
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from regionmir.anatomy import ALL
-from regionmir.encoder import Encoder
-from regionmir.modelmeta import ModelMeta
+from regionmir.inference.encoder import Encoder
+from regionmir.inference.meta import ModelMeta
 from regionmir.regions import CropSpec, normalize
 from regionmir.train.export import export_encoder
 from regionmir.train.models import RegionEncoder

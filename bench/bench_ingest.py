@@ -45,7 +45,7 @@ def default_model(out: Path, backbone: str = "resnet10-w16") -> Path:
     import torch
 
     from regionmir.anatomy import Anatomy
-    from regionmir.modelmeta import ModelMeta
+    from regionmir.inference.meta import ModelMeta
     from regionmir.train.export import export_encoder
     from regionmir.train.models import RegionEncoder
 
@@ -112,8 +112,8 @@ def step_costs(archive: Path, model: Path) -> dict:
     every film of the archive once."""
     from regionmir.archive import Archive
     from regionmir.dicom import read_image
-    from regionmir.encoder import Encoder
-    from regionmir.pipeline import Prepared, Preparer, plan, to_points
+    from regionmir.inference.encoder import Encoder
+    from regionmir.ingest.stages import Prepared, Preparer, plan, to_points
     from regionmir.regions import crop_regions
     from regionmir.store import open_store
 
@@ -178,8 +178,8 @@ def main() -> None:
               f"({time.perf_counter() - t:.1f} s to generate)", flush=True)
     model = args.model or default_model(tmp / "model", args.backbone)
 
-    from regionmir.encoder import load_encoder
-    from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.inference.encoder import load_encoder
+    from regionmir.ingest.runner import IngestConfig, run_ingest
 
     enc = load_encoder(model)
     print(f"model {enc.model_id}: {enc.meta.backbone}, {enc.spec.size} px crops, {enc.dim}-d, {enc.providers[0]}")

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("model", help="model folder or localizer.onnx")
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
-    from regionmir.localizer import Localizer, letterbox
+    from regionmir.inference.localizer import Localizer, letterbox
 
     loc = Localizer(args.model)
     print(f"model {loc.model_id} size {loc.size} providers {loc.providers} cpus {os.cpu_count()}")

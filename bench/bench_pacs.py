@@ -43,7 +43,7 @@ def sop_scene_graphs(archive: Path, out: Path) -> Path:
 
 
 def ingest(home: Path, archive: Path, model: Path, source=None) -> dict:
-    from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.ingest.runner import IngestConfig, run_ingest
 
     os.environ["REGIONMIR_HOME"] = str(home)
     t = time.perf_counter()

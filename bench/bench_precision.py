@@ -32,9 +32,9 @@ from bench_ingest import default_model  # noqa: E402
 def precision_at_10(archive: Path, model: Path, collection: str) -> dict:
     """Mean precision@10 and base rate over the test split's regions with findings."""
     from regionmir.archive import Archive
-    from regionmir.encoder import load_encoder
-    from regionmir.ingest import IngestConfig, run_ingest
-    from regionmir.search import Searcher, search_image
+    from regionmir.inference.encoder import load_encoder
+    from regionmir.ingest.runner import IngestConfig, run_ingest
+    from regionmir.search.searcher import Searcher, search_image
     from regionmir.store import Filter, open_store
 
     run_ingest(IngestConfig(archive, model, collection=collection))

@@ -35,8 +35,8 @@ def add_localizer(folder: Path) -> None:
     """An untrained localizer of the default architecture (192 px, width 16) in ``folder``."""
     import torch
 
-    from regionmir.train.localizer import LocalizerConfig, write_model
-    from regionmir.train.localizer_model import LocalizerNet
+    from regionmir.train.localizer.run import LocalizerConfig, write_model
+    from regionmir.train.localizer.model import LocalizerNet
 
     torch.manual_seed(0)
     cfg = LocalizerConfig()
@@ -64,7 +64,7 @@ def held_out_archive(root: Path, query_dir: Path, size: int) -> Path:
 def real_vectors(archive: Path, encoder) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Embeddings of the archive's regions by anatomy, and their payload templates."""
     from regionmir.archive import Archive
-    from regionmir.pipeline import Prepared, Preparer, plan
+    from regionmir.ingest.stages import Prepared, Preparer, plan
 
     tasks, _ = plan(Archive(archive))
     prep = Preparer(archive, encoder.spec)
@@ -169,8 +169,8 @@ def main() -> None:
         add_localizer(model)
     query = held_out_archive(tmp / "archive", tmp / "query", args.size)
 
-    from regionmir.encoder import load_encoder
-    from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.inference.encoder import load_encoder
+    from regionmir.ingest.runner import IngestConfig, run_ingest
     from regionmir.store import open_store
 
     s = run_ingest(IngestConfig(tmp / "archive", model))

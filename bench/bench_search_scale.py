@@ -303,7 +303,7 @@ def main() -> None:
     model = default_model(tmp / "model")
     add_localizer(model)
     query = held_out_archive(tmp / "archive", tmp / "query", 1024)
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     ctx = {"tmp": tmp, "model": model, "model_id": load_encoder(model).model_id, "query": query}
     synth, results = Synth(args.dim), []

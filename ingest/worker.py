@@ -1,6 +1,6 @@
 """Ingestion worker entry point (container PID 1 under `init`): read env, wait for Qdrant, exec `regionmir ingest`.
 
-Orchestration only: the ingest itself is `regionmir.ingest.run_ingest` behind the CLI.
+Orchestration only: the ingest itself is `regionmir.ingest.runner.run_ingest` behind the CLI.
 Environment (see ingest/README.md):
 
     ARCHIVE                  archive folder inside the container        [/archive]
@@ -169,7 +169,7 @@ def wait_for_server(cfg: WorkerEnv, wait=None, sleep: Callable[[float], None] = 
     """
     if not cfg.qdrant_url:
         return
-    from regionmir.serverprobe import NotReady, wait_until_ready
+    from regionmir.store.probe import NotReady, wait_until_ready
 
     wait = wait or wait_until_ready
     try:
@@ -190,7 +190,7 @@ def wait_for_collection(cfg: WorkerEnv, exists=None, sleep: Callable[[float], No
     """
     if not cfg.qdrant_url or cfg.shard[0] == 0:
         return
-    from regionmir.serverprobe import collection_exists
+    from regionmir.store.probe import collection_exists
 
     exists = exists or collection_exists
     end = clock() + cfg.collection_wait_s

@@ -23,12 +23,40 @@ from regionmir.errors import (
 
 __version__ = "0.1.0"
 
+# The stages' faces, imported on first use so that `import regionmir` stays light.
+_LAZY = {
+    "open_store": "regionmir.store",
+    "Encoder": "regionmir.inference",
+    "Localizer": "regionmir.inference",
+    "IngestConfig": "regionmir.ingest",
+    "run_ingest": "regionmir.ingest",
+    "Searcher": "regionmir.search",
+    "search_image": "regionmir.search",
+}
+
+
+def __getattr__(name: str):
+    """Resolve a stage's public name (``regionmir.run_ingest``...) by importing its package."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'regionmir' has no attribute {name!r}")
+
+
 logging.getLogger("regionmir").addHandler(logging.NullHandler())
 
 __all__ = [
     "ALL",
     "BOXED",
     "Anatomy",
+    "Encoder",
+    "IngestConfig",
+    "Localizer",
+    "Searcher",
+    "open_store",
+    "run_ingest",
+    "search_image",
     "AnnotationError",
     "CollectionMismatchError",
     "ImageReadError",

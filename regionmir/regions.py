@@ -1,6 +1,6 @@
 """Boxes and crops: the one definition of how a region becomes encoder input.
 
-Training (``regionmir.train``) and inference (``regionmir.encoder``, the ingest) both call
+Training (``regionmir.train``) and inference (``regionmir.inference.encoder``, the ingest) both call
 :func:`crop_regions` (or :func:`crop_region`, the same for one box) and :func:`normalize`, so
 a crop seen at search time is made exactly as the crops the encoder learned from. Crops are never mirrored: laterality is the label.
 """

@@ -18,7 +18,7 @@ from PIL import Image
 
 from regionmir.dicom import read_image
 from regionmir.phantom import patient, render
-from regionmir.realcheck.films import read_films
+from regionmir.evaluation.real.films import read_films
 
 TILE = 200
 

@@ -26,7 +26,7 @@ def tiny_localizer(tiny_archive, tmp_path_factory):
     Boxes are rough; use it for plumbing (shapes, metadata, CLI), not for accuracy.
     """
     pytest.importorskip("torch")
-    from regionmir.train.localizer import LocalizerConfig, train_localizer
+    from regionmir.train.localizer.run import LocalizerConfig, train_localizer
 
     out = tmp_path_factory.mktemp("localizer")
     train_localizer(tiny_archive, out, LocalizerConfig(size=64, epochs=3, batch_size=8, width=8, device="cpu"))
@@ -38,7 +38,7 @@ def tiny_model(tiny_archive, tmp_path_factory):
     """An encoder trained for seconds on ``tiny_archive`` (regionmir strategy, 32 px crops,
     resnet6-w8, D=32) and exported: its model folder (encoder.onnx, report.md, report.json).
 
-    Load it with ``regionmir.encoder.Encoder(tiny_model)``. Use it for plumbing, not accuracy.
+    Load it with ``regionmir.inference.encoder.Encoder(tiny_model)``. Use it for plumbing, not accuracy.
     """
     pytest.importorskip("torch")
     from regionmir.train import TrainConfig, run
@@ -67,7 +67,7 @@ def qdrant_server_url():
 
 def ingested_home(home, archive, model, salt: str):
     """Ingest ``archive`` with ``model`` into the embedded store under ``home`` (REGIONMIR_HOME)."""
-    from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.ingest.runner import IngestConfig, run_ingest
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REGIONMIR_HOME", str(home))

@@ -141,7 +141,7 @@ def test_anatomy_all_ranks_studies(query, tiny_model):
 
 
 def test_anatomy_all_montage_shows_the_query_image_and_best_images(query, tiny_model, tmp_path):
-    from regionmir.montage import LABEL, TILE
+    from regionmir.search.montage import LABEL, TILE
 
     path, _ = query
     out = tmp_path / "all.png"
@@ -155,7 +155,7 @@ def test_montage_shows_query_and_hits(query, tiny_model, tmp_path):
     result = run("search", "-a", slug, str(path), "-k", "3", "--montage", str(out), model=tiny_model)
     assert result.exit_code == 0, result.output
     img = Image.open(out)
-    from regionmir.montage import LABEL, TILE
+    from regionmir.search.montage import LABEL, TILE
 
     assert img.size == (TILE * 4, TILE + LABEL)  # query crop + 3 hits
     # every hit tile shows its image (not the grey placeholder of a missing file) and a red box
@@ -178,7 +178,7 @@ def test_errors(query, tiny_model, tmp_path, indexed):
     assert isinstance(r.exception, StoreNotFoundError) and "nope" in str(r.exception)
     r = run("search", "-a", slug, str(path), model=tmp_path / "no-model")
     assert isinstance(r.exception, ModelError)
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     enc = load_encoder(tiny_model)
     store = open_store(path=indexed / "store")
@@ -218,7 +218,7 @@ def test_no_store_yet(query, tiny_model, tmp_path, monkeypatch):
 
 
 def test_info(tiny_archive, tiny_model):
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     doc = json.loads(run("info", "--json").stdout)
     regions = next(c for c in doc["collections"] if c["name"] == "regions")

@@ -5,7 +5,7 @@ the embedded store (qdrant-edge) and into a second backend: qdrant-client's loca
 or a Qdrant server from testcontainers (``pytest -m integration``). Then both get the same
 questions: points and payloads, exact top-k (ids in order up to ties, scores), approximate
 search after the index build against exact, count and facet, and whole searches through
-:mod:`regionmir.search`.
+:mod:`regionmir.search.searcher`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pytest
 
 from regionmir.archive import Archive
 from regionmir.dicom import read_image
-from regionmir.encoder import load_encoder
-from regionmir.ingest import IngestConfig, IngestSummary, run_ingest
-from regionmir.search import Searcher, search_image
+from regionmir.inference.encoder import load_encoder
+from regionmir.ingest.runner import IngestConfig, IngestSummary, run_ingest
+from regionmir.search.searcher import Searcher, search_image
 from regionmir.store import Filter, Hit, Store
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
 from regionmir.store.server import ServerStore

@@ -18,7 +18,7 @@ import typer.main
 import yaml
 from fake_qdrant import FakeQdrant
 
-from regionmir.serverprobe import NotReady, Probe
+from regionmir.store.probe import NotReady, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "docker-compose.yml"

@@ -1,4 +1,4 @@
-"""`regionmir doctor` and regionmir.health: each check's OK / WARN / FAIL, fix hints, JSON, exit code."""
+"""`regionmir doctor` and regionmir.doctor.checks: each check's OK / WARN / FAIL, fix hints, JSON, exit code."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from fake_qdrant import FakeQdrant
 from typer.testing import CliRunner
 
-from regionmir import health
+from regionmir.doctor import checks as health
 from regionmir.anatomy import ALL
 from regionmir.cli.app import app
-from regionmir.modelmeta import ModelMeta, model_id_of
+from regionmir.inference.meta import ModelMeta, model_id_of
 
 onnx = pytest.importorskip("onnx")  # test extra: builds a tiny encoder without torch
 
@@ -178,7 +178,7 @@ def test_embedded_store_counts_and_lock(fresh_home):
 
 
 def test_missing_codec_fails_with_the_pip_command(monkeypatch):
-    from regionmir import codectest
+    from regionmir.doctor import codecs as codectest
 
     def broken():
         raise ImportError("No module named 'openjpeg'", name="openjpeg")
@@ -196,7 +196,7 @@ def test_codecs_really_round_trip():
 def test_gpu_check_is_quiet_and_honest(monkeypatch, capfd):
     import os
 
-    import regionmir.runtime as runtime
+    import regionmir.inference.runtime as runtime
 
     assert health.check_gpu().status in ("OK", "WARN")
     real_exists = os.path.exists
@@ -249,7 +249,7 @@ def test_model_that_cannot_run_fails(tmp_path, monkeypatch):
 def test_gpu_present_but_cuda_provider_unusable_is_a_quiet_warning(tmp_path, monkeypatch, capfd):
     import os
 
-    import regionmir.runtime as runtime
+    import regionmir.inference.runtime as runtime
 
     file = tiny_encoder(tmp_path / "m") / "encoder.onnx"
     ort = runtime.ort()

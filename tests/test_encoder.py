@@ -9,9 +9,9 @@ import torch
 
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import Region, SceneGraph
-from regionmir.encoder import Encoder, choose_providers, cuda_device_present, load_encoder
+from regionmir.inference.encoder import Encoder, choose_providers, cuda_device_present, load_encoder
 from regionmir.errors import ModelError
-from regionmir.modelmeta import ModelMeta
+from regionmir.inference.meta import ModelMeta
 from regionmir.regions import Box, CropSpec
 from regionmir.train.data import build_cropset
 from regionmir.train.export import export_encoder

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regionmir import metrics as m
+from regionmir.evaluation import metrics as m
 from regionmir.anatomy import ALL
-from regionmir.evalsummary import summarize
-from regionmir.evaluate import Encoded, EvalConfig, _eval_store, fill_collection, run_queries
+from regionmir.evaluation.summary import summarize
+from regionmir.evaluation.run import Encoded, EvalConfig, _eval_store, fill_collection, run_queries
 from regionmir.store import PointRecord, point_id
 
 ANATS = ALL[:4]
@@ -151,8 +151,8 @@ def _walk(block, path=""):
 
 @pytest.fixture(scope="module")
 def tiny_report(tiny_archive, tiny_model, tmp_path_factory):
-    from regionmir.evalreport import write_report
-    from regionmir.evaluate import evaluate
+    from regionmir.evaluation.report import write_report
+    from regionmir.evaluation.run import evaluate
 
     out = tmp_path_factory.mktemp("eval")
     cfg = EvalConfig(archive=Path(tiny_archive), model=Path(tiny_model), out=out, ks=(1, 3, 5), curve_depth=10)

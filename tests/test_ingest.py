@@ -20,9 +20,9 @@ from conftest import kill_when_ledger_has
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
-from regionmir.ingest import IngestConfig, run_ingest
-from regionmir.ledger import Ledger
-from regionmir.pipeline import ImageTask, Preparer, Skipped, batches, mask_path, plan, resolve_path, shard_of
+from regionmir.ingest.runner import IngestConfig, run_ingest
+from regionmir.ingest.ledger import Ledger
+from regionmir.ingest.stages import ImageTask, Preparer, Skipped, batches, mask_path, plan, resolve_path, shard_of
 from regionmir.privacy import pseudonym
 from regionmir.store import open_store, point_id
 
@@ -119,7 +119,7 @@ def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
 
 def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
     """A mark is fsync'd: a power cut after an upsert must not forget that the image is done."""
-    import regionmir.ledger as ledger_module
+    import regionmir.ingest.ledger as ledger_module
 
     synced = []
     real = os.fsync
@@ -177,7 +177,7 @@ def test_mask_path_hides_patient_folders(tmp_path):
 
 
 def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     spec = load_encoder(tiny_model).spec
     archive = Archive(tiny_archive)
@@ -191,7 +191,7 @@ def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
 
 
 def test_a_worker_that_encodes_returns_the_encoders_embeddings(tiny_archive, tiny_model, home):
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     encoder = load_encoder(tiny_model)
     archive = Archive(tiny_archive)
@@ -254,7 +254,7 @@ def test_ingest_counts_and_payloads(tiny_archive, tiny_model, home):
     assert s.failed == 0 and s.skipped == 0 and s.unlabeled == n_images - len(labeled)
     points = all_points()
     assert len(points) == s.regions
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     model_id = load_encoder(tiny_model).model_id
     archive = Archive(tiny_archive)
@@ -481,7 +481,7 @@ def encoder_like(model_id: str = "model-a", dim: int = 8):
 
 @pytest.mark.parametrize("kind", ["server", "embedded"])
 def test_racing_creators_end_with_one_meta_and_one_token(kind, tmp_path, monkeypatch):
-    from regionmir.ingest import ensure_collection
+    from regionmir.ingest.runner import ensure_collection
 
     winner, loser = two_stores(kind, tmp_path)
     won = {}
@@ -504,7 +504,7 @@ def test_racing_creators_end_with_one_meta_and_one_token(kind, tmp_path, monkeyp
 @pytest.mark.parametrize("kind", ["server", "embedded"])
 @pytest.mark.parametrize("other", [encoder_like("model-b", 8), encoder_like("model-a", 16)])
 def test_racing_creator_of_another_model_is_refused(kind, other, tmp_path, monkeypatch):
-    from regionmir.ingest import ensure_collection
+    from regionmir.ingest.runner import ensure_collection
 
     winner, loser = two_stores(kind, tmp_path)
     racing(monkeypatch, loser, lambda: ensure_collection(winner, "c", other, tmp_path))
@@ -549,10 +549,10 @@ def test_cli_layout_options_and_environment_reach_the_config(tiny_archive, monke
     from typer.testing import CliRunner
 
     from regionmir.cli.app import app
-    from regionmir.ingest import IngestSummary
+    from regionmir.ingest.runner import IngestSummary
 
     seen = []
-    monkeypatch.setattr("regionmir.ingest.run_ingest", lambda cfg, **k: seen.append(cfg) or IngestSummary("c", "s", "m"))
+    monkeypatch.setattr("regionmir.ingest.runner.run_ingest", lambda cfg, **k: seen.append(cfg) or IngestSummary("c", "s", "m"))
     result = CliRunner().invoke(app, ["ingest", str(tiny_archive), "--json", "--replication-factor", "2"],
                                 env={"QDRANT_SHARDS": "3", "QDRANT_WRITE_CONSISTENCY": "1"})
     assert result.exit_code == 0, result.output
@@ -565,7 +565,7 @@ def test_cli_layout_options_and_environment_reach_the_config(tiny_archive, monke
 
 
 def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
-    from regionmir.ledger import ledger_family, ledger_path
+    from regionmir.ingest.ledger import ledger_family, ledger_path
 
     monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
     p0, p1 = ledger_path("loc", "c", (0, 2)), ledger_path("loc", "c", (1, 2))
@@ -577,7 +577,7 @@ def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
         b.mark([f"b{i}"])
     a.mark_indexed()
     second = subprocess.run(  # a second process on shard 1/2 of the same home
-        [sys.executable, "-c", f"from regionmir.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
+        [sys.executable, "-c", f"from regionmir.ingest.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
         capture_output=True, text=True, timeout=60)
     assert second.returncode == 1 and "StoreLockedError" in second.stderr
     assert "same --shard" in second.stderr
@@ -613,7 +613,7 @@ def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_m
 
 
 def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, monkeypatch):
-    from regionmir import ledger as ledger_module
+    from regionmir.ingest import ledger as ledger_module
 
     monkeypatch.setattr(ledger_module.time, "time", lambda: 1_800_000_000.25)  # a frozen clock
     first = ledger_module.default_report_path("regions")
@@ -625,7 +625,7 @@ def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, mo
 
 
 def test_payload_boxes_keep_whole_pixels_as_ints():
-    from regionmir.pipeline import payload_box
+    from regionmir.ingest.stages import payload_box
     from regionmir.regions import Box
 
     box = payload_box(Box(12.0, 40.0, 300.25, 420.0))

@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 from regionmir.anatomy import BOXED
 from regionmir.annotations import Region, SceneGraph
 from regionmir.errors import ModelError
-from regionmir.localizer import Letterbox, Localizer, letterbox, load_localizer
+from regionmir.inference.localizer import Letterbox, Localizer, letterbox, load_localizer
 from regionmir.regions import Box
 
 torch = pytest.importorskip("torch")
 
 from regionmir.cli.app import app  # noqa: E402
-from regionmir.train.localizer import NORM_MEAN, NORM_STD, LocalizerConfig, fit, write_model  # noqa: E402
-from regionmir.train.localizer_augment import AugmentConfig, augment  # noqa: E402
-from regionmir.train.localizer_data import make_film  # noqa: E402
+from regionmir.train.localizer.run import NORM_MEAN, NORM_STD, LocalizerConfig, fit, write_model  # noqa: E402
+from regionmir.train.localizer.augment import AugmentConfig, augment  # noqa: E402
+from regionmir.train.localizer.data import make_film  # noqa: E402
 
 SIZE = 64
 
@@ -190,7 +190,7 @@ def test_roi_grid_samples_evenly_over_the_widened_box():
     """Sampling a map whose channels are x and y must give the grid centres of the box widened by WIDEN."""
     import torch.nn.functional as F
 
-    from regionmir.train.localizer_model import GRID, N_REGIONS, WIDEN, roi_grid
+    from regionmir.train.localizer.model import GRID, N_REGIONS, WIDEN, roi_grid
 
     s = 32
     ramp = (torch.arange(s, dtype=torch.float32) + 0.5) / s  # pixel centres in [0, 1]
@@ -208,8 +208,8 @@ def test_roi_grid_samples_evenly_over_the_widened_box():
 
 def test_refinement_stage_corrects_boxes_and_leaves_the_first_stage_alone(films):
     """Trained alone (first stage frozen at the template), the second stage must move boxes onto the truth."""
-    from regionmir.train.localizer_data import template
-    from regionmir.train.localizer_model import LocalizerNet, box_iou, localizer_loss
+    from regionmir.train.localizer.data import template
+    from regionmir.train.localizer.model import LocalizerNet, box_iou, localizer_loss
 
     torch.manual_seed(0)
     model = LocalizerNet(SIZE, torch.from_numpy(template(films, SIZE)), 8).train()
@@ -231,7 +231,7 @@ def test_refinement_stage_corrects_boxes_and_leaves_the_first_stage_alone(films)
 
 
 def test_no_refine_is_the_one_stage_net(films):
-    from regionmir.train.localizer_model import LocalizerNet
+    from regionmir.train.localizer.model import LocalizerNet
 
     model = LocalizerNet(SIZE, torch.zeros(29, 4), 8, refine=False)
     coarse, boxes, _ = model.stages(torch.zeros(2, 1, SIZE, SIZE))
@@ -239,7 +239,7 @@ def test_no_refine_is_the_one_stage_net(films):
 
 
 def test_training_learns_beyond_the_template(films):
-    from regionmir.train.localizer_model import box_iou
+    from regionmir.train.localizer.model import box_iou
 
     cfg = LocalizerConfig(size=SIZE, epochs=1, batch_size=8, width=8, device="cpu", augment=AugmentConfig.off(),
                           threads=1)
@@ -261,7 +261,7 @@ def test_calibration_matches_mean_confidence_to_mean_iou(model_dir, films):
     """Platt scaling with an intercept makes the mean confidence equal the mean achieved IoU."""
     import copy
 
-    from regionmir.train.localizer_model import box_iou, calibrate
+    from regionmir.train.localizer.model import box_iou, calibrate
 
     model = copy.deepcopy(model_dir[1])
     x, target = _clean_batch(films)
@@ -275,7 +275,7 @@ def test_calibration_matches_mean_confidence_to_mean_iou(model_dir, films):
 
 
 def _clean_batch(films):
-    from regionmir.train.localizer_data import batches
+    from regionmir.train.localizer.data import batches
 
     x, target, _ = next(batches(films, SIZE, len(films), AugmentConfig.off(), np.random.default_rng(0)))
     return (x - 0.5) / 0.25, target

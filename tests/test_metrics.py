@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from regionmir import metrics as m
+from regionmir.evaluation import metrics as m
 
 # Ranked list used by several hand computations: relevant at ranks 1, 3 and 6.
 R = [1, 0, 1, 0, 0, 1, 0, 0, 0, 0]

@@ -6,7 +6,7 @@ import pytest
 
 from regionmir.anatomy import ALL
 from regionmir.errors import ModelError
-from regionmir.modelmeta import ModelMeta, model_id_of
+from regionmir.inference.meta import ModelMeta, model_id_of
 from regionmir.regions import CropSpec
 
 

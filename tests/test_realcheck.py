@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from regionmir.errors import AnnotationError
-from regionmir.realcheck import (findings_retrieval, lung_boxes_from_mask, lung_iou, read_films, same_label_at_k,
+from regionmir.evaluation.real import (findings_retrieval, lung_boxes_from_mask, lung_iou, read_films, same_label_at_k,
                                  truth_boxes, write_sheet)
-from regionmir.realcheck.check import FilmResult
-from regionmir.realcheck.prep import group_of, split_of
+from regionmir.evaluation.real.check import FilmResult
+from regionmir.evaluation.real.prep import group_of, split_of
 from regionmir.regions import Box
 
 

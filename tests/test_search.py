@@ -13,7 +13,7 @@ from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError, RegionMIRError, StoreError, StoreNotFoundError
 from regionmir.regions import Box, crop_region
-from regionmir.search import Searcher, open_existing_store, parse_where, rank_studies, search_image
+from regionmir.search.searcher import Searcher, open_existing_store, parse_where, rank_studies, search_image
 from regionmir.store import Hit, open_store
 
 SALT = "test-salt-search"
@@ -35,7 +35,7 @@ def env(indexed, monkeypatch):
 
 @pytest.fixture
 def searcher(env, tiny_model):
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     store = open_existing_store()
     yield Searcher(store, "regions", load_encoder(tiny_model))
@@ -201,7 +201,7 @@ def test_box_outside_the_image_and_box_with_all_are_refused(searcher, tiny_archi
 
 
 def test_collection_errors(env, tiny_model):
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     enc = load_encoder(tiny_model)
     store = open_store(path=env / "store")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fake_qdrant import FakeQdrant
 
-from regionmir.serverprobe import NotReady, Probe, collection_exists, probe, wait_until_ready
+from regionmir.store.probe import NotReady, Probe, collection_exists, probe, wait_until_ready
 
 
 @pytest.fixture

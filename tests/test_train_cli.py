@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from regionmir.cli.app import app
-from regionmir.encoder import Encoder
+from regionmir.inference.encoder import Encoder
 from regionmir.train import TrainConfig, run
 from train_archive import write_png_archive
 

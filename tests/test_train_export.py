@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from regionmir.modelmeta import ModelMeta, model_id_of
+from regionmir.inference.meta import ModelMeta, model_id_of
 from regionmir.train.export import export_encoder
 from regionmir.train.models import RegionEncoder
 

@@ -86,7 +86,7 @@ def test_real_crops_are_train_split_lungs_without_labels(tmp_path):
 
 
 def test_real_localizer_films_carry_lung_boxes_only(tmp_path):
-    from regionmir.train.localizer_real import lung_only, real_films
+    from regionmir.train.localizer.real import lung_only, real_films
 
     films = real_films(_real_folder(tmp_path), size=64)
     assert len(films) == 2 and lung_only(films)
@@ -147,7 +147,7 @@ def test_a_folder_of_unlabeled_films_trains_through_the_localizer(tmp_path, monk
     localizer, named by them; a broken file is skipped, and without a localizer it says what to do."""
     from PIL import Image
 
-    import regionmir.localizer
+    import regionmir.inference.localizer
     from regionmir.annotations import Region
     from regionmir.errors import AnnotationError
     from regionmir.regions import Box, CropSpec
@@ -173,7 +173,7 @@ def test_a_folder_of_unlabeled_films_trains_through_the_localizer(tmp_path, monk
         def locate(self, image):
             return [Region(Anatomy.RIGHT_LUNG, Box(8, 10, 50, 86)), Region(Anatomy.LEFT_LUNG, Box(62, 14, 104, 80))]
 
-    monkeypatch.setattr(regionmir.localizer, "Localizer", FakeLocalizer)
+    monkeypatch.setattr(regionmir.inference.localizer, "Localizer", FakeLocalizer)
     crops = real_cropset(folder, classes, CropSpec(size=24), "loc.onnx", views=1, labeled=True)
     assert sorted(crops.image_ids) == ["film0", "film0", "film1", "film1", "film2", "film2"]
     assert sorted(crops.labels.tolist()) == [0, 0, 0, 1, 1, 1]

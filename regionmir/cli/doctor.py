@@ -24,7 +24,7 @@ def doctor(
     The server's API key is read from $QDRANT_API_KEY.
     """
     from regionmir import config
-    from regionmir.health import FAIL, run_all
+    from regionmir.doctor.checks import FAIL, run_all
 
     checks = run_all(model, qdrant_url, config.qdrant_api_key(), timeout)
     failed = any(c.status == FAIL for c in checks)

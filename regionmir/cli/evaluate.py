@@ -42,9 +42,9 @@ def evaluate(
     import json
 
     from regionmir import config
-    from regionmir.evalreport import _clean, write_report
-    from regionmir.evaluate import EvalConfig
-    from regionmir.evaluate import evaluate as run
+    from regionmir.evaluation.report import _clean, write_report
+    from regionmir.evaluation.run import EvalConfig
+    from regionmir.evaluation.run import evaluate as run
 
     ks = _ks(k)
     model = model or config.default_model_dir()

@@ -8,7 +8,7 @@ import typer
 
 
 def evaluate_real(
-    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder with films.csv (make one with `python -m regionmir.realcheck.prep`)."),
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder with films.csv (make one with `python -m regionmir.evaluation.real.prep`)."),
     model: Path = typer.Option(None, "--model", "-m", help="Model folder (encoder.onnx, localizer.onnx). Default: $REGIONMIR_HOME/model."),
     out: Path = typer.Option(None, "--out", "-o", help="Report folder (real_check.json, real_check.png). Default: MODEL_DIR/eval-real."),
     split: str = typer.Option("test", help="Films to score: test (held out from any real-data training), train or all."),
@@ -22,7 +22,7 @@ def evaluate_real(
     import time
 
     from regionmir import config
-    from regionmir.realcheck import run_check, write_sheet
+    from regionmir.evaluation.real import run_check, write_sheet
 
     model = model or config.default_model_dir()
     out = out or (model if model.suffix != ".onnx" else model.parent) / "eval-real"

@@ -48,7 +48,7 @@ def ingest(
     from functools import partial
 
     from regionmir import config
-    from regionmir.ingest import IngestConfig, run_ingest
+    from regionmir.ingest.runner import IngestConfig, run_ingest
     from regionmir.pacs.dicomweb import is_url
 
     source = None

@@ -19,7 +19,7 @@ def localize(
 
     from regionmir.dicom import read_image
     from regionmir.errors import ModelError
-    from regionmir.localizer import MODEL_FILE, draw_regions, load_localizer
+    from regionmir.inference.localizer import MODEL_FILE, draw_regions, load_localizer
 
     loc = load_localizer(model, device=device)
     if loc is None:
@@ -38,7 +38,7 @@ def localize(
     if preview is not None:
         draw_regions(radiograph.pixels, regions).save(preview)
     if as_json:
-        from regionmir.pipeline import mask_path
+        from regionmir.ingest.stages import mask_path
 
         shown = mask_path(Path(image).as_posix(), radiograph.header.patient_id)  # no patient folder
         typer.echo(json.dumps({"image": shown, "width": w, "height": h,

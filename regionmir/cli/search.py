@@ -53,7 +53,7 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from regionmir import config
     from regionmir.anatomy import Anatomy
     from regionmir.regions import Box
-    from regionmir.search import (Searcher, check_where, open_existing_store, parse_where, require_collection,
+    from regionmir.search.searcher import (Searcher, check_where, open_existing_store, parse_where, require_collection,
                                   search_image)
 
     if anatomy.strip().lower() != "all":
@@ -86,7 +86,7 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
             )
             timings.update(searcher.timings)
             if montage is not None:
-                from regionmir.montage import write_montage
+                from regionmir.search.montage import write_montage
 
                 write_montage(outcome, _montage_root(outcome, searcher, pacs, top_k), montage, top_k)
             timings["total_in_command"] = time.perf_counter() - t0
@@ -119,14 +119,14 @@ def _output(doc: dict, as_json: bool, montage: Path | None) -> None:
 
 def _load_models(model: Path | None):
     """``(encoder, localizer loader, seconds)``: the encoder now, the localizer on first use."""
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
 
     t = time.perf_counter()
     encoder = load_encoder(model)
     folder = Path(encoder.path).parent
 
     def localizer():
-        from regionmir.localizer import MODEL_FILE, load_localizer
+        from regionmir.inference.localizer import MODEL_FILE, load_localizer
 
         return load_localizer(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None
 

@@ -117,7 +117,7 @@ class Listener:
 
         from regionmir.errors import PacsError
 
-        from regionmir.encoder import load_encoder
+        from regionmir.inference.encoder import load_encoder
 
         load_encoder(self.cfg.ingest.get("model"))  # fail now, not after acknowledging images
         removed = self.spool.clear_partial()
@@ -158,7 +158,7 @@ class Listener:
 
     def ingest_pending(self):
         """One ingest pass over the spool; returns its IngestSummary."""
-        from regionmir.ingest import IngestConfig, run_ingest
+        from regionmir.ingest.runner import IngestConfig, run_ingest
         from regionmir.pacs.source import SpoolSource
 
         cfg = IngestConfig(archive=self.spool.root, **self.cfg.ingest)

@@ -1,6 +1,6 @@
 """Ingest sources for a PACS: what to ingest (plan), getting it onto disk (feed), letting it go (release).
 
-:func:`regionmir.ingest.run_ingest` takes one of these instead of walking a folder. Both
+:func:`regionmir.ingest.runner.run_ingest` takes one of these instead of walking a folder. Both
 name an image by its SOPInstanceUID (``image_id``, the ledger key, the point id seed) and
 give it the payload ``path`` ``studies/<uid>/series/<uid>/instances/<uid>``: the WADO-RS
 path of the instance relative to the DICOMweb service root, which a viewer can open.
@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from regionmir.errors import PacsError
-from regionmir.ledger import entry_of
+from regionmir.ingest.ledger import entry_of
 from regionmir.pacs.dicomweb import InstanceRef, Query, connect, find_instances, retrieve
 from regionmir.pacs.spool import Spool
-from regionmir.pipeline import ImageTask, Skipped, shard_of
+from regionmir.ingest.stages import ImageTask, Skipped, shard_of
 
 log = logging.getLogger("regionmir")
 

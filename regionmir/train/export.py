@@ -2,7 +2,7 @@
 
 Uses torch's TorchScript-based exporter (no onnxscript needed) at opset 17, which
 onnxruntime 1.2x-1.3x runs. The batch axis is dynamic. ``metadata_props`` carry the
-:class:`~regionmir.modelmeta.ModelMeta`; ``model_id`` hashes the graph (weights included).
+:class:`~regionmir.inference.meta.ModelMeta`; ``model_id`` hashes the graph (weights included).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from regionmir.modelmeta import ModelMeta, model_id_of
+from regionmir.inference.meta import ModelMeta, model_id_of
 from regionmir.train.models import RegionEncoder
 
 OPSET = 17

@@ -11,7 +11,7 @@ import numpy as np
 
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
-from regionmir.modelmeta import ModelMeta
+from regionmir.inference.meta import ModelMeta
 from regionmir.train import report as reports
 from regionmir.train.cache import DiskCrops, cut_split
 from regionmir.train.checkpoint import Checkpoint

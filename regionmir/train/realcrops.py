@@ -1,7 +1,7 @@
 """Region crops of real films: unlabeled for self-supervised (NT-Xent) pretraining, or
 pseudo-labeled for fine-tuning.
 
-The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.realcheck`), or every
+The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.evaluation.real`), or every
 film of a folder without films.csv (a hospital's own, unlabeled), are cut into region crops: the
 true lung boxes where the folder has them, and the boxes a localizer places for the rest. By default their anatomy labels are never used: NT-Xent only asks
 that two augmented views of one crop agree, so this teaches the encoder what real films look
@@ -30,8 +30,8 @@ def real_samples(folder: str | Path, localizer_path: str | Path | None, max_film
     """``(pixels, SceneGraph)`` of the folder's train films; regions from truth and the localizer."""
     from regionmir.anatomy import Anatomy
     from regionmir.dicom import read_image
-    from regionmir.localizer import Localizer
-    from regionmir.realcheck.films import training_films, truth_boxes
+    from regionmir.inference.localizer import Localizer
+    from regionmir.evaluation.real.films import training_films, truth_boxes
 
     films = training_films(folder)[: max_films or None]
     if not films:

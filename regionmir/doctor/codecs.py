@@ -1,6 +1,6 @@
 """DICOM codec self-test: encode and decode tiny images with the installed pylibjpeg plugins.
 
-Used by `regionmir doctor` (regionmir.health.check_codecs). Nothing is read from disk.
+Used by `regionmir doctor` (regionmir.doctor.checks.check_codecs). Nothing is read from disk.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ class Searcher:
     """
 
     def __init__(self, store, collection: str, encoder, localizer=None):
-        from regionmir.ingest import check_model
+        from regionmir.ingest.runner import check_model
 
         self.store, self.collection, self.encoder = store, collection, encoder
         self._localizer = localizer  # a Localizer, a zero-argument loader, or None

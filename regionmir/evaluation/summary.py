@@ -1,7 +1,7 @@
 """Evaluation summary: per-query search records -> metrics overall, per anatomy, with chance levels and intervals.
 
-Pure numpy (through :mod:`regionmir.metrics`), no I/O. A record is one query region as
-:func:`regionmir.evaluate.run_queries` makes it: the ranked relevance lists of its searches,
+Pure numpy (through :mod:`regionmir.evaluation.metrics`), no I/O. A record is one query region as
+:func:`regionmir.evaluation.run.run_queries` makes it: the ranked relevance lists of its searches,
 how many relevant items and how many candidates each searched pool held, and the predicted anatomy.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from regionmir import metrics as m
+from regionmir.evaluation import metrics as m
 
 
 def retrieval(rows: Sequence[dict], rel: str, n: str, pool: str, ks: Sequence[int]) -> dict:

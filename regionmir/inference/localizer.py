@@ -22,7 +22,7 @@ from regionmir import config
 from regionmir.annotations import Region
 from regionmir.errors import ModelError
 from regionmir.regions import Box
-from regionmir.runtime import model_file, open_model
+from regionmir.inference.runtime import model_file, open_model
 
 MODEL_FILE = "localizer.onnx"
 LETTERBOX = "center-pad0"  # metadata_props["letterbox"]: how the image is fitted to the square

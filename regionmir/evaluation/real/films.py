@@ -57,7 +57,7 @@ def read_films(folder: str | Path, split: str | None = None) -> list[RealFilm]:
     folder = Path(folder)
     table = folder / "films.csv"
     if not table.is_file():
-        raise AnnotationError(f"{folder} has no films.csv. Make one with `python -m regionmir.realcheck.prep` "
+        raise AnnotationError(f"{folder} has no films.csv. Make one with `python -m regionmir.evaluation.real.prep` "
                               "(see README, 'Real films') or write it with the columns " + ", ".join(COLUMNS))
     with table.open(newline="") as fh:
         rows = list(csv.DictReader(fh))

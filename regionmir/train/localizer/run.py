@@ -2,7 +2,7 @@
 
 ``train_localizer`` is what ``regionmir train-localizer`` runs: load the frontal films of the
 train split, fit the network (AdamW, one-cycle schedule), export it to ONNX with its
-:class:`~regionmir.modelmeta.ModelMeta` (kind ``localizer``), then evaluate the exported file
+:class:`~regionmir.inference.meta.ModelMeta` (kind ``localizer``), then evaluate the exported file
 with onnxruntime on the test (else valid) split and write ``localizer_report.{json,md}``.
 """
 
@@ -20,11 +20,11 @@ import torch
 from regionmir.anatomy import BOXED
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
-from regionmir.localizer import BOX_FORMAT, LETTERBOX, MODEL_FILE, Localizer
-from regionmir.modelmeta import ModelMeta, model_id_of
-from regionmir.train.localizer_augment import AugmentConfig
-from regionmir.train.localizer_data import Film, batches, load_films, template
-from regionmir.train.localizer_model import LocalizerNet, calibrate, export_onnx, localizer_loss
+from regionmir.inference.localizer import BOX_FORMAT, LETTERBOX, MODEL_FILE, Localizer
+from regionmir.inference.meta import ModelMeta, model_id_of
+from regionmir.train.localizer.augment import AugmentConfig
+from regionmir.train.localizer.data import Film, batches, load_films, template
+from regionmir.train.localizer.model import LocalizerNet, calibrate, export_onnx, localizer_loss
 from regionmir.train.loop import set_threads
 from regionmir.train.progress import Progress
 
@@ -139,7 +139,7 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
         AnnotationError: the archive has no train split or no frontal film with boxes.
     """
     from regionmir.train.data import eval_split, fingerprint
-    from regionmir.train.localizer_eval import evaluate, markdown
+    from regionmir.train.localizer.eval import evaluate, markdown
 
     archive = Archive(archive_path)
     out = Path(out_dir)
@@ -148,7 +148,7 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     films = load_films(archive, "train", cfg.size, cfg.limit)
     n_real = 0
     if cfg.real:
-        from regionmir.train.localizer_real import real_films
+        from regionmir.train.localizer.real import real_films
 
         real = real_films(cfg.real, cfg.size, cfg.limit)
         films, n_real = films + real, len(real)

@@ -2,7 +2,7 @@
 
 Each film is decoded once and kept in memory downsampled (area average) to ``2 * size`` on its
 longer side, with its boxes scaled the same way; every epoch draws fresh augmentations from it
-(:mod:`regionmir.train.localizer_augment`). Regions a scene graph lacks are masked out of the
+(:mod:`regionmir.train.localizer.augment`). Regions a scene graph lacks are masked out of the
 loss, never guessed.
 """
 
@@ -19,7 +19,7 @@ from regionmir.anatomy import BOXED
 from regionmir.annotations import SceneGraph
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ImageReadError
-from regionmir.train.localizer_augment import AugmentConfig, augment
+from regionmir.train.localizer.augment import AugmentConfig, augment
 
 log = logging.getLogger("regionmir")
 
@@ -91,7 +91,7 @@ def load_films(archive: Archive, split: str, size: int, limit: int | None = None
 
 def template(films: list[Film], size: int) -> np.ndarray:
     """Mean normalized letterbox box of every region: the prior the network starts from."""
-    from regionmir.localizer import Letterbox
+    from regionmir.inference.localizer import Letterbox
 
     acc = np.zeros((len(BOXED), 4))
     n = np.zeros(len(BOXED))

@@ -1,6 +1,6 @@
 """The real-film check: localizer lung IoU, encoder accuracy on real lung crops, findings retrieval.
 
-Everything is measured on the ``test`` films of a check folder (see :mod:`regionmir.realcheck.films`):
+Everything is measured on the ``test`` films of a check folder (see :mod:`regionmir.evaluation.real.films`):
 truth is the lung mask (or box) of each film. Real films carry no heart or clavicle outlines here,
 so those regions are not scored.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from regionmir import metrics
+from regionmir.evaluation import metrics
 from regionmir.anatomy import Anatomy
-from regionmir.realcheck.films import RealFilm, read_films, truth_boxes
+from regionmir.evaluation.real.films import RealFilm, read_films, truth_boxes
 from regionmir.regions import Box
 
 LUNGS = (Anatomy.RIGHT_LUNG, Anatomy.LEFT_LUNG)
@@ -146,9 +146,9 @@ def run_check(folder: str | Path, model: str | Path, split: str = "test", k: int
         AnnotationError: the folder has no usable films.csv or no films in ``split``.
         ModelError: the model folder has no encoder.
     """
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
     from regionmir.errors import AnnotationError
-    from regionmir.localizer import MODEL_FILE, Localizer
+    from regionmir.inference.localizer import MODEL_FILE, Localizer
 
     films = read_films(folder, split)[:limit]
     if not films:

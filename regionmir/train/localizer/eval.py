@@ -1,6 +1,6 @@
 """Localizer evaluation: per-region IoU of the exported ONNX model against scene-graph boxes.
 
-It runs the real inference path (:class:`regionmir.localizer.Localizer` on full-size decoded
+It runs the real inference path (:class:`regionmir.inference.localizer.Localizer` on full-size decoded
 films), so the numbers describe what ``regionmir localize`` does. No torch needed.
 """
 
@@ -10,8 +10,8 @@ import numpy as np
 
 from regionmir.anatomy import BOXED
 from regionmir.archive import Archive
-from regionmir.localizer import Localizer
-from regionmir.train.localizer_data import FRONTAL
+from regionmir.inference.localizer import Localizer
+from regionmir.train.localizer.data import FRONTAL
 
 KEY_REGIONS = ("right-lung", "left-lung", "cardiac-silhouette", "mediastinum")
 CONF_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.01)

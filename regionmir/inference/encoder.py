@@ -16,7 +16,7 @@ import numpy as np
 from regionmir import config
 from regionmir.errors import ModelError
 from regionmir.regions import Box, crop_regions, normalize
-from regionmir.runtime import choose_providers, cuda_device_present, model_file, open_model
+from regionmir.inference.runtime import choose_providers, cuda_device_present, model_file, open_model
 
 log = logging.getLogger("regionmir")
 

@@ -41,7 +41,7 @@ def _hit_tile(archive_root: Path | None, payload: dict) -> Image.Image:
     from regionmir.dicom import read_image
     from regionmir.errors import ImageReadError
 
-    from regionmir.pipeline import resolve_path
+    from regionmir.ingest.stages import resolve_path
 
     path = resolve_path(archive_root or ".", str(payload.get("path", "")))
     try:

@@ -3,8 +3,8 @@
 Stages, each a small callable: :func:`split_tasks` (labelled images of a split),
 :func:`encode_split` (decode -> crop -> encode with every model, via the ingest stages, so the
 points carry exactly the payloads an ingest writes), :func:`fill_collection` (the real store),
-:func:`run_queries` (store searches per query region), :func:`~regionmir.evalsummary.summarize`
-(metrics from :mod:`regionmir.metrics`). :func:`evaluate` composes them; :mod:`regionmir.evalreport` writes
+:func:`run_queries` (store searches per query region), :func:`~regionmir.evaluation.summary.summarize`
+(metrics from :mod:`regionmir.evaluation.metrics`). :func:`evaluate` composes them; :mod:`regionmir.evaluation.report` writes
 ``report.md``, ``report.json`` and the plots.
 
 Retrieval goes through ``Store.search`` of an embedded (qdrant-edge) store in a temporary
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from regionmir.archive import Archive
-from regionmir.evalsummary import summarize
+from regionmir.evaluation.summary import summarize
 
 log = logging.getLogger("regionmir")
 
@@ -67,7 +67,7 @@ class Encoded:
 
 def split_tasks(archive: Archive, split: str) -> tuple[list, int]:
     """Ingest tasks for the images of ``split`` that have labelled regions, and how many lack them."""
-    from regionmir.pipeline import ImageTask
+    from regionmir.ingest.stages import ImageTask
 
     tasks, unlabeled = [], 0
     for row in archive.split(split):
@@ -85,7 +85,7 @@ def encode_split(archive: Archive, tasks: Sequence, encoders: Sequence, workers:
     Returns:
         One :class:`Encoded` per encoder, in the order of ``encoders``.
     """
-    from regionmir.pipeline import Preparer, batches, prepared_stream, to_points
+    from regionmir.ingest.stages import Preparer, batches, prepared_stream, to_points
 
     out = [Encoded() for _ in encoders]
     by_spec: dict = defaultdict(list)
@@ -123,7 +123,7 @@ def _key(payload: dict) -> tuple[str, tuple[str, ...]]:
 
 def _ranked(hits: Sequence) -> list:
     """Hits by descending score, ties by id (exact and ANN rank tied hits alike)."""
-    from regionmir.metrics import rank_order
+    from regionmir.evaluation.metrics import rank_order
 
     if not hits:
         return []
@@ -144,7 +144,7 @@ def run_queries(store, ref: str, own: str, queries: Encoded, ref_points: Sequenc
     Returns:
         One dict per query region (see the keys set below).
     """
-    from regionmir.metrics import recall_vs_exact
+    from regionmir.evaluation.metrics import recall_vs_exact
     from regionmir.store import Filter
 
     ref_pl, own_pl = [p.full_payload for p in ref_points], [p.full_payload for p in own_points]
@@ -201,7 +201,7 @@ def load_models(model: Path, device: str = "auto") -> list[tuple[str, object]]:
     Raises:
         ModelError: ``model`` holds no encoder (the message says how to train one).
     """
-    from regionmir.encoder import Encoder, resolve_model_file
+    from regionmir.inference.encoder import Encoder, resolve_model_file
     from regionmir.errors import ModelError
 
     main = resolve_model_file(model)

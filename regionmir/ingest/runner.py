@@ -1,4 +1,4 @@
-"""Archive ingestion runner: composes the stages of :mod:`regionmir.pipeline` over a store.
+"""Archive ingestion runner: composes the stages of :mod:`regionmir.ingest.stages` over a store.
 
 ``run_ingest`` opens the store and the collection (refusing one filled by another model),
 skips images the ledger has, streams the rest through decode + crop workers, encodes whole
@@ -19,8 +19,8 @@ from pathlib import Path
 from regionmir import config
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError
-from regionmir.ledger import Ledger, entry_of, Report, default_report_path, ledger_family, ledger_path
-from regionmir.pipeline import Prepared, Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
+from regionmir.ingest.ledger import Ledger, entry_of, Report, default_report_path, ledger_family, ledger_path
+from regionmir.ingest.stages import Prepared, Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
 
 log = logging.getLogger("regionmir")
 
@@ -163,7 +163,7 @@ def run_ingest(
             (StoreError too for --shards/--replication-factor/--write-consistency on the
             embedded store).
     """
-    from regionmir.encoder import load_encoder
+    from regionmir.inference.encoder import load_encoder
     from regionmir.store import open_store
 
     archive = Archive(cfg.archive)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from regionmir.errors import MissingDependencyError, ModelError
-from regionmir.modelmeta import ModelMeta
+from regionmir.inference.meta import ModelMeta
 
 QUIET = 3  # onnxruntime log severity: 3 = errors only (no provider-fallback warnings)
 

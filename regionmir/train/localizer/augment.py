@@ -2,7 +2,7 @@
 
 Everything here is numpy/PIL; torch never appears. The warp combines a random crop window
 (scale, translation, aspect ratio, small rotation, slight anisotropy) with the letterbox of
-:mod:`regionmir.localizer`, so the network sees what inference shows it: the film, resized to
+:mod:`regionmir.inference.localizer`, so the network sees what inference shows it: the film, resized to
 fit a ``size x size`` square, centred, padded with 0. Intensity changes imitate real films
 (window/level, gamma, contrast, equalisation, blur, sharpening, noise, collimation bands and
 lead markers). There is no horizontal flip anywhere: the right lung stays on the image's left.
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from regionmir.localizer import Letterbox
+from regionmir.inference.localizer import Letterbox
 
 MIN_VISIBLE = 0.35  # a box keeps its target when at least this fraction of it stays in the film
 

@@ -2,7 +2,7 @@
 
 Every check is fast (well under a second on a laptop) and quiet: no CUDA error spam on CPU
 machines, no network except the Qdrant URL it is given. The Qdrant server probe lives in
-:mod:`regionmir.serverprobe` (the ingest worker waits on it too).
+:mod:`regionmir.store.probe` (the ingest worker waits on it too).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def check_salt() -> Check:
 def check_codecs() -> Check:
     """DICOM codecs: JPEG 2000 and RLE encode+decode round trips, JPEG decode, JPEG-LS availability."""
     try:
-        from regionmir import codectest
+        from regionmir.doctor import codecs as codectest
 
         codectest.round_trip_lossless()
         codectest.decode_jpeg()
@@ -150,7 +150,7 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
     try:
         import numpy as np
 
-        from regionmir.encoder import Encoder
+        from regionmir.inference.encoder import Encoder
 
         enc = Encoder(where, device="cpu")
     except ModelError as e:
@@ -175,7 +175,7 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
         detail += "; no localizer.onnx (only images with annotated boxes can be ingested)"
         return Check("model", OK, detail), enc.path
     try:
-        from regionmir.localizer import Localizer
+        from regionmir.inference.localizer import Localizer
 
         Localizer(localizer, device="cpu")
     except ModelError as e:
@@ -187,7 +187,7 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
 
 def check_gpu(model_file: Path | None = None) -> Check:
     """onnxruntime providers, and whether a CUDA GPU is really usable (quietly, no CUDA spam)."""
-    from regionmir import runtime
+    from regionmir.inference import runtime
 
     ort = runtime.ort()
     providers = ort.get_available_providers()
@@ -222,7 +222,7 @@ def _cuda_session_works(ort, model_file: Path) -> bool:
     except Exception:
         return False
     finally:
-        ort.set_default_logger_severity(3)  # regionmir.encoder's level
+        ort.set_default_logger_severity(3)  # regionmir.inference.encoder's level
 
 
 def check_store(url: str | None = None, api_key: str | None = None, timeout: float = 1.0) -> Check:
@@ -235,7 +235,7 @@ def check_store(url: str | None = None, api_key: str | None = None, timeout: flo
 
 
 def _check_server(url: str, api_key: str | None, timeout: float) -> Check:
-    from regionmir.serverprobe import probe
+    from regionmir.store.probe import probe
 
     p = probe(url, api_key, timeout)
     if not p.reachable:

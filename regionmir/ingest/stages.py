@@ -1,6 +1,6 @@
 """Ingest stages: plan -> decode + find regions + crop -> encode -> points, each testable alone.
 
-:mod:`regionmir.ingest` composes them: :class:`Preparer` runs in worker processes
+:mod:`regionmir.ingest.runner` composes them: :class:`Preparer` runs in worker processes
 (:func:`prepared_stream`), :func:`batches` groups whole images, :func:`encode` and
 :func:`to_points` run in the main process, and the upsert is ``Store.upsert``.
 """
@@ -69,10 +69,10 @@ def shard_of(image_id: str, n: int) -> int:
 def plan(archive: Archive, shard: tuple[int, int] = (0, 1), done: Iterable[str] = ()) -> tuple[list[ImageTask], int]:
     """The images of ``shard`` still to ingest, and how many of its images ``done`` skips.
 
-    ``done`` holds ledger entries: :func:`~regionmir.ledger.entry_of` the path relative to the
+    ``done`` holds ledger entries: :func:`~regionmir.ingest.ledger.entry_of` the path relative to the
     archive root (older ledgers: image ids).
     """
-    from regionmir.ledger import entry_of
+    from regionmir.ingest.ledger import entry_of
 
     i, n = shard
     done = done if isinstance(done, set) else set(done)
@@ -117,7 +117,7 @@ class Preparer:
     def encoder(self):
         """The worker's one-thread CPU encoder, loaded on first use."""
         if self._encoder is None:
-            from regionmir.encoder import Encoder
+            from regionmir.inference.encoder import Encoder
 
             self._encoder = Encoder(self.encoder_path, device="cpu", threads=1)
         return self._encoder
@@ -128,7 +128,7 @@ class Preparer:
     def localizer(self):
         """The localizer of the model folder, loaded on first use; None when there is none."""
         if not self._localizer_loaded:
-            from regionmir.localizer import MODEL_FILE, load_localizer
+            from regionmir.inference.localizer import MODEL_FILE, load_localizer
 
             folder = self.localizer_model
             if folder is not None and (Path(folder) / MODEL_FILE).is_file():
@@ -312,7 +312,7 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
     ctx = mp.get_context("forkserver")
     # Import what every worker needs once, in the fork server, before it forks them: each
     # worker then starts without ~0.4 s of imports (no effect when the server already runs).
-    ctx.set_forkserver_preload(["regionmir.pipeline", "regionmir.dicom", "regionmir.encoder", "onnxruntime"])
+    ctx.set_forkserver_preload(["regionmir.ingest.stages", "regionmir.dicom", "regionmir.inference.encoder", "onnxruntime"])
     args = (preparer, os.getpid())
     with _one_blas_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                   initargs=args) as pool:

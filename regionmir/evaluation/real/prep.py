@@ -2,9 +2,9 @@
 
     git clone <covid-chestxray-dataset> /work/data/covid     # or a snapshot of it
     pip download --no-deps torchxrayvision==1.5.7 -d /work/data/txrv
-    python -m regionmir.realcheck.prep /work/data/covid /work/data/txrv/torchxrayvision-1.5.7-py3-none-any.whl /work/data/real
+    python -m regionmir.evaluation.real.prep /work/data/covid /work/data/txrv/torchxrayvision-1.5.7-py3-none-any.whl /work/data/real
 
-Writes ``OUT/films.csv`` (see :mod:`regionmir.realcheck.films`), ``OUT/images`` (links to the
+Writes ``OUT/films.csv`` (see :mod:`regionmir.evaluation.real.films`), ``OUT/images`` (links to the
 frontal films) and ``OUT/masks`` (the human-reviewed v7labs lung masks). Patients are kept only
 as pseudonyms (``group``); the split (``train``/``test``) is made by patient, so no patient has
 films on both sides. Nothing is downloaded here.
@@ -96,6 +96,6 @@ def prepare(repo: Path, masks_source: Path, out: Path, test_share: float = 0.5) 
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        sys.exit("usage: python -m regionmir.realcheck.prep COVID_REPO TXRV_WHEEL_OR_MASK_FOLDER OUT")
+        sys.exit("usage: python -m regionmir.evaluation.real.prep COVID_REPO TXRV_WHEEL_OR_MASK_FOLDER OUT")
     n = prepare(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
     print(f"{n} frontal films listed in {Path(sys.argv[3]) / 'films.csv'}")

@@ -13,13 +13,13 @@ import numpy as np
 
 from regionmir.anatomy import BOXED, Anatomy
 from regionmir.annotations import Region, SceneGraph
-from regionmir.train.localizer_data import Film, make_film
+from regionmir.train.localizer.data import Film, make_film
 
 
 def real_films(folder: str | Path, size: int, limit: int | None = None) -> list[Film]:
     """Downsampled train films of ``folder`` that have true lung boxes (mask or films.csv)."""
     from regionmir.dicom import read_image
-    from regionmir.realcheck.films import read_films, truth_boxes
+    from regionmir.evaluation.real.films import read_films, truth_boxes
 
     out = []
     for film in read_films(folder, "train"):
