@@ -113,7 +113,8 @@ def step_costs(archive: Path, model: Path) -> dict:
     from regionmir.archive import Archive
     from regionmir.dicom import read_image
     from regionmir.inference.encoder import Encoder
-    from regionmir.ingest.stages import Prepared, Preparer, plan, to_points
+    from regionmir.ingest.sources import plan
+    from regionmir.ingest.stages import Prepared, Preparer, to_points
     from regionmir.regions import crop_regions
     from regionmir.store import open_store
 

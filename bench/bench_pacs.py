@@ -42,7 +42,7 @@ def sop_scene_graphs(archive: Path, out: Path) -> Path:
     return out
 
 
-def ingest(home: Path, archive: Path, model: Path, source=None) -> dict:
+def ingest(home: Path, archive: Path | None, model: Path, source=None) -> dict:
     from regionmir.ingest.runner import IngestConfig, run_ingest
 
     os.environ["REGIONMIR_HOME"] = str(home)
@@ -56,9 +56,9 @@ def dicomweb(home: Path, url: str, scene_graphs: Path, model: Path) -> dict:
     from regionmir.pacs.source import dicomweb_source
 
     os.environ["REGIONMIR_HOME"] = str(home)
-    source, folder = dicomweb_source(url, scene_graphs=scene_graphs)
+    source = dicomweb_source(url, scene_graphs=scene_graphs)
     try:
-        return ingest(home, folder, model, source)
+        return ingest(home, None, model, source)
     finally:
         source.close()
 

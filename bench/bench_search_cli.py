@@ -35,13 +35,14 @@ def add_localizer(folder: Path) -> None:
     """An untrained localizer of the default architecture (192 px, width 16) in ``folder``."""
     import torch
 
-    from regionmir.train.localizer.run import LocalizerConfig, write_model
+    from regionmir.inference.folder import LOCALIZER_FILE
     from regionmir.train.localizer.model import LocalizerNet
+    from regionmir.train.localizer.run import LocalizerConfig, write_model
 
     torch.manual_seed(0)
     cfg = LocalizerConfig()
     template = torch.tensor([[0.3, 0.3, 0.7, 0.7]] * 29)
-    write_model(LocalizerNet(cfg.size, template, width=cfg.width), cfg, "bench", folder / "localizer.onnx")
+    write_model(LocalizerNet(cfg.size, template, width=cfg.width), cfg, "bench", folder / LOCALIZER_FILE)
 
 
 def held_out_archive(root: Path, query_dir: Path, size: int) -> Path:
@@ -64,7 +65,8 @@ def held_out_archive(root: Path, query_dir: Path, size: int) -> Path:
 def real_vectors(archive: Path, encoder) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Embeddings of the archive's regions by anatomy, and their payload templates."""
     from regionmir.archive import Archive
-    from regionmir.ingest.stages import Prepared, Preparer, plan
+    from regionmir.ingest.sources import plan
+    from regionmir.ingest.stages import Prepared, Preparer
 
     tasks, _ = plan(Archive(archive))
     prep = Preparer(archive, encoder.spec)
@@ -163,7 +165,9 @@ def main() -> None:
     os.environ["REGIONMIR_HOME"] = str(tmp / "home")
     os.environ.pop("QDRANT_URL", None)
     model = args.model or default_model(tmp / "model")
-    if not (model / "localizer.onnx").is_file():
+    from regionmir.inference.folder import ModelFolder
+
+    if ModelFolder(model).localizer_file is None:
         if args.model:
             model = Path(shutil.copytree(args.model, tmp / "model"))
         add_localizer(model)

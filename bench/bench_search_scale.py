@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest import default_model  # noqa: E402
 from bench_search_cli import add_localizer, cold_runs, held_out_archive  # noqa: E402
 from bench_store import disk_bytes  # noqa: E402
+
 from regionmir.anatomy import ALL  # noqa: E402
 from regionmir.store.base import PointRecord  # noqa: E402
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore  # noqa: E402
@@ -214,7 +215,7 @@ def build(home: Path, x, anat, sub, opts: EdgeOptions, model_id: str) -> dict:
     at the end); returns timings and memory growth."""
     r0, a0 = rss_mib(), status_mib("RssAnon")
     store = EmbeddedStore(home / "store", opts)
-    store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id, "embedding_dim": x.shape[1]})
+    store.create_collection(COLLECTION, x.shape[1], {"model_id": model_id})  # the store records dim
     every, since, upsert_s, build_s, builds = store.index_every(COLLECTION), 0, 0.0, 0.0, 0
     with AnonPeak() as peak:
         for s in range(0, len(x), BATCH):

@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from regionmir.ingest.sources import parse_shard
+
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 0, 64, 66, 69, 75, 77
 
 log = logging.getLogger("regionmir.worker")
@@ -67,22 +69,6 @@ class WorkerEnv:
     collection_wait_s: float
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``.
-
-    Raises:
-        ValueError: anything else, with a message saying what was expected.
-    """
-    parts = text.strip().split("/")
-    try:
-        i, n = (int(p) for p in parts) if len(parts) == 2 else (None, None)
-    except ValueError:
-        i = n = None
-    if i is None or n is None or n < 1 or not 0 <= i < n:
-        raise ValueError(f"SHARD must be i/n with 0 <= i < n, such as 0/3; got {text!r}")
-    return i, n
-
-
 def _number(env: Mapping[str, str], key: str, default, kind=int, low=0):
     raw = env.get(key, "").strip()
     if not raw:
@@ -104,7 +90,7 @@ def read_env(env: Mapping[str, str]) -> WorkerEnv:
             archive or the model is not there.
     """
     try:
-        shard = parse_shard(env.get("SHARD") or "0/1")
+        shard = parse_shard(env.get("SHARD") or "0/1", "SHARD")
     except ValueError as e:
         raise WorkerError(EX_USAGE, str(e)) from None
     if not env.get("REGIONMIR_SALT"):

@@ -166,3 +166,17 @@ def write_split(root: str | Path, name: str, rows: list[SplitRow]) -> Path:
         for r in rows:
             writer.writerow([r.dicom_id, r.subject_id, r.study_id, r.path])
     return path
+
+
+def resolve_path(root: str | Path, rel: str) -> Path | None:
+    """The file a (possibly masked) payload path names under ``root``, or None."""
+    root = Path(root)
+    if "*" not in rel:
+        return root / rel if (root / rel).is_file() else None
+    return next(iter(sorted(root.glob(rel))), None)
+
+
+def study_from_path(rel: str) -> str | None:
+    """The MIMIC-CXR study id from ``files/p1X/p1XXXXXXX/sNNNNNNNN/<dicom_id>.dcm``."""
+    parent = Path(rel).parent.name
+    return parent[1:] if parent[:1] == "s" and parent[1:].isdigit() else None

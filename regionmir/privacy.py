@@ -1,10 +1,11 @@
-"""Patient pseudonyms: payloads and logs carry a salted hash, never the raw PatientID."""
+"""Patient privacy: pseudonyms (a salted hash, never the raw PatientID) and paths with patient folders masked."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -57,3 +58,21 @@ def pseudonym(patient_id: str | None, key: bytes | None = None) -> str | None:
     key = salt() if key is None else key
     digest = hmac.new(key, str(patient_id).strip().encode(), hashlib.sha256).hexdigest()
     return "pt-" + digest[:16]
+
+
+_PATIENT_DIR = re.compile(r"p\d{6,}")  # MIMIC-CXR patient folders: p10000032
+
+
+def mask_path(rel: str, patient_id: str | None = None) -> str:
+    """``rel`` with every folder that names the patient replaced by ``*`` (a glob pattern).
+
+    MIMIC-CXR folders carry the subject id (``files/p10/p10000032/s5.../x.dcm``), which is the
+    DICOM PatientID: payloads and reports keep ``files/p10/*/s5.../x.dcm`` instead, and
+    :func:`regionmir.archive.resolve_path` finds the file again under the archive root.
+    """
+    parts = rel.split("/")
+    pid = (patient_id or "").strip()
+    for k, part in enumerate(parts[:-1]):
+        if (len(pid) >= 4 and pid in part) or _PATIENT_DIR.fullmatch(part):
+            parts[k] = "*"
+    return "/".join(parts)

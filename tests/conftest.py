@@ -50,9 +50,8 @@ def tiny_model(tiny_archive, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
-def qdrant_server_url():
-    """URL of a Qdrant server in Docker, for the whole session; skips without a Docker engine."""
+def _qdrant_container(api_key: str | None = None):
+    """A QdrantContainer of QDRANT_IMAGE, not yet started; skips without a Docker engine."""
     try:
         import docker
 
@@ -61,8 +60,23 @@ def qdrant_server_url():
         pytest.skip(f"needs a reachable Docker engine to start {QDRANT_IMAGE}: {exc}")
     from testcontainers.community.qdrant import QdrantContainer
 
-    with QdrantContainer(image=QDRANT_IMAGE) as container:
+    return QdrantContainer(image=QDRANT_IMAGE, api_key=api_key)
+
+
+@pytest.fixture(scope="session")
+def qdrant_server_url():
+    """URL of a Qdrant server in Docker, for the whole session; skips without a Docker engine."""
+    with _qdrant_container() as container:
         yield f"http://{container.rest_host_address}"
+
+
+@pytest.fixture(scope="session")
+def qdrant_server_with_key():
+    """``(URL, API key)`` of a second Qdrant server in Docker that refuses requests without that
+    key, as a secured deployment does; skips without a Docker engine."""
+    key = "integration-key"
+    with _qdrant_container(api_key=key) as container:
+        yield f"http://{container.rest_host_address}", key
 
 
 def ingested_home(home, archive, model, salt: str):

@@ -1,14 +1,18 @@
-"""A stand-in for the few Qdrant REST endpoints the probe reads, served on 127.0.0.1 from a thread.
+"""A fault injector for the few Qdrant REST endpoints the probe reads, served on 127.0.0.1 from a thread.
 
-Used by test_serverprobe, test_doctor and test_deploy: it answers ``/readyz``, ``/``,
-``/collections``, ``/collections/<name>`` and ``/cluster`` the way Qdrant does, including 401
-for a wrong ``api-key`` header. Attributes can be changed while it runs.
+It answers ``/readyz``, ``/``, ``/collections``, ``/collections/<name>`` and ``/cluster`` the way
+Qdrant does, including 401 for a wrong ``api-key`` header (``/`` and ``/readyz`` answer without
+one, as Qdrant's whitelist has it). Its attributes make the faults a real server cannot be made to
+show on demand: not ready, a cluster of ``peers``, another ``version``, a ``delay`` before every
+answer, or any ``answer`` at all. tests/test_probe.py runs the tests of normal behaviour against a
+real Qdrant as well, which keeps this imitation honest; test_doctor and test_deploy use it too.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -21,6 +25,7 @@ class FakeQdrant:
         self.ready = True
         self.collections: list[str] = []
         self.peers: int | None = None  # None: cluster disabled
+        self.delay = 0.0  # seconds before each answer: a server that hangs
         self.requests: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -36,12 +41,12 @@ class FakeQdrant:
     def answer(self, path: str, key: str | None) -> tuple[int, dict]:
         """(status, body) for a GET of ``path`` with header ``api-key: key``."""
         self.requests.append(path)
-        if path == "/readyz":  # Qdrant serves health endpoints without a key
+        if path == "/readyz":  # Qdrant serves health endpoints and / without a key
             return (200, {"ok": True}) if self.ready else (503, {"ok": False})
-        if self.api_key and key != self.api_key:
-            return 401, {"status": {"error": "Must provide an API key or an Authorization bearer token"}}
         if path == "/":
             return 200, {"title": "qdrant - vector search engine", "version": self.version}
+        if self.api_key and key != self.api_key:
+            return 401, {"status": {"error": "Must provide an API key or an Authorization bearer token"}}
         if path == "/collections":
             return 200, {"result": {"collections": [{"name": n} for n in self.collections]}, "status": "ok"}
         if path.startswith("/collections/"):
@@ -61,6 +66,7 @@ class FakeQdrant:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
+                time.sleep(fake.delay)
                 status, body = fake.answer(self.path, self.headers.get("api-key"))
                 raw = json.dumps(body).encode()
                 self.send_response(status)

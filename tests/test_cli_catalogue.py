@@ -22,9 +22,9 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
+from dicom_files import PATIENT, write_dicom
 from pydicom.dataset import Dataset
 
-from dicom_files import PATIENT, write_dicom
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 

@@ -16,6 +16,7 @@ from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.cli.app import app
 from regionmir.errors import (
+    CollectionMismatchError,
     ImageReadError,
     ModelError,
     StoreError,
@@ -166,6 +167,25 @@ def test_montage_shows_query_and_hits(query, tiny_model, tmp_path):
         assert reds > 0
 
 
+def test_one_collection_check_per_search(query, tiny_model, monkeypatch):
+    """The CLI reads the collection once (while the model loads) and hands it to the Searcher."""
+    import regionmir.search.searcher as searcher_module
+    import regionmir.store.collection as collection_module
+
+    calls = []
+    real = collection_module.require_collection
+
+    def counted(store, name):
+        calls.append(name)
+        return real(store, name)
+
+    monkeypatch.setattr(collection_module, "require_collection", counted)
+    monkeypatch.setattr(searcher_module, "require_collection", counted)
+    path, slug = query
+    doc = run_json("search", "-a", slug, str(path), "-k", "2", model=tiny_model)
+    assert len(doc["results"]) == 2 and calls == ["regions"]
+
+
 def test_errors(query, tiny_model, tmp_path, indexed):
     path, slug = query
     r = run("search", "--anatomy", "left-lng", str(path), model=tiny_model)
@@ -183,8 +203,9 @@ def test_errors(query, tiny_model, tmp_path, indexed):
     enc = load_encoder(tiny_model)
     store = open_store(path=indexed / "store")
     try:
-        store.create_collection("empty", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
-        store.create_collection("partial", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
+        store.create_collection("empty", enc.dim, {"model_id": enc.model_id})
+        store.create_collection("partial", enc.dim, {"model_id": enc.model_id})
+        store.create_collection("model-b", enc.dim, {"model_id": "bbbbbbbbbbbbbbbb"})
         vec = [1.0] + [0.0] * (enc.dim - 1)
         payload = {"anatomy": "trachea", "image_id": "x", "study_id": "s", "patient": None, "box": [0, 0, 9, 9],
                    "view": "PA", "modality": "DX", "path": "x.dcm", "model_id": enc.model_id, "findings": [],
@@ -194,6 +215,10 @@ def test_errors(query, tiny_model, tmp_path, indexed):
         store.close()
     r = run("search", "-a", slug, str(path), "--collection", "empty", model=tiny_model)
     assert isinstance(r.exception, StoreNotFoundError) and "is empty" in str(r.exception)
+    r = run("search", "-a", slug, str(path), "--collection", "model-b", model=tiny_model)
+    assert isinstance(r.exception, CollectionMismatchError)
+    assert f"'model-b' was filled by model bbbbbbbbbbbbbbbb ({enc.dim}-d vectors), not by model {enc.model_id}" \
+        in str(r.exception) and "--collection NEW" in str(r.exception)
     r = run("search", "-a", "left-lung", str(path), "--collection", "partial", model=tiny_model)
     assert isinstance(r.exception, StoreError) and "no left-lung regions" in str(r.exception)
     assert "trachea" in str(r.exception)
@@ -230,6 +255,7 @@ def test_info(tiny_archive, tiny_model):
     assert regions["per_anatomy"] == dict(sorted(expected.items()))
     assert regions["points"] == sum(expected.values())
     assert regions["model_id"] == load_encoder(tiny_model).model_id
+    assert regions["dim"] == load_encoder(tiny_model).dim  # read from the collection's `dim`
     assert doc["store"].endswith("store")
     table = run("info").stdout
     assert regions["model_id"] in table and Anatomy.parse(next(iter(expected))).slug in table
@@ -260,6 +286,8 @@ def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
         "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+        "ingest = sorted(m for m in sys.modules if m.startswith('regionmir.ingest'))\n"
+        "print('INGEST=' + ','.join(ingest), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
     env = {**os.environ, "REGIONMIR_HOME": str(env_home), "REGIONMIR_SALT": SALT, "COLUMNS": "200"}
@@ -267,14 +295,15 @@ def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_search_imports_no_torch_and_errors_are_one_red_line(query, tiny_model, indexed):
+def test_search_imports_no_torch_nor_ingest_and_errors_are_one_red_line(query, tiny_model, indexed):
     path, slug = query
     ok = _cli("search", "-a", slug, str(path), "--model", str(tiny_model), "--json", env_home=indexed)
     assert ok.returncode == 0, ok.stderr
     assert "HEAVY=\n" in ok.stderr, ok.stderr
+    assert "INGEST=\n" in ok.stderr, ok.stderr  # search never reaches the ingest side
     json.loads(ok.stdout)
     bad = _cli("search", "-a", "left-lng", str(path), "--model", str(tiny_model), env_home=indexed)
-    lines = [x for x in bad.stderr.splitlines() if not x.startswith("HEAVY=")]
+    lines = [x for x in bad.stderr.splitlines() if not x.startswith(("HEAVY=", "INGEST="))]
     assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: Unknown anatomy")
     assert "Traceback" not in bad.stderr
 

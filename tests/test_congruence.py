@@ -3,9 +3,9 @@
 As qdrant-client's congruence tests do, the same data goes through the real ingest runner into
 the embedded store (qdrant-edge) and into a second backend: qdrant-client's local mode (always)
 or a Qdrant server from testcontainers (``pytest -m integration``). Then both get the same
-questions: points and payloads, exact top-k (ids in order up to ties, scores), approximate
-search after the index build against exact, count and facet, and whole searches through
-:mod:`regionmir.search.searcher`.
+questions: points and payloads (listed by ``Store.points``, filtered and limited), exact top-k
+(ids in order up to ties, scores), approximate search after the index build against exact, count
+and facet, and whole searches through :mod:`regionmir.search.searcher`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,15 @@ def both(embedded: Ingested, second: Ingested) -> list[Ingested]:
 
 
 def all_points(c: Ingested) -> dict[str, dict]:
-    """Every point of the collection, id -> payload, through the Store interface."""
+    """Every point of the collection, id -> payload, listed by ``Store.points``."""
+    n = c.store.count(c.name)
+    listed = c.store.points(c.name, None, n + 1)
+    assert len(listed) == n
+    return {p.id: p.payload for p in listed}
+
+
+def all_searched(c: Ingested) -> dict[str, dict]:
+    """Every point of the collection, id -> payload, as an exact search of all of them finds them."""
     n = c.store.count(c.name)
     probe = np.ones(int(c.store.collection_meta(c.name)["dim"]), np.float32)
     hits = c.store.search(c.name, probe, top_k=n + 1, exact=True)
@@ -218,6 +226,7 @@ def test_same_points_payloads_and_vectors(second, embedded):
     assert embedded.summary.ingested == second.summary.ingested
     assert a.keys() == b.keys()
     assert a == b  # payloads identical, findings lists and None confidences included
+    assert a == all_searched(embedded) and b == all_searched(second)  # listing and search hold the same
     ids = sorted(a)
     np.testing.assert_allclose(stored_vectors(embedded, ids), stored_vectors(second, ids), atol=1e-6)
 
@@ -232,6 +241,22 @@ def test_count_and_facets_agree(second, embedded, queries):
         assert embedded.store.count(embedded.name, flt) == second.store.count(second.name, flt) == facets[0][slug]
     for flt in filters(queries[0], findings).values():
         assert embedded.store.count(embedded.name, flt) == second.store.count(second.name, flt)
+
+
+def test_points_lists_the_same_points_in_the_same_order(second, embedded, queries):
+    payloads = list(all_points(embedded).values())
+    images = sorted({p["image_id"] for p in payloads})
+    findings = sorted(embedded.store.facet(embedded.name, "findings"))
+    asked = [Filter(must={"image_id": i}) for i in images[:5]] + list(filters(queries[0], findings).values())
+    for flt in asked:
+        got = [c.store.points(c.name, flt, 1000) for c in both(embedded, second)]
+        assert got[0] == got[1], flt  # ids in the same (ascending) order, payloads equal
+        assert len(got[0]) == embedded.store.count(embedded.name, flt)
+        assert [p.id for p in got[0]] == sorted(p.id for p in got[0])
+        limited = [c.store.points(c.name, flt, 3) for c in both(embedded, second)]
+        assert limited[0] == limited[1] == got[0][:3]
+    one = [c.store.points(c.name, Filter(must={"image_id": images[0]}), 64) for c in both(embedded, second)]
+    assert {p.payload["anatomy"] for p in one[0]} == {p["anatomy"] for p in payloads if p["image_id"] == images[0]}
 
 
 # ----------------------------------------------------------------------------- searches

@@ -258,17 +258,6 @@ def test_dockerfile_slim_python_no_train_extra_non_root():
 # ---------------------------------------------------------------------------- worker logic
 
 
-@pytest.mark.parametrize("text,expected", [("0/1", (0, 1)), ("2/3", (2, 3)), (" 1/2 ", (1, 2))])
-def test_parse_shard(text, expected):
-    assert worker.parse_shard(text) == expected
-
-
-@pytest.mark.parametrize("text", ["3/3", "-1/3", "1/0", "a/b", "1", "", "1/2/3", "0.5/2"])
-def test_parse_shard_rejects(text):
-    with pytest.raises(ValueError, match="SHARD must be i/n"):
-        worker.parse_shard(text)
-
-
 @pytest.fixture
 def env(tmp_path) -> dict:
     (tmp_path / "archive").mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_files import PATIENT, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -18,10 +19,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_files import PATIENT, write_dicom
 from regionmir.dicom import DicomHeader, read_header, read_image
 from regionmir.errors import ImageReadError
-
 
 
 def pydicom_file(name: str) -> str:

@@ -9,8 +9,8 @@ import torch
 
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import Region, SceneGraph
-from regionmir.inference.encoder import Encoder, choose_providers, cuda_device_present, load_encoder
 from regionmir.errors import ModelError
+from regionmir.inference.encoder import Encoder, choose_providers, cuda_device_present, load_encoder
 from regionmir.inference.meta import ModelMeta
 from regionmir.regions import Box, CropSpec
 from regionmir.train.data import build_cropset

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regionmir.evaluation import metrics as m
 from regionmir.anatomy import ALL
-from regionmir.evaluation.summary import summarize
+from regionmir.evaluation import metrics as m
 from regionmir.evaluation.run import Encoded, EvalConfig, _eval_store, fill_collection, run_queries
+from regionmir.evaluation.summary import summarize
 from regionmir.store import PointRecord, point_id
 
 ANATS = ALL[:4]

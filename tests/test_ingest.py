@@ -18,12 +18,13 @@ import pytest
 from conftest import kill_when_ledger_has
 
 from regionmir.anatomy import Anatomy
-from regionmir.archive import Archive
+from regionmir.archive import Archive, resolve_path
 from regionmir.errors import CollectionMismatchError
-from regionmir.ingest.runner import IngestConfig, run_ingest
 from regionmir.ingest.ledger import Ledger
-from regionmir.ingest.stages import ImageTask, Preparer, Skipped, batches, mask_path, plan, resolve_path, shard_of
-from regionmir.privacy import pseudonym
+from regionmir.ingest.runner import IngestConfig, run_ingest
+from regionmir.ingest.sources import plan, shard_of
+from regionmir.ingest.stages import ImageTask, Preparer, Skipped, batches
+from regionmir.privacy import mask_path, pseudonym
 from regionmir.store import open_store, point_id
 
 SALT = "test-salt-shared-by-both-homes"
@@ -85,32 +86,41 @@ def test_shards_partition_the_archive(tiny_archive):
     assert all(shard_of(t.image_id, 3) == i for i, part in enumerate(parts) for t in part)
 
 
-def test_plan_skips_done_images(tiny_archive):
+def test_plan_skips_images_the_ledger_has(tiny_archive, tmp_path):
     archive = Archive(tiny_archive)
     everything, _ = plan(archive)
-    done = {everything[0].image_id, everything[1].image_id}
-    todo, skipped = plan(archive, done=done)
+    ledger = Ledger(tmp_path / "l.done", "token")
+    ledger.mark(everything[:2])
+    todo, skipped = plan(archive, ledger=ledger)
     assert skipped == 2 and len(todo) == len(everything) - 2
-    assert not done & {t.image_id for t in todo}
+    assert {t.image_id for t in everything[:2]}.isdisjoint(t.image_id for t in todo)
+    assert all(ledger.has(t) for t in everything[:2]) and not any(ledger.has(t) for t in todo)
+    ledger.close()
+
+
+def _tasks(*rels: str) -> list[ImageTask]:
+    return [ImageTask(Path(rel), rel, Path(rel).stem) for rel in rels]
 
 
 def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
     path = tmp_path / "l.done"
+    a, b, c = _tasks("files/a.dcm", "files/b.dcm", "files/c.dcm")
     ledger = Ledger(path, "token-1")
-    ledger.mark(["a", "b"])
+    ledger.mark([a, b])
     ledger.close()
     with path.open("a") as f:
         f.write("half-writ")  # a kill in the middle of a write
     ledger = Ledger(path, "token-1")
-    assert ledger.done == {"a", "b"} and not ledger.indexed
+    assert ledger.has(a) and ledger.has(b) and not ledger.has(c) and len(ledger.done) == 2
+    assert not ledger.indexed
     ledger.mark_indexed()
     ledger.close()
     ledger = Ledger(path, "token-1")
     assert ledger.indexed
-    ledger.mark(["c"])
+    ledger.mark([c])
     ledger.close()
     ledger = Ledger(path, "token-1")
-    assert ledger.done == {"a", "b", "c"} and not ledger.indexed  # upserted after the index
+    assert all(ledger.has(t) for t in (a, b, c)) and not ledger.indexed  # upserted after the index
     ledger.close()
     ledger = Ledger(path, "token-2")
     assert ledger.done == set()  # the collection was re-created: start afresh
@@ -126,7 +136,9 @@ def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger_module.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
     ledger = Ledger(tmp_path / "l.done", "token")
     synced.clear()
-    ledger.mark(["a"], {"a": ("key-a", "files/a.dcm")})
+    (a,) = _tasks("files/a.dcm")
+    assert ledger.claim(a, "key-a", "files/a.dcm") is None
+    ledger.mark([a])
     assert synced == [ledger._handle.fileno()]
     ledger.mark_indexed()
     assert len(synced) == 2
@@ -134,13 +146,17 @@ def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
 
 
 def test_ledger_keeps_the_first_holder_of_a_key(tmp_path):
+    a, b, c, d = _tasks("files/a.dcm", "files/b.dcm", "files/c.dcm", "files/d.dcm")
     ledger = Ledger(tmp_path / "l.done", "token")
-    ledger.mark(["a", "b"], {"a": ("k1", "files/a.dcm"), "b": ("k2", "files/b.dcm")})
-    ledger.mark(["c"], {"c": ("k1", "files/c.dcm")})
+    assert ledger.claim(a, "k1", "files/a.dcm") is None and ledger.claim(b, "k2", "files/b.dcm") is None
+    assert ledger.claim(c, "k1", "files/c.dcm") == "files/a.dcm"  # within one batch
+    assert ledger.claim(a, "k1", "files/a.dcm") is None  # the holder itself, again
+    ledger.mark([a, b, c])
     ledger.close()
     again = Ledger(tmp_path / "l.done", "token")
-    assert again.keys == {"k1": ("a", "files/a.dcm"), "k2": ("b", "files/b.dcm")}
-    assert again.done == {"a", "b", "c"}
+    assert again.claim(d, "k1", "files/d.dcm") == "files/a.dcm"  # from an earlier run
+    assert again.claim(d, "k2", "files/d.dcm") == "files/b.dcm"
+    assert all(again.has(t) for t in (a, b, c)) and not again.has(d)
     again.close()
 
 
@@ -315,7 +331,7 @@ def test_other_model_is_refused(tiny_archive, tiny_model, home):
     from regionmir import config
 
     store = open_store(path=config.default_store_dir())
-    store.create_collection("regions", 8, {"model_id": "0123456789abcdef", "embedding_dim": 8})
+    store.create_collection("regions", 8, {"model_id": "0123456789abcdef"})
     store.close()
     with pytest.raises(CollectionMismatchError, match="--collection NEW"):
         run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
@@ -572,9 +588,10 @@ def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
     whole = ledger_path("loc", "c")
     assert len({p0, p1, whole}) == 3 and ledger_path("loc", "c", (1, 2)) == p1
     a, b = Ledger(p0, "t"), Ledger(p1, "t")  # two workers of one home, at once
-    for i in range(50):  # interleaved appends
-        a.mark([f"a{i}"])
-        b.mark([f"b{i}"])
+    ta, tb = _tasks(*(f"a{i}.dcm" for i in range(50))), _tasks(*(f"b{i}.dcm" for i in range(50)))
+    for x, y in zip(ta, tb):  # interleaved appends
+        a.mark([x])
+        b.mark([y])
     a.mark_indexed()
     second = subprocess.run(  # a second process on shard 1/2 of the same home
         [sys.executable, "-c", f"from regionmir.ingest.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
@@ -590,12 +607,12 @@ def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
     assert family == sorted([p0, p1])
     torn = p1.read_bytes()
     merged = Ledger(whole, "t", others=family)
-    assert merged.done == {f"a{i}" for i in range(50)} | {f"b{i}" for i in range(50)}
+    assert all(merged.has(t) for t in ta + tb) and len(merged.done) == 100
     assert not merged.indexed  # shard 1 has not built the index since its last upsert
     assert p1.read_bytes() == torn  # another shard's ledger is only read, never cut
     merged.close()
     owner = Ledger(p1, "t")
-    assert owner.done == {f"b{i}" for i in range(50)}  # its torn line dropped by its owner
+    assert all(owner.has(t) for t in tb) and len(owner.done) == 50  # its torn line dropped by its owner
     fresh = Ledger(whole, "other-token", others=family)
     assert fresh.done == set()  # the collection was re-created: other generations do not count
     for ledger in (owner, fresh, a):
@@ -613,14 +630,14 @@ def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_m
 
 
 def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, monkeypatch):
-    from regionmir.ingest import ledger as ledger_module
+    from regionmir.ingest import report as report_module
 
-    monkeypatch.setattr(ledger_module.time, "time", lambda: 1_800_000_000.25)  # a frozen clock
-    first = ledger_module.default_report_path("regions")
-    report = ledger_module.Report(first)
+    monkeypatch.setattr(report_module.time, "time", lambda: 1_800_000_000.25)  # a frozen clock
+    first = report_module.default_report_path("regions")
+    report = report_module.Report(first)
     report.write({"event": "failed", "image_id": "a"})
     report.close()
-    second = ledger_module.default_report_path("regions")
+    second = report_module.default_report_path("regions")
     assert second != first and first.read_text().count("failed") == 1
 
 
@@ -630,3 +647,41 @@ def test_payload_boxes_keep_whole_pixels_as_ints():
 
     box = payload_box(Box(12.0, 40.0, 300.25, 420.0))
     assert box == [12, 40, 300.2, 420] and [type(v) for v in box] == [int, int, float, int]
+
+
+def test_every_source_implements_the_source_protocol(tiny_archive, tmp_path):
+    """The runner has one path: the folder archive and both PACS sources answer the same verbs."""
+    import inspect
+
+    from regionmir.ingest.sources import ArchiveSource, Source
+    from regionmir.pacs.source import DicomWebSource, SpoolSource
+
+    verbs = {"plan", "feed", "release", "close"}
+    assert verbs <= {n for n, _ in inspect.getmembers(Source, inspect.isfunction)}
+    for cls in (ArchiveSource, SpoolSource, DicomWebSource):
+        for verb in verbs:
+            mine, contract = inspect.signature(getattr(cls, verb)), inspect.signature(getattr(Source, verb))
+            assert list(mine.parameters) == list(contract.parameters), (cls.__name__, verb)
+    source = ArchiveSource(Archive(tiny_archive))
+    ledger = Ledger(tmp_path / "l.done", "token")
+    tasks, skipped = source.plan((0, 1), ledger)
+    assert skipped == 0 and tasks and source.annotations == source.archive_root == Archive(tiny_archive).root
+    assert list(source.feed(tasks, on_skip=None)) == tasks
+    ledger.close()
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0/1", (0, 1)), (" 2/3 ", (2, 3))])
+def test_one_shard_parser_for_the_cli_and_the_worker(text, expected):
+    from regionmir.ingest.sources import parse_shard
+
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "1/0", "a/b", "1", "1/2/3", "", "0.5/2"])
+def test_shard_parser_names_the_option_it_refuses(text):
+    from regionmir.ingest.sources import parse_shard
+
+    with pytest.raises(ValueError, match=r"--shard must be i/n with 0 <= i < n"):
+        parse_shard(text)
+    with pytest.raises(ValueError, match=r"^SHARD must be"):
+        parse_shard(text, "SHARD")

@@ -17,9 +17,9 @@ from regionmir.regions import Box
 torch = pytest.importorskip("torch")
 
 from regionmir.cli.app import app  # noqa: E402
-from regionmir.train.localizer.run import NORM_MEAN, NORM_STD, LocalizerConfig, fit, write_model  # noqa: E402
 from regionmir.train.localizer.augment import AugmentConfig, augment  # noqa: E402
 from regionmir.train.localizer.data import make_film  # noqa: E402
+from regionmir.train.localizer.run import NORM_MEAN, NORM_STD, LocalizerConfig, fit, write_model  # noqa: E402
 
 SIZE = 64
 

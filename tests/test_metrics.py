@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from statistics import mean
 
 import numpy as np
 import pytest
@@ -196,3 +198,76 @@ def test_chance_levels():
     rng = np.random.default_rng(0)
     sims = [np.isin(rng.permutation(20)[:5], [0, 1, 2]).any() for _ in range(20000)]
     assert m.chance_hit_rate_at_k(3, 20, 5) == pytest.approx(np.mean(sims), abs=0.01)
+
+
+def _slow_same_label(emb, labels, k, groups=None):
+    """Each crop ranks every other crop (of another group) by dot product, ties by lower index."""
+    shares = []
+    for i in range(len(emb)):
+        pool = [j for j in range(len(emb)) if j != i and (groups is None or groups[j] != groups[i])]
+        top = sorted(pool, key=lambda j: (-float(np.dot(emb[i], emb[j])), j))[:k]
+        if top:
+            shares.append(Fraction(sum(labels[j] == labels[i] for j in top), len(top)))
+    return float(mean(shares)) if shares else float("nan")
+
+
+@pytest.mark.parametrize("with_groups", [False, True])
+def test_same_label_at_k_against_a_slow_loop(with_groups):
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        n = int(rng.integers(0, 30))
+        emb = rng.integers(-2, 3, size=(n, 3)).astype(np.float32)  # small integers: exact sums, many ties
+        labels = rng.choice(["a", "b", "c"], n).tolist()
+        groups = rng.integers(0, max(1, n // 3), n).tolist() if with_groups else None
+        k = int(rng.integers(1, n + 6))  # up to beyond the pool
+        want = _slow_same_label(emb, labels, k, groups)
+        for block in (1, 4, 256):
+            got = m.same_label_at_k(emb, labels, k, groups=groups, block=block)
+            assert got == want or (math.isnan(got) and math.isnan(want)), (n, k, block)
+
+
+def test_same_label_at_k_hand_counts():
+    emb = np.array([[1, 0], [0.99, 0.141], [0, 1], [0.141, 0.99]], np.float32)
+    assert m.same_label_at_k(emb, [0, 0, 1, 1], k=1) == 1.0
+    assert m.same_label_at_k(emb, [0, 1, 0, 1], k=1) == 0.0  # each nearest neighbour has the other label
+    assert m.same_label_at_k(emb, [0, 0, 1, 1], k=3) == pytest.approx(1 / 3)  # k beyond the pool: all 3 others
+    assert math.isnan(m.same_label_at_k(emb[:1], [0], k=1))  # nobody to rank
+    clusters = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]
+    assert m.same_label_at_k(clusters, list("aabb"), 1, groups=["p1", "p2", "p3", "p4"]) == 1.0
+    # the only same-label neighbour is the same patient: it must not be used
+    assert m.same_label_at_k(clusters, list("aabb"), 1, groups=["p1", "p1", "p3", "p3"]) == 0.0
+    # crops 0-2 may rank only crop 3 (pool of 1 < k); crop 3 takes crop 2, then crop 0 (tied with 1)
+    assert m.same_label_at_k(clusters, list("aabb"), 2, groups=["p1", "p1", "p1", "p2"]) == (0 + 0 + 1 + 1 / 2) / 4
+    assert math.isnan(m.same_label_at_k(clusters, list("aabb"), 2, groups=["p"] * 4))  # nobody to rank
+
+
+def test_same_label_at_k_breaks_ties_by_lower_index():
+    tied = np.ones((3, 2), np.float32)  # every crop equally close to every other
+    # k=1: crop 0 takes crop 1 (b), crop 1 takes crop 0 (a), crop 2 takes crop 0 (a)
+    assert m.same_label_at_k(tied, ["a", "b", "a"], 1) == pytest.approx(1 / 3)
+    assert m.same_label_at_k(tied, ["b", "a", "a"], 1) == 0.0  # a bug taking the last tied one would give 2/3
+    assert m.same_label_at_k(tied, ["a", "a", "b"], 1) == pytest.approx(2 / 3)
+
+
+def test_same_label_at_k_blocks_do_not_change_a_digit():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, 600)
+    emb = (rng.normal(size=(6, 16))[labels] + rng.normal(scale=1.5, size=(600, 16))).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = rng.integers(0, 150, 600)
+    for g in (None, groups):
+        whole = m.same_label_at_k(emb, labels, 10, groups=g, block=600)
+        assert [m.same_label_at_k(emb, labels, 10, groups=g, block=b) for b in (1, 7, 256)] == [whole] * 3
+        assert 0.3 < whole < 1.0  # neither random nor trivial
+    shuffled = m.same_label_at_k(emb, rng.permutation(labels), 10)
+    assert shuffled < 0.25  # chance is about 1/6: a label bug would not pass
+
+
+def test_same_label_at_k_refuses_bad_input():
+    emb = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        m.same_label_at_k(emb, [0, 1, 2], 0)
+    with pytest.raises(ValueError, match="3 embeddings but 2 labels"):
+        m.same_label_at_k(emb, [0, 1], 1)
+    with pytest.raises(ValueError, match="3 labels and 4 groups"):
+        m.same_label_at_k(emb, [0, 1, 2], 1, groups=[0, 0, 1, 1])

@@ -16,7 +16,6 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-
 from conftest import kill_when_ledger_has
 from orthanc_server import free_port, orthanc_missing, running_orthanc
 from pacs_helpers import (
@@ -31,6 +30,7 @@ from pacs_helpers import (
     probe_scores,
     store_points,
 )
+
 from regionmir.archive import Archive
 from regionmir.errors import PacsError
 from regionmir.pacs.dicomweb import InstanceRef, check_url, parse_instance_url, session
@@ -87,11 +87,12 @@ def test_narrowing_options_are_checked_before_any_request(monkeypatch, tmp_path)
         dicomweb_source(url, modalities=["MR"])
     with pytest.raises(RegionMIRError, match="--study takes a StudyInstanceUID"):
         dicomweb_source(url, study="1.2.3; DROP")
-    source, folder = dicomweb_source(url, since="2026-01-31", modalities=["dx"], study="1.2.3")
+    source = dicomweb_source(url, since="2026-01-31", modalities=["dx"], study="1.2.3")
     assert (source.query.modalities, str(source.query.since), source.query.study) == (("DX",), "2026-01-31", "1.2.3")
-    assert folder == source.spool.root and folder.is_relative_to(tmp_path / "spool")
+    assert source.annotations == source.spool.root and source.annotations.is_relative_to(tmp_path / "spool")
+    assert source.archive_root is None  # payload paths are WADO-RS paths
     with pytest.raises(PacsError, match="cannot reach it"):
-        source.plan((0, 1), set())
+        source.plan((0, 1), ledger=None)  # the search fails before the ledger is asked
 
 
 def test_pacs_options_on_a_folder_and_missing_paths_are_one_line_errors(tmp_path):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from orthanc_server import free_port
 from pacs_helpers import (
     AET,
@@ -30,10 +29,10 @@ from pacs_helpers import (
     send,
     store_points,
 )
-from regionmir.archive import Archive
-from regionmir.pacs.spool import Spool
-from regionmir.pacs.dicomweb import InstanceRef
 
+from regionmir.archive import Archive
+from regionmir.pacs.dicomweb import InstanceRef
+from regionmir.pacs.spool import Spool
 
 
 @pytest.fixture(scope="module")

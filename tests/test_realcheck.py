@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from regionmir.errors import AnnotationError
-from regionmir.evaluation.real import (findings_retrieval, lung_boxes_from_mask, lung_iou, read_films, same_label_at_k,
-                                 truth_boxes, write_sheet)
+from regionmir.evaluation.real import findings_retrieval, lung_boxes_from_mask, lung_iou, read_films, truth_boxes, write_sheet
 from regionmir.evaluation.real.check import FilmResult
 from regionmir.evaluation.real.prep import group_of, split_of
 from regionmir.regions import Box
@@ -60,14 +59,6 @@ def test_lung_iou_matches_by_name_not_order():
     assert lung_iou(t, t) == {"right-lung": 1.0, "left-lung": 1.0}
     assert lung_iou(t, swapped) == {"right-lung": 0.0, "left-lung": 0.0}
     assert lung_iou(t, {"right-lung": Box(0, 0, 10, 20)})["right-lung"] == pytest.approx(0.5)
-
-
-def test_same_label_at_k_never_counts_the_query_patient():
-    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]  # two clusters
-    labels = ["a", "a", "b", "b"]
-    assert same_label_at_k(emb, labels, ["p1", "p2", "p3", "p4"], 1) == 1.0
-    # the only same-label neighbour is the same patient: it must not be used
-    assert same_label_at_k(emb, labels, ["p1", "p1", "p3", "p3"], 1) == 0.0
 
 
 def test_findings_retrieval_against_a_hand_count():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,9 @@ from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError, RegionMIRError, StoreError, StoreNotFoundError
 from regionmir.regions import Box, crop_region
-from regionmir.search.searcher import Searcher, open_existing_store, parse_where, rank_studies, search_image
-from regionmir.store import Hit, open_store
+from regionmir.search.searcher import Searcher, parse_where, rank_studies, search_image
+from regionmir.store import Filter, Hit, open_store
+from regionmir.store.collection import open_existing_store
 
 SALT = "test-salt-search"
 
@@ -149,7 +154,6 @@ def test_where_and_study_filters_hold_for_every_hit(searcher, tiny_archive):
     slug = Archive(tiny_archive).regions(path.stem)[0].anatomy.slug
     hits = search_image(searcher, path, slug, where={"view": "PA"}, top_k=100).regions[0].hits
     assert all(h.payload["view"] == "PA" for h in hits)
-    from regionmir.store import Filter
 
     store = searcher.store
     with_finding = [(a, f) for f in sorted(store.facet("regions", "findings"))
@@ -192,6 +196,76 @@ def test_all_ranks_studies_region_by_region(searcher, tiny_archive):
     assert own_study not in {s.study_id for s in out.studies}  # same patient excluded by default
 
 
+class Recording:
+    """A store that records the calls made to it and passes them on."""
+
+    def __init__(self, store):
+        self._store, self.calls = store, []
+
+    def __getattr__(self, attr):
+        real = getattr(self._store, attr)
+        if not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            self.calls.append((attr, args, kwargs))
+            return real(*args, **kwargs)
+
+        return call
+
+
+def test_a_query_in_the_collection_lists_its_stored_regions_with_points(env, tiny_archive, tiny_model):
+    """The query's own boxes come from listing its points (Store.points), never from a fake search."""
+    from regionmir.inference.encoder import load_encoder
+
+    path = labeled(tiny_archive)[0]
+    store = Recording(open_existing_store())
+    try:
+        searcher = Searcher(store, "regions", load_encoder(tiny_model))
+        stored = searcher.stored_regions(path.stem)
+        want = {r.anatomy.slug: r.box.as_list() for r in Archive(tiny_archive).regions(path.stem)}
+        assert {slug: p["box"] for slug, p in stored.items()} == want
+        assert all(p["image_id"] == path.stem for p in stored.values())
+        assert [c[0] for c in store.calls if c[0] in ("points", "search")] == ["points"]
+        assert store.calls[-1][1][1] == Filter(must={"image_id": path.stem})
+        assert searcher.stored_regions("not-in-the-collection") == {}
+        store.calls.clear()
+        out = search_image(searcher, path, next(iter(want)), top_k=5)
+        assert out.in_archive and out.regions[0].query.source == "archive"
+        searched = [c for c in store.calls if c[0] == "search"]
+        assert [c[0] for c in store.calls if c[0] in ("points", "search")] == ["points", "search"]
+        assert searched[0][1][3].must_not["image_id"] == path.stem  # the real query leaves itself out
+        assert "image_id" not in searched[0][1][3].must
+    finally:
+        store.close()
+
+
+def test_search_never_imports_ingest(env, tiny_archive, tiny_model, tmp_path):
+    """`import regionmir.search`, and a whole search with a montage, load no regionmir.ingest module."""
+    path = labeled(tiny_archive)[0]
+    slug = Archive(tiny_archive).regions(path.stem)[0].anatomy.slug
+    code = textwrap.dedent(f"""
+        import json, sys
+        import regionmir.search
+        imported = sorted(m for m in sys.modules if m.startswith("regionmir.ingest"))
+        from regionmir.inference.encoder import load_encoder
+        from regionmir.search.montage import write_montage
+        from regionmir.store import open_existing_store
+        store = open_existing_store()
+        searcher = regionmir.search.Searcher(store, "regions", load_encoder({str(tiny_model)!r}))
+        out = regionmir.search.search_image(searcher, {str(path)!r}, {slug!r}, top_k=3)
+        write_montage(out, searcher.meta.get("archive_root"), {str(tmp_path / "m.png")!r}, 3)
+        store.close()
+        searched = sorted(m for m in sys.modules if m.startswith("regionmir.ingest"))
+        print(json.dumps({{"imported": imported, "searched": searched, "hits": len(out.regions[0].hits)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc == {"imported": [], "searched": [], "hits": 3}
+    assert (tmp_path / "m.png").is_file()
+
+
 def test_box_outside_the_image_and_box_with_all_are_refused(searcher, tiny_archive):
     path = labeled(tiny_archive)[0]
     with pytest.raises(RegionMIRError, match="outside"):
@@ -206,10 +280,14 @@ def test_collection_errors(env, tiny_model):
     enc = load_encoder(tiny_model)
     store = open_store(path=env / "store")
     try:
-        store.create_collection("other-model", enc.dim, {"model_id": "ffffffffffffffff", "embedding_dim": enc.dim})
-        store.create_collection("empty", enc.dim, {"model_id": enc.model_id, "embedding_dim": enc.dim})
-        with pytest.raises(CollectionMismatchError, match="ffffffffffffffff"):
+        store.create_collection("other-model", enc.dim, {"model_id": "ffffffffffffffff"})
+        store.create_collection("empty", enc.dim, {"model_id": enc.model_id})
+        with pytest.raises(CollectionMismatchError, match=f"'other-model' was filled by model ffffffffffffffff "
+                                                          rf"\({enc.dim}-d vectors\), not by model {enc.model_id}"
+                                                          r".*\(--model\).*\(--collection NEW\)"):
             Searcher(store, "other-model", enc)
+        with pytest.raises(CollectionMismatchError, match="ffffffffffffffff"):  # checked with given meta too
+            Searcher(store, "other-model", enc, meta=store.collection_meta("other-model"))
         with pytest.raises(StoreNotFoundError, match="is empty"):
             Searcher(store, "empty", enc)
         with pytest.raises(StoreNotFoundError, match="nope"):

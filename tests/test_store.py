@@ -25,6 +25,7 @@ from regionmir.errors import (
     StoreNotFoundError,
 )
 from regionmir.store import Filter, PointRecord, open_store, point_id
+from regionmir.store.collection import check_model
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
 from regionmir.store.server import ServerStore
 
@@ -160,6 +161,7 @@ def test_create_and_meta_round_trip(open_backend, name):
     assert name in store.collections()
     meta = store.collection_meta(name)
     assert meta["model_id"] == MODEL and meta["dim"] == DIM and meta["archive_fingerprint"] == "abc"
+    assert "embedding_dim" not in meta  # the vector size has one key: dim
     store.close()
     assert open_backend(persistent=True).collection_meta(name) == meta
 
@@ -168,12 +170,34 @@ def test_create_again_is_a_no_op_but_refuses_another_model_or_size(filled, name)
     store, points, _ = filled
     store.create_collection(name, DIM, {"model_id": MODEL})
     assert store.count(name) == len(points)
-    with pytest.raises(CollectionMismatchError, match="32-d vectors, not 16-d"):
+    with pytest.raises(CollectionMismatchError, match=rf"filled by model {MODEL} \(32-d vectors\), not by "
+                                                      rf"model {MODEL} \(16-d vectors\)"):
         store.create_collection(name, 16, {"model_id": MODEL})
-    with pytest.raises(CollectionMismatchError, match="filled by model"):
+    with pytest.raises(CollectionMismatchError, match=rf"filled by model {MODEL} \(32-d .*not by model other "
+                                                      r".*--model.*--collection NEW"):
         store.create_collection(name, DIM, {"model_id": "other"})
+    assert store.collection_meta(name)["model_id"] == MODEL  # the refused create changed nothing
     with pytest.raises(StoreError, match="model_id"):
         store.create_collection(name + "x", DIM, {})
+
+
+def test_collection_of_model_a_is_refused_for_model_b(open_backend, name):
+    """The one rule: the store's own metadata passes check_model for its model only."""
+    store = open_backend()
+    store.create_collection(name, DIM, {"model_id": "model-a"})
+    meta = store.collection_meta(name)
+    check_model(meta, name, "model-a", DIM)  # the model that filled it: accepted
+    with pytest.raises(CollectionMismatchError) as info:
+        check_model(meta, name, "model-b", DIM)
+    assert str(info.value) == (
+        f"Collection {name!r} was filled by model model-a (32-d vectors), not by model model-b (32-d vectors); "
+        "one collection holds one model's embeddings. Use the model that filled it (--model), or another "
+        "collection (--collection NEW)."
+    )
+    with pytest.raises(CollectionMismatchError, match=r"\(32-d vectors\), not by model model-a \(16-d"):
+        check_model(meta, name, "model-a", 16)
+    with pytest.raises(CollectionMismatchError, match=r"model-a \(None-d"):  # dim under another key: refused
+        check_model({"model_id": "model-a", "embedding_dim": DIM}, name, "model-a", DIM)
 
 
 def test_upsert_is_idempotent_and_replaces_payload(filled, name):
@@ -211,11 +235,30 @@ def test_shared_fields_are_stored_in_every_point_of_their_group(open_backend, na
     assert store.search(name, x[0], top_k=1, exact=True)[0].payload == grouped[0].payload
 
 
-def test_existing(filled, name):
+@pytest.mark.parametrize("flt", [*FILTERS, Filter(must={"image_id": "img7"})], ids=range(len(FILTERS) + 1))
+def test_points_lists_the_matching_points_in_id_order(filled, name, flt):
     store, points, _ = filled
-    new = [point_id("9.9.9", s, MODEL) for s in SLUGS]
-    assert store.existing(name, [p.id for p in points[:5]] + new) == {p.id for p in points[:5]}
-    assert store.existing(name, []) == set()
+    want = sorted((p for p in points if matches(p.payload, flt)), key=lambda p: p.id)
+    got = store.points(name, flt, limit=len(points) + 1)
+    assert [p.id for p in got] == [p.id for p in want]
+    assert [p.payload for p in got] == [p.payload for p in want]  # whole payloads, None and lists kept
+    assert store.points(name, flt, limit=5) == got[:5]  # a limit keeps the first ones
+
+
+def test_points_of_one_image_are_its_regions(filled, name):
+    store, points, _ = filled
+    got = store.points(name, Filter(must={"image_id": "img3"}), 64)
+    assert sorted(p.payload["anatomy"] for p in got) == sorted(SLUGS)
+    assert store.points(name, Filter(must={"image_id": "not-stored"}), 64) == []
+
+
+def test_points_pages_through_more_than_one_request(filled, name, monkeypatch):
+    store, points, _ = filled
+    monkeypatch.setattr("regionmir.store.embedded.SCROLL_PAGE", 7)
+    monkeypatch.setattr("regionmir.store.server.SCROLL_PAGE", 7)
+    ids = sorted(p.id for p in points)
+    assert [p.id for p in store.points(name, None, 30)] == ids[:30]  # 7 + 7 + 7 + 7 + 2
+    assert [p.id for p in store.points(name, None, len(points) + 100)] == ids
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=range(len(FILTERS)))
@@ -287,6 +330,8 @@ def test_missing_collection(open_backend, name):
         store.count(name)
     with pytest.raises(StoreNotFoundError):
         store.search(name, np.ones(DIM, np.float32))
+    with pytest.raises(StoreNotFoundError):
+        store.points(name, Filter(must={"image_id": "x"}))
 
 
 def test_vector_of_another_size_is_refused(filled, name):

@@ -11,13 +11,13 @@ from unittest import mock
 import httpx
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from regionmir.errors import CollectionMismatchError, StoreError, StoreNotFoundError, StoreUnavailableError
 from regionmir.store import PAYLOAD_INDEXES, PointRecord, open_store, point_id
 from regionmir.store.retry import RetryPolicy, call_with_retries, is_transient
-from regionmir.store.server import META_COLLECTION, ServerOptions, ServerStore
+from regionmir.store.server import ServerOptions, ServerStore
 
 FAST = ServerOptions(retry=RetryPolicy(attempts=3, base_delay=0.01, jitter=0.0), timeout=5)
 
@@ -187,21 +187,69 @@ def test_create_collection_passes_cluster_options_and_indexes_before_data():
     assert max(i for i, n in enumerate(names) if n == "create_payload_index") < names.index("upsert")
 
 
+class IndexingCollection:
+    """A server collection that indexes on a fake clock (``sleep`` moves it on): ``statuses`` gives
+    the status before ``grey_at`` seconds; from then on it is grey (optimizations pending) until
+    someone triggers the optimizers, and green ``index_s`` seconds after that. ``None`` for
+    ``grey_at`` never reaches grey."""
+
+    def __init__(self, status: str = "yellow", grey_at: float | None = 3.0, index_s: float = 2.0):
+        self.now, self.triggered_at = 0.0, None
+        self.early, self.grey_at, self.index_s = status, grey_at, index_s
+
+    def status(self) -> str:
+        if self.grey_at is None or self.now < self.grey_at:
+            return self.early
+        if self.triggered_at is None:
+            return "grey"
+        return "green" if self.now >= self.triggered_at + self.index_s else "yellow"
+
+    def client(self):
+        client = recording_client()
+        client.get_collection.side_effect = lambda name: SimpleNamespace(
+            status=SimpleNamespace(value=self.status()), config=SimpleNamespace(metadata={}))
+        client.update_collection.side_effect = self.trigger
+        return client
+
+    def trigger(self, *args, **kwargs) -> None:
+        """update_collection: any update starts pending optimizations (only the first one counts)."""
+        if self.triggered_at is None:
+            self.triggered_at = self.now
+
+    def install(self, monkeypatch) -> None:
+        """The store's clock becomes this one; a wait past 24 h means the loop never gives up."""
+        def sleep(seconds):
+            assert self.now < 86_400, "build_index kept polling long after its timeout"
+            self.now += seconds
+
+        monkeypatch.setattr("regionmir.store.server.time", SimpleNamespace(monotonic=lambda: self.now, sleep=sleep))
+
+
 def test_build_index_waits_for_green_and_triggers_grey(monkeypatch):
-    monkeypatch.setattr("regionmir.store.server.time.sleep", lambda s: None)
-    client = recording_client(("green", "yellow", "grey", "yellow", "green"))
-    store = ServerStore(client=client)
-    store.collection_meta("c")  # consumes the first status
-    store.build_index("c")
-    assert client.get_collection.call_count == 5
-    assert client.update_collection.call_count == 1
+    collection = IndexingCollection()  # yellow 3 s, grey until triggered, green 2 s later
+    collection.install(monkeypatch)
+    ServerStore(client=collection.client(), options=ServerOptions(index_timeout=60)).build_index("c")
+    assert collection.status() == "green"  # it returned once indexing was done, not before
+    assert collection.triggered_at is not None and collection.triggered_at >= 3.0  # grey was triggered
+    assert collection.now <= 60  # well before the timeout
 
 
-def test_build_index_gives_up_after_timeout(monkeypatch):
-    monkeypatch.setattr("regionmir.store.server.time.sleep", lambda s: None)
-    store = ServerStore(client=recording_client(("yellow",)), options=ServerOptions(index_timeout=0.0))
-    with pytest.raises(StoreError, match="is yellow after waiting"):
+@pytest.mark.parametrize("status", ["yellow", "grey"])
+def test_build_index_gives_up_only_after_the_timeout(monkeypatch, status):
+    collection = IndexingCollection(status, grey_at=None)  # never finishes
+    collection.install(monkeypatch)
+    store = ServerStore(client=collection.client(), options=ServerOptions(index_timeout=30))
+    with pytest.raises(StoreError, match=f"is {status} after waiting 30 s"):
         store.build_index("c")
+    assert collection.now >= 30  # it waited the whole timeout
+
+
+def test_build_index_gives_up_at_once_on_red(monkeypatch):
+    collection = IndexingCollection("red", grey_at=None)
+    collection.install(monkeypatch)
+    with pytest.raises(StoreError, match="is red after waiting"):
+        ServerStore(client=collection.client(), options=ServerOptions(index_timeout=30)).build_index("c")
+    assert collection.now < 30  # red will not turn green by waiting
 
 
 def test_missing_collection_on_server_is_not_found():
@@ -211,14 +259,14 @@ def test_missing_collection_on_server_is_not_found():
         ServerStore(client=client).collection_meta("gone")
 
 
-def test_metadata_falls_back_to_a_side_collection(monkeypatch):
+def test_collection_without_regionmir_metadata_is_refused_with_what_to_do():
     store = ServerStore(location=":memory:")
-    monkeypatch.setattr(store, "_read_meta", lambda name: {})  # a server without collection metadata
-    store.create_collection("c", 4, {"model_id": "m", "note": "x"})
-    store._meta.clear()
-    assert store.collection_meta("c")["note"] == "x"
-    assert store.collections() == ["c"]
-    assert META_COLLECTION in {c.name for c in store.client.get_collections().collections}
+    store.client.create_collection("foreign", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    assert store.collections() == ["foreign"]  # no side collection of RegionMIR's own
+    with pytest.raises(StoreError, match=r"'foreign' .*has no RegionMIR metadata.*too old.*another --collection"):
+        store.collection_meta("foreign")
+    with pytest.raises(StoreError, match="has no RegionMIR metadata"):
+        store.create_collection("foreign", 4, {"model_id": "m"})
 
 
 def test_numpy_values_in_payloads_are_sent_as_plain_json():

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from train_archive import write_png_archive
 
 from regionmir.archive import Archive
 from regionmir.regions import CropSpec
@@ -17,7 +18,6 @@ from regionmir.train.loop import TrainConfig, train_strategy
 from regionmir.train.pipeline import evaluate_rows
 from regionmir.train.progress import Progress
 from regionmir.train.splits import scan_split
-from train_archive import write_png_archive
 
 SPEC = CropSpec(size=32, context=0.1)
 CFG = TrainConfig(epochs=3, pretrain_epochs=0, batch_size=64, crop_size=32, backbone="resnet6-w8",

@@ -4,23 +4,27 @@ import json
 
 import numpy as np
 import pytest
+from train_archive import write_png_archive
 from typer.testing import CliRunner
 
 from regionmir.cli.app import app
 from regionmir.inference.encoder import Encoder
 from regionmir.train import TrainConfig, run
-from train_archive import write_png_archive
 
 TINY = ["--epochs", "1", "--pretrain-epochs", "1", "--crop-size", "32", "--backbone", "resnet6-w8",
         "--batch-size", "64", "--embedding-dim", "32"]
+# Chance is 1/36 = 0.028. On the `trained` archive (20 films, 5 epochs) every strategy scored
+# 0.30-0.48 over seeds 0-8 (mean 0.39); with 1 epoch on 10 films all stayed at chance, so the
+# fixture trains that long for the floor to mean something. Shuffled labels would score ~0.03.
+ABOVE_CHANCE = 0.2
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    archive = write_png_archive(root / "archive", images=10, size=96)
+    archive = write_png_archive(root / "archive", images=20, size=96)
     result = CliRunner().invoke(app, ["train", str(archive), "--out", str(root / "model"),
-                                      "--strategy", "all", "--json", *TINY])
+                                      "--strategy", "all", "--json", "--epochs", "5", *TINY[2:]])  # TINY, 5 epochs
     assert result.exit_code == 0, result.output
     return archive, root / "model", json.loads(result.stdout)
 
@@ -29,9 +33,9 @@ def test_all_strategies_are_compared_and_regionmir_exported(trained):
     _, model_dir, report = trained
     assert list(report["results"]) == ["regionmir", "scratch", "cotrain"]
     assert report["exported_strategy"] == "regionmir"
-    assert report["eval_split"] == "test" and report["eval_crops"] == 2 * 36
+    assert report["eval_split"] == "test" and report["eval_crops"] == 4 * 36  # 4 test films
     for r in report["results"].values():
-        assert 0.0 <= r["accuracy"] <= 1.0 and len(r["per_anatomy"]) == 36
+        assert ABOVE_CHANCE <= r["accuracy"] <= 1.0 and len(r["per_anatomy"]) == 36
         assert {"true": "left-lung", "predicted": "right-lung"}.items() <= next(
             s for s in r["lr_confusions"] if s["true"] == "left-lung").items()
     assert json.loads((model_dir / "report.json").read_text())["results"].keys() == report["results"].keys()
@@ -41,7 +45,8 @@ def test_all_strategies_are_compared_and_regionmir_exported(trained):
     for name in ("scratch", "cotrain"):  # baselines for `regionmir evaluate`
         baseline = Encoder(model_dir / name)
         assert baseline.meta.strategy == name and baseline.model_id == report["baselines"][name]["model_id"]
-        assert json.loads((model_dir / name / "report.json").read_text())["results"][name]["accuracy"] >= 0
+        own = json.loads((model_dir / name / "report.json").read_text())["results"][name]
+        assert own["accuracy"] == report["results"][name]["accuracy"] >= ABOVE_CHANCE  # its own score, not another's
     assert len({report["model"]["model_id"], *(b["model_id"] for b in report["baselines"].values())}) == 3
 
 
@@ -69,8 +74,9 @@ def test_library_run_single_strategy_and_unknown_strategy(tmp_path):
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):
-    from regionmir.cli.app import main
     import sys
+
+    from regionmir.cli.app import main
 
     (tmp_path / "empty").mkdir()
     argv, sys.argv = sys.argv, ["regionmir", "train", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]

@@ -11,7 +11,12 @@ from regionmir.archive import Archive
 from regionmir.errors import AnnotationError
 from regionmir.regions import Box, CropSpec, crop_region
 from regionmir.train.data import (
-    boxes_in_pixels, build_cropset, eval_split, fingerprint, jitter_box, present_classes,
+    boxes_in_pixels,
+    build_cropset,
+    eval_split,
+    fingerprint,
+    jitter_box,
+    present_classes,
 )
 
 

@@ -9,16 +9,16 @@ import typer
 
 from regionmir.cli import anatomies, phantom
 from regionmir.cli import demo as demo_cmd
+from regionmir.cli import doctor as doctor_cmd
 from regionmir.cli import evaluate as evaluate_cmd
 from regionmir.cli import evaluate_real as evaluate_real_cmd
-from regionmir.cli import doctor as doctor_cmd
 from regionmir.cli import info as info_cmd
 from regionmir.cli import ingest as ingest_cmd
 from regionmir.cli import listen as listen_cmd
 from regionmir.cli import localize as localize_cmd
-from regionmir.cli import train_localizer as train_localizer_cmd
 from regionmir.cli import search as search_cmd
 from regionmir.cli import train as train_cmd
+from regionmir.cli import train_localizer as train_localizer_cmd
 
 app = typer.Typer(
     name="regionmir",

@@ -30,32 +30,35 @@ def demo(
     from rich.console import Console
 
     from regionmir import config
+    from regionmir.inference.folder import ModelFolder
 
     console = Console()
     work = workdir or config.home() / "demo"
     archive, model = work / "archive", config.default_model_dir()
+    folder = ModelFolder(model)
     if fresh:
         for path in (work, model, config.default_store_dir()):
             shutil.rmtree(path, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     t0, times = time.perf_counter(), {}
+    t_stage = t0
 
     def stage(name: str, done: bool, *args: str) -> None:
+        nonlocal t_stage
         if done:
             console.print(f"[dim]{name}: already done, skipped (--fresh to redo)[/]")
             return
         _run(console, *args)
-        times[name] = time.perf_counter() - t_stage[0]
-        t_stage[0] = time.perf_counter()
+        times[name] = time.perf_counter() - t_stage
+        t_stage = time.perf_counter()
 
-    t_stage = [time.perf_counter()]
     stage("phantom", (archive / "splits" / "test.csv").is_file(), "phantom", str(archive),
           "--patients", str(patients), "--studies-per-patient", str(studies_per_patient),
           "--size", str(size), "--seed", str(seed), "--workers", "2", "--preview", "4")
-    stage("train", (model / "encoder.onnx").is_file(), "train", str(archive), "--out", str(model),
+    stage("train", folder.has("encoder"), "train", str(archive), "--out", str(model),
           "--seed", str(seed))
     if localizer:
-        stage("train-localizer", (model / "localizer.onnx").is_file(), "train-localizer",
+        stage("train-localizer", folder.has("localizer"), "train-localizer",
               str(archive), "--out", str(model), "--seed", str(seed))
     stage("ingest", False, "ingest", str(archive))
     query, anatomy = _pick_query(archive)

@@ -41,17 +41,17 @@ def evaluate(
     """Evaluate the encoder(s) of MODEL_DIR on ARCHIVE: anatomy accuracy, same-anatomy, findings and same-patient retrieval."""
     import json
 
-    from regionmir import config
     from regionmir.evaluation.report import _clean, write_report
     from regionmir.evaluation.run import EvalConfig
     from regionmir.evaluation.run import evaluate as run
+    from regionmir.inference.folder import ModelFolder
 
     ks = _ks(k)
-    model = model or config.default_model_dir()
-    folder = model if model.suffix != ".onnx" else model.parent
-    out = out or folder / f"eval-{split.value}"
-    cfg = EvalConfig(archive=archive, model=model, out=out, ks=ks, split=split.value, exact=not ann,
-                     curve_depth=max(curve_depth, max(ks)), workers=workers, device=device.value, plots=plots)
+    folder = ModelFolder(model)
+    out = out or folder.path / f"eval-{split.value}"
+    cfg = EvalConfig(archive=archive, model=folder.named or folder.path, out=out, ks=ks, split=split.value,
+                     exact=not ann, curve_depth=max(curve_depth, max(ks)), workers=workers,
+                     device=device.value, plots=plots)
     if as_json:
         report = run(cfg)
         write_report(report, out, plots=plots)

@@ -21,11 +21,10 @@ def evaluate_real(
     import json
     import time
 
-    from regionmir import config
     from regionmir.evaluation.real import run_check, write_sheet
+    from regionmir.inference.folder import ModelFolder
 
-    model = model or config.default_model_dir()
-    out = out or (model if model.suffix != ".onnx" else model.parent) / "eval-real"
+    out = out or ModelFolder(model).path / "eval-real"
     t0 = time.perf_counter()
     report, results = run_check(folder, model, split=split, k=k, limit=limit or None, keep_images=sheet)
     report["seconds"] = round(time.perf_counter() - t0, 1)

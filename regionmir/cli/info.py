@@ -35,7 +35,7 @@ def _collection(store, name: str) -> dict:
     per_anatomy = store.facet(name, "anatomy")
     return {
         "name": name, "points": store.count(name), "model_id": meta.get("model_id"),
-        "dim": meta.get("dim") or meta.get("embedding_dim"), "archive_root": meta.get("archive_root"),
+        "dim": meta.get("dim"), "archive_root": meta.get("archive_root"),
         "created": meta.get("created"),
         "per_anatomy": dict(sorted(per_anatomy.items(), key=lambda kv: _order(kv[0]))),
     }

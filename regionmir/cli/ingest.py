@@ -7,16 +7,6 @@ from pathlib import Path
 import typer
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise typer.BadParameter(f"expected i/n such as 0/2, got {text!r}", param_hint="--shard") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise typer.BadParameter(f"need n >= 1 and 0 <= i < n, got {text!r}", param_hint="--shard")
-    return i, n
-
-
 def ingest(
     archive: str = typer.Argument(..., help="Archive folder (MIMIC-CXR / ImaGenome layout or a folder of DICOMs), or a DICOMweb service root http(s)://host:port/dicom-web."),
     model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
@@ -49,13 +39,18 @@ def ingest(
 
     from regionmir import config
     from regionmir.ingest.runner import IngestConfig, run_ingest
+    from regionmir.ingest.sources import parse_shard
     from regionmir.pacs.dicomweb import is_url
 
-    source = None
+    try:
+        shard_ = parse_shard(shard)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--shard") from None
+    source, folder = None, None
     if is_url(archive):
         from regionmir.pacs.source import dicomweb_source
 
-        source, folder = dicomweb_source(archive, since, modality, study, scene_graphs, _shard(shard))
+        source = dicomweb_source(archive, since, modality, study, scene_graphs, shard_)
     else:
         folder = Path(archive)
         if since or modality or study or scene_graphs:
@@ -66,7 +61,7 @@ def ingest(
                                      "root)", param_hint="ARCHIVE")
     cfg = IngestConfig(
         archive=folder, model=model, collection=collection or config.DEFAULT_COLLECTION,
-        qdrant_url=qdrant_url or None, api_key=config.qdrant_api_key(), shard=_shard(shard),
+        qdrant_url=qdrant_url or None, api_key=config.qdrant_api_key(), shard=shard_,
         batch_size=batch_size, report=report, shards=shards,
         replication_factor=replication_factor, write_consistency=write_consistency,
         **({} if workers is None else {"workers": workers}),

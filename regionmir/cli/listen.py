@@ -28,7 +28,7 @@ def listen(
     import json
 
     from regionmir import config
-    from regionmir.pacs.listener import Listener, ListenConfig
+    from regionmir.pacs.listener import ListenConfig, Listener
 
     ingest = {"model": model, "collection": collection or config.DEFAULT_COLLECTION,
               "qdrant_url": qdrant_url or None, "api_key": config.qdrant_api_key(), "workers": workers}

@@ -18,18 +18,10 @@ def localize(
     import json
 
     from regionmir.dicom import read_image
-    from regionmir.errors import ModelError
-    from regionmir.inference.localizer import MODEL_FILE, draw_regions, load_localizer
+    from regionmir.inference.folder import ModelFolder
+    from regionmir.inference.localizer import Localizer, draw_regions
 
-    loc = load_localizer(model, device=device)
-    if loc is None:
-        from regionmir import config
-
-        where = config.default_model_dir() / MODEL_FILE
-        raise ModelError(
-            f"No localizer model at {where}. Train one with "
-            f"`regionmir train-localizer ARCHIVE --out {where.parent}`, or pass --model."
-        )
+    loc = Localizer(ModelFolder(model).file("localizer"), device=device)  # ModelError says how to train one
     radiograph = read_image(image)
     regions = loc.locate(radiograph.pixels)
     h, w = radiograph.pixels.shape
@@ -38,7 +30,7 @@ def localize(
     if preview is not None:
         draw_regions(radiograph.pixels, regions).save(preview)
     if as_json:
-        from regionmir.ingest.stages import mask_path
+        from regionmir.privacy import mask_path
 
         shown = mask_path(Path(image).as_posix(), radiograph.header.patient_id)  # no patient folder
         typer.echo(json.dumps({"image": shown, "width": w, "height": h,

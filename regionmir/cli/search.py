@@ -53,8 +53,8 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from regionmir import config
     from regionmir.anatomy import Anatomy
     from regionmir.regions import Box
-    from regionmir.search.searcher import (Searcher, check_where, open_existing_store, parse_where, require_collection,
-                                  search_image)
+    from regionmir.search.searcher import Searcher, check_where, parse_where, search_image
+    from regionmir.store.collection import open_existing_store, require_collection
 
     if anatomy.strip().lower() != "all":
         anatomy = Anatomy.parse(anatomy).slug  # UnknownAnatomyError lists close slugs
@@ -72,14 +72,14 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
         t = time.perf_counter()
         store = open_existing_store(qdrant_url or None)
         try:
-            require_collection(store, name)
+            meta = require_collection(store, name)  # the one check per search; the Searcher reuses it
             store.count(name)  # loads the collection now, while the model loads
             check_where(store, name, conditions)
             timings["open_store"] = time.perf_counter() - t
             t = time.perf_counter()
             encoder, localizer, timings["model_load"] = loading.result()
             timings["model_wait"] = time.perf_counter() - t
-            searcher = Searcher(store, name, encoder, localizer)
+            searcher = Searcher(store, name, encoder, localizer, meta=meta)
             outcome = search_image(
                 searcher, image, anatomy, query_box, scene_graph, conditions, study,
                 exclude_same_patient, top_k, exact,
@@ -119,18 +119,12 @@ def _output(doc: dict, as_json: bool, montage: Path | None) -> None:
 
 def _load_models(model: Path | None):
     """``(encoder, localizer loader, seconds)``: the encoder now, the localizer on first use."""
-    from regionmir.inference.encoder import load_encoder
+    from regionmir.inference.folder import ModelFolder
 
     t = time.perf_counter()
-    encoder = load_encoder(model)
-    folder = Path(encoder.path).parent
-
-    def localizer():
-        from regionmir.inference.localizer import MODEL_FILE, load_localizer
-
-        return load_localizer(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None
-
-    return encoder, localizer, time.perf_counter() - t
+    folder = ModelFolder(model)
+    encoder = folder.load_encoder()
+    return encoder, folder.load_localizer, time.perf_counter() - t
 
 
 def _hit_doc(rank: int, hit) -> dict:

@@ -29,7 +29,8 @@ def train_localizer(
     if size % 32:
         raise typer.BadParameter(f"--size must be a multiple of 32, got {size}")
     try:
-        from regionmir.train.localizer.run import LocalizerConfig, train_localizer as run
+        from regionmir.train.localizer.run import LocalizerConfig
+        from regionmir.train.localizer.run import train_localizer as run
         from regionmir.train.progress import RichProgress
     except ImportError as e:
         raise MissingDependencyError("torch", "train", "Training the localizer") from e

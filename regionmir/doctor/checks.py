@@ -145,14 +145,13 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
     """
     from regionmir import config
     from regionmir.errors import ModelError
+    from regionmir.inference.folder import ModelFolder
 
-    where = Path(model) if model else config.default_model_dir()
+    folder = ModelFolder(model or None)
     try:
         import numpy as np
 
-        from regionmir.inference.encoder import Encoder
-
-        enc = Encoder(where, device="cpu")
+        enc = folder.load_encoder(device="cpu")
     except ModelError as e:
         fix = (f"Train one: `regionmir train ARCHIVE --out {config.default_model_dir()}` "
                "(`regionmir demo` makes one from the phantom archive), or pass --model MODEL_DIR.")
@@ -170,14 +169,11 @@ def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
     meta = enc.meta
     detail = (f"{enc.path}: model_id {meta.model_id}, {meta.backbone} ({meta.strategy}), "
               f"{meta.embedding_dim}-d, {len(meta.anatomies)} anatomies, {s}px crops")
-    localizer = enc.path.parent / "localizer.onnx"
-    if not localizer.is_file():
+    if folder.localizer_file is None:
         detail += "; no localizer.onnx (only images with annotated boxes can be ingested)"
         return Check("model", OK, detail), enc.path
     try:
-        from regionmir.inference.localizer import Localizer
-
-        Localizer(localizer, device="cpu")
+        folder.load_localizer(device="cpu")
     except ModelError as e:
         return Check("model", WARN, f"{detail}; localizer unusable: {e}",
                      "Re-export it with `regionmir train-localizer`, or remove it to use annotated "

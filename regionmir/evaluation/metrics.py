@@ -23,6 +23,8 @@ Definitions (``rel_i`` = 1 if the hit at rank ``i`` (1-based) is relevant):
   ml_metrics package) makes a perfect top-k score 1 even when the collection holds more than
   ``k`` relevant items, and does not reward a query for having few relevant items.
 * same-label fraction@k = precision@k with rel_i = (label of hit i == label of the query).
+  :func:`same_label_fraction` scores hits a store returned; :func:`same_label_at_k` ranks raw
+  embeddings itself (every crop queries the others, optionally only other patients').
 * ANN recall@k vs exact = |{approximate top-k hits scoring >= the exact k-th score - eps}| / k
   (the ann-benchmarks definition; a tie at the k-th place is not counted as a miss).
 
@@ -37,6 +39,7 @@ resamples whole clusters (patients) to give a percentile interval of a mean.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -54,6 +57,7 @@ __all__ = [
     "recall_at_k",
     "recall_vs_exact",
     "reciprocal_rank_at_k",
+    "same_label_at_k",
     "same_label_fraction",
 ]
 
@@ -126,6 +130,73 @@ def average_precision_at_k(relevant: Sequence[bool], k: int, n_relevant: int | N
 def same_label_fraction(query_label: object, hit_labels: Sequence[object], k: int) -> float:
     """Fraction of the first ``k`` hits whose label equals ``query_label`` (precision@k)."""
     return precision_at_k([h == query_label for h in list(hit_labels)[:k]], k)
+
+
+def same_label_at_k(emb: np.ndarray, labels: Sequence[object], k: int = 10,
+                    groups: Sequence[object] | None = None, block: int = 256) -> float:
+    """Mean share of each crop's ``k`` nearest other crops that carry its label.
+
+    Every row of ``emb`` queries all the others by dot product (cosine when the rows are
+    L2-normalized). A crop is never its own neighbour; with ``groups`` (patient ids), no crop of
+    the query's own group is either. A query whose pool holds fewer than ``k`` crops is scored on
+    its whole pool; a query with an empty pool is skipped. Ties in similarity go to the lower row
+    index (as :func:`rank_order` breaks ties by id), so the score never depends on sort internals.
+    Queries are ranked ``block`` at a time against all rows (memory ``block x N``, never ``N x N``).
+
+    Args:
+        emb: ``(N, D)`` embeddings.
+        labels: ``(N,)`` label per row (anatomy index or slug).
+        k: neighbours per query.
+        groups: ``(N,)`` group per row; None excludes only the query itself.
+        block: queries ranked at once; it changes memory and speed, never the result.
+
+    Returns:
+        The mean over scored queries, rounded once from the exact fraction (so block size and
+        order never change a digit); ``nan`` when no query has a neighbour.
+
+    Raises:
+        ValueError: ``k < 1``, or ``labels``/``groups`` differ in length from ``emb``.
+    """
+    emb, lab = np.asarray(emb), np.asarray(labels)
+    if not np.issubdtype(emb.dtype, np.floating):
+        emb = emb.astype(np.float64)  # -inf marks rows outside a pool
+    grp = None if groups is None else np.asarray(groups)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(lab) != len(emb) or (grp is not None and len(grp) != len(emb)):
+        raise ValueError(f"{len(emb)} embeddings but {len(lab)} labels"
+                         + ("" if grp is None else f" and {len(grp)} groups"))
+    hits, taken = np.zeros(len(emb), np.int64), np.zeros(len(emb), np.int64)  # (N,), (N,)
+    for start in range(0, len(emb), block):
+        rows = np.arange(start, min(start + block, len(emb)))  # (b,)
+        pool = np.ones((rows.size, len(emb)), bool)  # (b, N) whom each query may rank
+        pool[np.arange(rows.size), rows] = False
+        if grp is not None:
+            pool &= grp[rows, None] != grp[None, :]
+        chosen = _top_k_in_pool(emb[rows] @ emb.T, pool, k)  # (b, N)
+        hits[rows] = (chosen & (lab[rows, None] == lab[None, :])).sum(axis=1)
+        taken[rows] = chosen.sum(axis=1)
+    return _exact_mean_share(hits, taken)
+
+
+def _top_k_in_pool(sim: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """``(b, N)`` mask of each row's ``min(k, pool size)`` most similar pool members, ties to the lower index."""
+    sim[~pool] = -np.inf  # (b, N)
+    j = min(k, sim.shape[1]) - 1
+    kth = -np.partition(-sim, j, axis=1)[:, j]  # (b,) the k-th largest similarity (-inf: pool < k)
+    above = sim > kth[:, None]  # (b, N) surely in the top k
+    tied = (sim == kth[:, None]) & pool  # (b, N) at the cut: take the lowest indexes that fit
+    room = np.minimum(k, pool.sum(axis=1)) - above.sum(axis=1)  # (b,)
+    return above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
+
+
+def _exact_mean_share(hits: np.ndarray, taken: np.ndarray) -> float:
+    """Mean of ``hits / taken`` over rows with ``taken > 0``, summed as a fraction and rounded once."""
+    scored = taken > 0
+    if not scored.any():
+        return float("nan")
+    total = sum((Fraction(int(hits[taken == t].sum()), int(t)) for t in np.unique(taken[scored])), Fraction(0))
+    return float(total / int(scored.sum()))
 
 
 def recall_vs_exact(approx_scores: Sequence[float], exact_scores: Sequence[float], k: int,

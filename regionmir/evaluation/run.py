@@ -85,7 +85,8 @@ def encode_split(archive: Archive, tasks: Sequence, encoders: Sequence, workers:
     Returns:
         One :class:`Encoded` per encoder, in the order of ``encoders``.
     """
-    from regionmir.ingest.stages import Preparer, batches, prepared_stream, to_points
+    from regionmir.ingest.stages import Preparer, batches, to_points
+    from regionmir.ingest.workers import prepared_stream
 
     out = [Encoded() for _ in encoders]
     by_spec: dict = defaultdict(list)
@@ -201,13 +202,12 @@ def load_models(model: Path, device: str = "auto") -> list[tuple[str, object]]:
     Raises:
         ModelError: ``model`` holds no encoder (the message says how to train one).
     """
-    from regionmir.inference.encoder import Encoder, resolve_model_file
     from regionmir.errors import ModelError
+    from regionmir.inference.encoder import Encoder
+    from regionmir.inference.folder import ModelFolder
 
-    main = resolve_model_file(model)
-    paths = [main]
-    if Path(model).is_dir():
-        paths += sorted(p for p in Path(model).rglob("*.onnx") if p.resolve() != main.resolve())
+    paths = ModelFolder(model).onnx_files()
+    main = paths[0]
     out, seen = [], Counter()
     for path in paths:
         try:
@@ -238,7 +238,9 @@ def _training_report(model: Path) -> dict | None:
     """The ``report.json`` that ``regionmir train`` wrote beside ``model`` (a folder or .onnx), or None."""
     import json
 
-    path = (Path(model) if Path(model).is_dir() else Path(model).parent) / "report.json"
+    from regionmir.inference.folder import ModelFolder
+
+    path = ModelFolder(model).report
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError) as e:

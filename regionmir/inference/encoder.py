@@ -13,27 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from regionmir import config
 from regionmir.errors import ModelError
+from regionmir.inference.folder import ModelFolder
+from regionmir.inference.runtime import choose_providers, cuda_device_present, open_model
 from regionmir.regions import Box, crop_regions, normalize
-from regionmir.inference.runtime import choose_providers, cuda_device_present, model_file, open_model
 
 log = logging.getLogger("regionmir")
 
-MODEL_FILE = "encoder.onnx"
-__all__ = ["Encoder", "choose_providers", "cuda_device_present", "load_encoder", "resolve_model_file"]
-
-
-def resolve_model_file(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else ``path/encoder.onnx``.
-
-    Raises:
-        ModelError: nothing is there; the message says how to make a model.
-    """
-    folder = Path(path).expanduser()
-    folder = folder.parent if folder.suffix == ".onnx" else folder
-    return model_file(path, MODEL_FILE, f"Train one with `regionmir train ARCHIVE --out {folder}` "
-                      "(or pass --model to an existing model folder).")
+__all__ = ["Encoder", "choose_providers", "cuda_device_present", "load_encoder"]
 
 
 class Encoder:
@@ -45,7 +32,7 @@ class Encoder:
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not an encoder.
         """
-        self.path = resolve_model_file(path)
+        self.path = ModelFolder(path).encoder_file
         self._session, self.meta, _ = open_model(self.path, "encoder", device, threads)
         self.providers = list(self._session.get_providers())
         self.model_id = self.meta.model_id
@@ -107,4 +94,4 @@ def load_encoder(model: str | Path | None = None, device: str = "auto", threads:
     Raises:
         ModelError: no model there (the message says to run `regionmir train`).
     """
-    return Encoder(config.default_model_dir() if model is None else model, device=device, threads=threads)
+    return ModelFolder(model).load_encoder(device=device, threads=threads)

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from regionmir import config
 from regionmir.annotations import Region
 from regionmir.errors import ModelError
+from regionmir.inference.folder import ModelFolder
+from regionmir.inference.runtime import open_model
 from regionmir.regions import Box
-from regionmir.inference.runtime import model_file, open_model
 
-MODEL_FILE = "localizer.onnx"
 LETTERBOX = "center-pad0"  # metadata_props["letterbox"]: how the image is fitted to the square
 BOX_FORMAT = "xyxy-norm"  # metadata_props["box_format"]: x1,y1,x2,y2 in [0,1] of the square
 
@@ -88,18 +87,6 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return np.clip(canvas, 0.0, 1.0), geo
 
 
-def resolve_model_file(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else ``path/localizer.onnx``.
-
-    Raises:
-        ModelError: nothing there; the message says to run `regionmir train-localizer`.
-    """
-    folder = Path(path).expanduser()
-    folder = folder.parent if folder.suffix == ".onnx" else folder
-    return model_file(path, MODEL_FILE, f"Train one with `regionmir train-localizer ARCHIVE --out "
-                      f"{folder}` (or pass --model to a folder that has localizer.onnx).")
-
-
 class Localizer:
     """An exported RegionMIR anatomy localizer running in onnxruntime."""
 
@@ -109,7 +96,7 @@ class Localizer:
         Raises:
             ModelError: missing or unreadable file, metadata missing, or not a localizer.
         """
-        self.path = resolve_model_file(path)
+        self.path = ModelFolder(path).file("localizer")
         self._session, self.meta, props = open_model(self.path, "localizer", device, threads)
         self.providers = list(self._session.get_providers())
         if props.get("letterbox") != LETTERBOX or props.get("box_format") != BOX_FORMAT:
@@ -164,8 +151,7 @@ def load_localizer(model: str | Path | None = None, device: str = "auto", thread
         ModelError: ``model`` was given and holds no usable localizer.
     """
     if model is None:
-        file = config.default_model_dir() / MODEL_FILE
-        return Localizer(file, device=device, threads=threads) if file.is_file() else None
+        return ModelFolder().load_localizer(device=device, threads=threads)
     return Localizer(model, device=device, threads=threads)
 
 

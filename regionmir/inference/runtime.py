@@ -60,19 +60,6 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def model_file(path: str | Path, filename: str, how_to_make: str) -> Path:
-    """``path`` itself if it is a file, else ``path/filename``.
-
-    Raises:
-        ModelError: nothing is there; the message ends with ``how_to_make``.
-    """
-    path = Path(path).expanduser()
-    file = path if path.suffix == ".onnx" or path.is_file() else path / filename
-    if not file.is_file():
-        raise ModelError(f"No {Path(filename).stem} model at {file}. {how_to_make}")
-    return file
-
-
 def open_model(file: Path, kind: str, device: str = "auto", threads: int = 0):
     """An inference session on ``file`` and its metadata, checked to be a ``kind`` model.
 

@@ -1,33 +1,35 @@
-"""Ingest bookkeeping: the per-(collection, shard) ledger of finished images and the JSONL run report.
+"""Ingest ledger: per (collection, shard), the images whose points are all stored.
 
-The ledger makes an ingest resumable. After every upsert batch the ids of the images whose
-points are all stored are appended and fsync'd; a rerun skips them. An entry is
-:func:`entry_of` the image's path inside the archive (older ledgers hold file stems; both are
-honoured), followed after a tab by :func:`entry_of` the key its point ids were made from (its
-SOPInstanceUID) and after another by the path as payloads show it (patient folder masked), so
-that a later file with the same key is recognised as a duplicate of a named image instead of
-overwriting its points. Hashes, because MIMIC-CXR paths name the patient. An image in doubt (its
-batch was being written when the process died) is not in the ledger and is simply redone:
-point ids are deterministic, so redoing overwrites instead of duplicating.
+The ledger makes an ingest resumable. After every upsert batch the images whose points are
+all stored are appended and fsync'd; a rerun skips them (:meth:`Ledger.has`). An entry is
+:func:`entry_of` the image's path inside the archive, followed after a tab by :func:`entry_of`
+the key its point ids were made from (its SOPInstanceUID) and after another by the path as
+payloads show it (patient folder masked), so that a later file with the same key is recognised
+as a duplicate of a named image instead of overwriting its points (:meth:`Ledger.claim`).
+Hashes, because MIMIC-CXR paths name the patient. An image in doubt (its batch was being
+written when the process died) is not in the ledger and is simply redone: point ids are
+deterministic, so redoing overwrites instead of duplicating.
 
 Each shard ``i/n`` of a collection has its own ledger file, written by one process at a time
 (a lock file enforces it), so workers of different shards may share one $REGIONMIR_HOME. A
-ledger also counts as done the ids in the other shards' ledgers of the same collection
+ledger also counts as done the images in the other shards' ledgers of the same collection
 (read-only), so a rerun with another ``--shard`` split skips what any split finished.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regionmir import config
 from regionmir.errors import StoreError, StoreLockedError
+
+if TYPE_CHECKING:
+    from regionmir.ingest.stages import ImageTask
 
 try:
     import fcntl
@@ -80,7 +82,7 @@ def _read_lines(path: Path, token: str) -> list[str] | None:
 
 
 class Ledger:
-    """Append-only set of finished image ids for one collection generation.
+    """Append-only set of finished images for one collection generation.
 
     The first line holds the collection's ``ingest_token`` (written into the collection meta
     when it was created). A ledger with another token belongs to a deleted and re-created
@@ -101,6 +103,7 @@ class Ledger:
         self.indexed = False
         # entry of a point-id key (SOPInstanceUID) -> (entry of the image holding it, its shown path)
         self.keys: dict[str, tuple[str, str]] = {}
+        self._claims: dict[str, str] = {}  # entry of an image -> entry of its key, until marked
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = self._acquire_lock()
@@ -131,7 +134,7 @@ class Ledger:
         return handle
 
     def _merge(self, others: Iterable[Path]) -> None:
-        """Count the ids finished by other shards' ledgers (same token) as done too."""
+        """Count the images finished by other shards' ledgers (same token) as done too."""
         flags = [self.indexed] if self.done else []
         for other in others:
             lines = _read_lines(Path(other), self.token)
@@ -176,28 +179,39 @@ class Ledger:
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
 
-    def __contains__(self, image_id: str) -> bool:
-        return image_id in self.done
+    def has(self, task: ImageTask) -> bool:
+        """Whether the image of ``task`` (its path inside the archive) is finished."""
+        return entry_of(task.rel) in self.done
 
-    def mark(self, image_ids: Iterable[str], keys: dict[str, tuple[str, str]] | None = None) -> None:
-        """Record ``image_ids`` as finished, durably (flush + fsync) before returning.
+    def claim(self, task: ImageTask, key: str, shown: str) -> str | None:
+        """Let the image of ``task`` hold point-id key ``key`` (its SOPInstanceUID); None when it may.
 
-        ``keys`` maps an id to ``(key entry, shown path)``: the entry of the key its point ids
-        came from and the path a report may show. Ids and keys hold no tabs or newlines.
+        When another image holds ``key`` already (stored by an earlier run, or claimed earlier in
+        this one), that image's shown path is returned instead: ``task`` is a duplicate and its
+        points must not be stored. A claim becomes durable when :meth:`mark` records ``task``.
         """
-        keys = keys or {}
-        ids = [i for i in dict.fromkeys(image_ids) if i not in self.done]
-        if not ids:
+        key, me = entry_of(key), entry_of(task.rel)
+        holder = self.keys.get(key)
+        if holder is not None and holder[0] != me:
+            return holder[1]
+        self.keys[key] = (me, " ".join(shown.split()))  # no tab or newline can break the line
+        self._claims[me] = key
+        return None
+
+    def mark(self, tasks: Iterable[ImageTask]) -> None:
+        """Record the images of ``tasks`` as finished, durably (flush + fsync) before returning.
+
+        An image that claimed a key is written with it and its shown path (see :meth:`claim`).
+        """
+        entries = [e for e in dict.fromkeys(entry_of(t.rel) for t in tasks) if e not in self.done]
+        if not entries:
             return
         lines = []
-        for i in ids:
-            key, shown = keys.get(i, ("", ""))
-            shown = " ".join(shown.split())  # no tab or newline can break the line
-            lines.append(f"{i}\t{key}\t{shown}\n" if key else f"{i}\n")
-            if key:
-                self.keys.setdefault(key, (i, shown))
+        for e in entries:
+            key = self._claims.pop(e, None)
+            lines.append(f"{e}\t{key}\t{self.keys[key][1]}\n" if key else f"{e}\n")
         self._append("".join(lines))
-        self.done.update(ids)
+        self.done.update(entries)
         self.indexed = False
 
     def mark_indexed(self) -> None:
@@ -213,43 +227,3 @@ class Ledger:
     def close(self) -> None:
         self._handle.close()
         self._lock.close()  # releases the lock
-
-
-class Report:
-    """The JSONL run report: one line per failed or unlabeled image, then a summary line.
-
-    Records hold the image id, its path inside the archive and a reason; never header values.
-    """
-
-    def __init__(self, path: Path | None):
-        self.path = Path(path) if path else None
-        self._handle = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("w", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        """Append one record (flushed, so a killed run keeps what it found)."""
-        if self._handle is not None:
-            self._handle.write(json.dumps(record, sort_keys=True) + "\n")
-            self._handle.flush()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def default_report_path(collection: str) -> Path:
-    """``$REGIONMIR_HOME/reports/ingest-<collection>-<utc time to the microsecond>[-N].jsonl``.
-
-    A name no earlier report has: two runs in the same second (a rerun, the passes of
-    `regionmir listen`) must not overwrite each other's report.
-    """
-    now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-    folder = config.home() / "reports"
-    path, n = folder / f"ingest-{collection}-{stamp}.jsonl", 1
-    while path.exists():
-        path, n = folder / f"ingest-{collection}-{stamp}-{n}.jsonl", n + 1
-    return path

@@ -1,9 +1,9 @@
-"""Archive ingestion runner: composes the stages of :mod:`regionmir.ingest.stages` over a store.
+"""Ingest runner: a source's images -> the stages of :mod:`regionmir.ingest.stages` -> a store.
 
 ``run_ingest`` opens the store and the collection (refusing one filled by another model),
-skips images the ledger has, streams the rest through decode + crop workers, encodes whole
-images in batches, upserts, records them in the ledger, and builds the index once at the end.
-A kill at any moment loses at most the batch in flight; a rerun redoes it.
+plans what the ledger does not have, streams it through decode + crop workers, encodes whole
+images in batches, upserts, records them in the ledger, and builds the index every segment
+and at the end. A kill at any moment loses at most the batch in flight; a rerun redoes it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from pathlib import Path
 
 from regionmir import config
 from regionmir.archive import Archive
-from regionmir.errors import CollectionMismatchError
-from regionmir.ingest.ledger import Ledger, entry_of, Report, default_report_path, ledger_family, ledger_path
-from regionmir.ingest.stages import Prepared, Preparer, Skipped, batches, encode, mask_path, plan, prepared_stream, to_points
+from regionmir.ingest.ledger import Ledger, ledger_family, ledger_path
+from regionmir.ingest.report import Report, default_report_path
+from regionmir.ingest.sources import ArchiveSource, Source
+from regionmir.ingest.stages import Prepared, Preparer, Skipped, batches, encode, to_points
+from regionmir.ingest.workers import prepared_stream
+from regionmir.privacy import mask_path
+from regionmir.store.collection import check_model
 
 log = logging.getLogger("regionmir")
 
@@ -29,7 +33,7 @@ log = logging.getLogger("regionmir")
 class IngestConfig:
     """What `regionmir ingest` was asked to do."""
 
-    archive: Path
+    archive: Path | None = None  # archive folder; None when run_ingest is given another source
     model: Path | None = None  # model folder or encoder.onnx; None: config.default_model_dir()
     collection: str = config.DEFAULT_COLLECTION
     qdrant_url: str | None = None  # None: the embedded store under $REGIONMIR_HOME/store
@@ -83,21 +87,6 @@ class IngestSummary:
         return d
 
 
-def check_model(meta: dict, collection: str, model_id: str, dim: int) -> None:
-    """Refuse to mix models in one collection.
-
-    Raises:
-        CollectionMismatchError: ``collection`` was filled by another model or vector size.
-    """
-    have, have_dim = meta.get("model_id"), int(meta.get("embedding_dim") or meta.get("dim") or 0)
-    if have != model_id or (have_dim and have_dim != dim):
-        raise CollectionMismatchError(
-            f"Collection {collection!r} holds embeddings of model {have} ({have_dim}-d), but the "
-            f"model given is {model_id} ({dim}-d). Use the model that filled it (--model), or "
-            f"another collection (--collection NEW)."
-        )
-
-
 def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> dict:
     """The stored meta of collection ``name``, created for ``encoder`` when absent.
 
@@ -109,17 +98,19 @@ def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> d
         CollectionMismatchError: the collection exists and belongs to another model.
     """
     root = None if archive_root is None else str(Path(archive_root).resolve())  # None: a PACS source
-    if name not in store.collections():
+    if name in store.collections():
+        meta = store.collection_meta(name)
+        check_model(meta, name, encoder.model_id, encoder.dim)
+    else:
         meta = {
             "model_id": encoder.model_id,
-            "embedding_dim": encoder.dim,
             "archive_root": root,  # payload `path`s are relative to it (search montages read images)
             "ingest_token": uuid.uuid4().hex,  # ties ledgers to this generation of the collection
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        store.create_collection(name, encoder.dim, meta)  # a no-op when it appeared meanwhile
-    meta = store.collection_meta(name)
-    check_model(meta, name, encoder.model_id, encoder.dim)
+        # when another worker created it meanwhile: a no-op after the store's own check_model
+        store.create_collection(name, encoder.dim, meta)
+        meta = store.collection_meta(name)
     if root is not None and meta.get("archive_root") not in (None, root):
         log.warning(
             "collection %r was created from archive %s; paths of %s are stored relative to "
@@ -139,22 +130,15 @@ def server_options(cfg: IngestConfig):
                          write_consistency_factor=cfg.write_consistency)
 
 
-def _model_dir(model: Path | None) -> Path:
-    model = Path(model) if model else config.default_model_dir()
-    return model if model.is_dir() else model.parent
-
-
 def run_ingest(
     cfg: IngestConfig,
     on_progress: Callable[[IngestSummary, int], None] | None = None,
-    source=None,
+    source: Source | None = None,
 ) -> IngestSummary:
-    """Ingest ``cfg.archive`` into ``cfg.collection``; return the counts.
+    """Ingest ``source`` (default: the archive folder ``cfg.archive``) into ``cfg.collection``.
 
-    ``on_progress(summary, total)`` is called after each batch and each skipped image.
-    ``source`` (a :mod:`regionmir.pacs.source` object) replaces the walk of ``cfg.archive``
-    (which then only holds scene graphs): its ``plan`` lists the images, ``feed`` puts each on
-    disk before it is decoded, and ``release`` is told which are in the ledger or the report.
+    ``on_progress(summary, total)`` is called after each batch and each skipped image. A
+    ``source`` given (a PACS: :mod:`regionmir.pacs.source`) is closed by the caller.
 
     Raises:
         CollectionMismatchError: the collection belongs to another model.
@@ -163,82 +147,83 @@ def run_ingest(
             (StoreError too for --shards/--replication-factor/--write-consistency on the
             embedded store).
     """
-    from regionmir.inference.encoder import load_encoder
+    from regionmir.inference.folder import ModelFolder
     from regionmir.store import open_store
 
-    archive = Archive(cfg.archive)
-    encoder = load_encoder(cfg.model)
+    if source is None:
+        if cfg.archive is None:
+            raise ValueError("run_ingest needs cfg.archive (an archive folder) or a source")
+        source = ArchiveSource(Archive(cfg.archive))
+    folder = ModelFolder(cfg.model)
+    encoder = folder.load_encoder()
     url = cfg.qdrant_url
     store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir(),
                        options=server_options(cfg))
     try:
-        meta = ensure_collection(store, cfg.collection, encoder, archive.root if source is None else None)
+        meta = ensure_collection(store, cfg.collection, encoder, source.archive_root)
         ledger = Ledger(ledger_path(store.location, cfg.collection, cfg.shard),
                         str(meta.get("ingest_token", "")),
                         others=ledger_family(store.location, cfg.collection))
         try:
-            return _run(cfg, archive, encoder, store, ledger, on_progress, source)
+            preparer = _preparer(cfg, source, encoder, folder.localizer_file)
+            return _run(cfg, source, encoder, store, ledger, preparer, on_progress or (lambda s, t: None))
         finally:
             ledger.close()
     finally:
         store.close()
 
 
-def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> IngestSummary:
-    tasks, skipped = source.plan(cfg.shard, ledger.done) if source else plan(archive, cfg.shard, ledger.done)
-    release = source.release if source else (lambda tasks: None)
-    report_path = Path(cfg.report) if cfg.report else default_report_path(cfg.collection)
-    summary = IngestSummary(
-        cfg.collection, store.location, encoder.model_id,
-        images=len(tasks) + skipped, skipped=skipped, report=str(report_path),
-    )
-    total = len(tasks)
-    report = Report(report_path)
-    progress = on_progress or (lambda s, t: None)
+class Indexer:
+    """Builds a collection's HNSW index every ``every`` regions (one segment) and at the end, timed."""
+
+    def __init__(self, store, collection: str, summary: IngestSummary):
+        self.store, self.collection, self.summary = store, collection, summary
+        self.every = store.index_every(collection)  # 0: only at the end
+        self.pending = 0  # regions upserted since the last build
+
+    def added(self, regions: int) -> None:
+        """``regions`` were upserted: build when a segment is full (memory stays bounded)."""
+        self.pending += regions
+        if self.every and self.pending >= self.every:
+            self.build()
+
+    def build(self) -> None:
+        t = time.perf_counter()
+        self.store.build_index(self.collection)
+        self.summary.index_seconds += time.perf_counter() - t
+        self.pending = 0
+
+
+def _run(cfg, source: Source, encoder, store, ledger: Ledger, preparer: Preparer, progress) -> IngestSummary:
+    tasks, skipped = source.plan(cfg.shard, ledger)
+    report = Report(Path(cfg.report) if cfg.report else default_report_path(cfg.collection))
+    summary = IngestSummary(cfg.collection, store.location, encoder.model_id, images=len(tasks) + skipped,
+                            skipped=skipped, report=str(report.path))
+    indexer = Indexer(store, cfg.collection, summary)
+    start = time.perf_counter()  # planning (a folder walk, a QIDO search) is not ingest time
 
     def on_skip(item: Skipped) -> None:
         setattr(summary, item.kind, getattr(summary, item.kind) + 1)
-        report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel), "reason": item.reason})
-        release([item.task])
-        progress(summary, total)
+        report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel),
+                      "reason": item.reason})
+        source.release([item.task])
+        progress(summary, len(tasks))
 
-    holders = dict(ledger.keys)  # entry of a point-id key -> (entry of its image, payload path)
-    unindexed, index_every = 0, store.index_every(cfg.collection)  # regions since the last index build
-    start = time.perf_counter()
-    on_cpu = encoder.providers[0] == "CPUExecutionProvider"  # CPU: workers encode too; GPU: batched here
-    preparer = Preparer(archive.root, encoder.spec, _model_dir(cfg.model),
-                        encoder.path if on_cpu and cfg.workers > 0 else None)
     try:
-        feed = source.feed(tasks, on_skip) if source else tasks
-        for batch in batches(prepared_stream(preparer, feed, cfg.workers), cfg.batch_size, on_skip):
-            batch, duplicates = split_duplicates(batch, holders)
-            for p in batch:
-                _report_notes(p, report, summary)
-            if batch:
-                embeddings = encode(encoder, batch, cfg.batch_size)  # (sum R, D)
-                store.upsert(cfg.collection, to_points(batch, embeddings, encoder.model_id))
-            ledger.mark([entry_of(p.task.rel) for p in batch] + [entry_of(d.task.rel) for d, _ in duplicates],
-                        {entry_of(p.task.rel): (entry_of(p.key), p.fields["path"]) for p in batch})
-            release([p.task for p in batch] + [d.task for d, _ in duplicates])
-            for dup, first in duplicates:
-                summary.duplicates += 1
-                report.write(duplicate_record(dup, first))
-            summary.ingested += len(batch)
-            regions = sum(len(p.regions) for p in batch)
-            summary.regions += regions
-            unindexed += regions
-            if index_every and unindexed >= index_every:  # bounded memory: one segment at a time
-                t = time.perf_counter()
-                store.build_index(cfg.collection)
-                summary.index_seconds += time.perf_counter() - t
-                unindexed = 0
+        for batch in batches(prepared_stream(preparer, source.feed(tasks, on_skip), cfg.workers),
+                             cfg.batch_size, on_skip):
+            stored, duplicates = split_duplicates(batch, ledger)
+            if stored:
+                store.upsert(cfg.collection, to_points(stored, encode(encoder, stored, cfg.batch_size), encoder.model_id))
+            ledger.mark(p.task for p in batch)  # duplicates too: they are reported, never stored
+            source.release(p.task for p in batch)
+            _tally(stored, duplicates, report, summary)
+            indexer.added(sum(len(p.regions) for p in stored))
             summary.seconds = time.perf_counter() - start
-            progress(summary, total)
+            progress(summary, len(tasks))
         if summary.ingested or (ledger.done and not ledger.indexed):  # a kill may have skipped it
-            t = time.perf_counter()
-            store.build_index(cfg.collection)
+            indexer.build()
             ledger.mark_indexed()
-            summary.index_seconds += time.perf_counter() - t
         summary.seconds = time.perf_counter() - start
         report.write({"event": "summary", **summary.as_dict()})
     finally:
@@ -247,25 +232,42 @@ def _run(cfg, archive, encoder, store, ledger, on_progress, source=None) -> Inge
     return summary
 
 
-def split_duplicates(batch: list[Prepared], holders: dict[str, tuple[str, str]]
-                     ) -> tuple[list[Prepared], list[tuple[Prepared, str]]]:
+def _preparer(cfg: IngestConfig, source: Source, encoder, localizer: Path | None) -> Preparer:
+    """The workers' decode + crop stage; on a CPU the workers encode too (on a GPU, batched here)."""
+    on_cpu = encoder.providers[0] == "CPUExecutionProvider"
+    return Preparer(source.annotations, encoder.spec, localizer, encoder.path if on_cpu and cfg.workers > 0 else None)
+
+
+def split_duplicates(batch: list[Prepared], ledger: Ledger) -> tuple[list[Prepared], list[tuple[Prepared, str]]]:
     """``(to store, [(duplicate, shown path of the image that keeps the points)])``.
 
     An image whose point-id key (SOPInstanceUID) another image already holds is a duplicate:
-    the first image (in archive order, or from an earlier run) keeps its points. ``holders``
-    maps ledger entries of keys to ``(entry of the image, its payload path)``: the ledger's,
-    updated here with the images kept, so duplicates within one batch are caught too.
+    the first image (in archive order, or from an earlier run) keeps its points
+    (:meth:`Ledger.claim`); duplicates within one batch are caught too.
     """
     keep, duplicates = [], []
     for p in batch:
-        key, me = entry_of(p.key), entry_of(p.task.rel)
-        holder = holders.get(key)
-        if holder is not None and holder[0] != me:
-            duplicates.append((p, holder[1]))
-            continue
-        holders[key] = (me, p.fields["path"])
-        keep.append(p)
+        first = ledger.claim(p.task, p.key, p.fields["path"])
+        if first is None:
+            keep.append(p)
+        else:
+            duplicates.append((p, first))
     return keep, duplicates
+
+
+def _tally(stored: list[Prepared], duplicates: list[tuple[Prepared, str]], report: Report,
+           summary: IngestSummary) -> None:
+    """Count a batch in ``summary``; report its warnings and duplicates."""
+    for p in stored:
+        if p.notes:  # dropped boxes, localizer fallback
+            summary.warnings += 1
+            report.write({"event": "warning", "image_id": p.task.image_id, "path": mask_path(p.task.rel),
+                          "reason": "; ".join(p.notes)})
+    for dup, first in duplicates:
+        report.write(duplicate_record(dup, first))
+    summary.duplicates += len(duplicates)
+    summary.ingested += len(stored)
+    summary.regions += sum(len(p.regions) for p in stored)
 
 
 def duplicate_record(dup: Prepared, first_path: str) -> dict:
@@ -276,11 +278,3 @@ def duplicate_record(dup: Prepared, first_path: str) -> dict:
         "reason": "same SOPInstanceUID as an image already stored; that image keeps its points "
                   "and this file was not stored",
     }
-
-
-def _report_notes(p: Prepared, report: Report, summary: IngestSummary) -> None:
-    """Write what the worker noticed about an ingested image (dropped boxes, localizer fallback)."""
-    if p.notes:
-        summary.warnings += 1
-        report.write({"event": "warning", "image_id": p.task.image_id, "path": mask_path(p.task.rel),
-                      "reason": "; ".join(p.notes)})

@@ -1,27 +1,23 @@
-"""Ingest stages: plan -> decode + find regions + crop -> encode -> points, each testable alone.
+"""Ingest stages: decode + find regions + crop -> encode -> points, each testable alone.
 
 :mod:`regionmir.ingest.runner` composes them: :class:`Preparer` runs in worker processes
-(:func:`prepared_stream`), :func:`batches` groups whole images, :func:`encode` and
+(:func:`regionmir.ingest.workers.prepared_stream`), :func:`batches` groups whole images, :func:`encode` and
 :func:`to_points` run in the main process, and the upsert is ``Store.upsert``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from regionmir.annotations import Region
-from regionmir.archive import Archive, image_id_of
+from regionmir.archive import Archive, study_from_path
 from regionmir.errors import RegionMIRError
+from regionmir.privacy import mask_path
 from regionmir.regions import CropSpec, crop_regions
 
 log = logging.getLogger("regionmir")
@@ -61,34 +57,6 @@ class Skipped:
 # ----------------------------------------------------------------------------- stages
 
 
-def shard_of(image_id: str, n: int) -> int:
-    """Stable shard of an image: the same on every machine, independent of paths and order."""
-    return int.from_bytes(hashlib.sha1(image_id.encode()).digest()[:8], "big") % n
-
-
-def plan(archive: Archive, shard: tuple[int, int] = (0, 1), done: Iterable[str] = ()) -> tuple[list[ImageTask], int]:
-    """The images of ``shard`` still to ingest, and how many of its images ``done`` skips.
-
-    ``done`` holds ledger entries: :func:`~regionmir.ingest.ledger.entry_of` the path relative to the
-    archive root (older ledgers: image ids).
-    """
-    from regionmir.ingest.ledger import entry_of
-
-    i, n = shard
-    done = done if isinstance(done, set) else set(done)
-    todo, skipped = [], 0
-    for path in archive.dicom_paths():
-        image_id = image_id_of(path)
-        if shard_of(image_id, n) != i:
-            continue
-        rel = archive.relative(path)
-        if entry_of(rel) in done or image_id in done:
-            skipped += 1
-            continue
-        todo.append(ImageTask(path, rel, image_id))
-    return todo, skipped
-
-
 def crop(image: np.ndarray, regions: Sequence[Region], spec: CropSpec) -> np.ndarray:
     """Crops of ``regions`` from ``image``: ``(R, S, S)`` float32, never flipped."""
     return crop_regions(image, [r.box for r in regions], spec)
@@ -104,11 +72,11 @@ class Preparer:
     core then decodes, crops and encodes whole films, and 30x less data crosses processes.
     """
 
-    def __init__(self, root: Path, spec: CropSpec, localizer_model: Path | None = None,
+    def __init__(self, root: Path, spec: CropSpec, localizer: Path | None = None,
                  encoder: Path | None = None):
         self.archive = Archive(root)
         self.spec = spec
-        self.localizer_model = localizer_model
+        self.localizer_file = localizer  # the model folder's localizer.onnx, if it has one
         self.encoder_path = encoder
         self._encoder = None
         self._localizer = None
@@ -128,11 +96,10 @@ class Preparer:
     def localizer(self):
         """The localizer of the model folder, loaded on first use; None when there is none."""
         if not self._localizer_loaded:
-            from regionmir.inference.localizer import MODEL_FILE, load_localizer
+            from regionmir.inference.localizer import Localizer
 
-            folder = self.localizer_model
-            if folder is not None and (Path(folder) / MODEL_FILE).is_file():
-                self._localizer = load_localizer(Path(folder) / MODEL_FILE, threads=1)  # one per worker
+            if self.localizer_file is not None:
+                self._localizer = Localizer(self.localizer_file, threads=1)  # one thread per worker
             self._localizer_loaded = True
         return self._localizer
 
@@ -201,7 +168,7 @@ class Preparer:
         pid = h.patient_id or extra.get("pid")  # raw: only pseudonymised or masked below
         fields = {
             "image_id": task.image_id,
-            "study_id": extra.get("study_id") or _study_from_path(task.rel) or h.study_instance_uid,
+            "study_id": extra.get("study_id") or study_from_path(task.rel) or h.study_instance_uid,
             "patient": pseudonym(pid),
             "view": h.view or extra.get("view"),
             "modality": h.modality,
@@ -245,38 +212,6 @@ def _box_notes(dropped: list[str]) -> list[str]:
     return [f"dropped {len(dropped)} annotated box(es): " + "; ".join(dropped)]
 
 
-_PATIENT_DIR = re.compile(r"p\d{6,}")  # MIMIC-CXR patient folders: p10000032
-
-
-def mask_path(rel: str, patient_id: str | None = None) -> str:
-    """``rel`` with every folder that names the patient replaced by ``*`` (a glob pattern).
-
-    MIMIC-CXR folders carry the subject id (``files/p10/p10000032/s5.../x.dcm``), which is the
-    DICOM PatientID: payloads and reports keep ``files/p10/*/s5.../x.dcm`` instead, and
-    :func:`resolve_path` finds the file again under the archive root.
-    """
-    parts = rel.split("/")
-    pid = (patient_id or "").strip()
-    for k, part in enumerate(parts[:-1]):
-        if (len(pid) >= 4 and pid in part) or _PATIENT_DIR.fullmatch(part):
-            parts[k] = "*"
-    return "/".join(parts)
-
-
-def resolve_path(root: str | Path, rel: str) -> Path | None:
-    """The file a (possibly masked) payload path names under ``root``, or None."""
-    root = Path(root)
-    if "*" not in rel:
-        return root / rel if (root / rel).is_file() else None
-    return next(iter(sorted(root.glob(rel))), None)
-
-
-def _study_from_path(rel: str) -> str | None:
-    """The MIMIC-CXR study id from ``files/p1X/p1XXXXXXX/sNNNNNNNN/<dicom_id>.dcm``."""
-    parent = Path(rel).parent.name
-    return parent[1:] if parent[:1] == "s" and parent[1:].isdigit() else None
-
-
 def encode(encoder, batch: Sequence[Prepared], batch_size: int) -> np.ndarray:
     """Embeddings ``(sum R, D)`` of all crops of ``batch``, in order (those the workers made, if they did)."""
     if all(p.embeddings is not None for p in batch):
@@ -297,101 +232,6 @@ def to_points(batch: Sequence[Prepared], embeddings: np.ndarray, model_id: str) 
             points.append(PointRecord(point_id(p.key, region["anatomy"], model_id), embeddings[k], region, image))
             k += 1
     return points
-
-
-def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int) -> Iterator[Prepared | Skipped]:
-    """Results of ``preparer`` over ``tasks`` in order, ``workers`` processes ahead of the consumer."""
-    if workers <= 0:
-        yield from map(preparer, tasks)
-        return
-    import multiprocessing as mp
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    window = 4 * workers + 4  # bounded read-ahead: memory stays flat on big archives
-    ctx = mp.get_context("forkserver")
-    # Import what every worker needs once, in the fork server, before it forks them: each
-    # worker then starts without ~0.4 s of imports (no effect when the server already runs).
-    ctx.set_forkserver_preload(["regionmir.ingest.stages", "regionmir.dicom", "regionmir.inference.encoder", "onnxruntime"])
-    args = (preparer, os.getpid())
-    with _one_blas_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                                  initargs=args) as pool:
-        pending: deque = deque()
-        it = iter(tasks)
-        for task in it:
-            pending.append(pool.submit(_run_worker, task))
-            if len(pending) >= window:
-                break
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_run_worker, nxt))
-            yield result
-
-
-@contextmanager
-def _one_blas_thread():
-    """Worker processes started inside get one BLAS/OpenMP thread each: ``workers`` processes
-    already fill the cores, and a second BLAS thread per process only waits at barriers
-    (crop_regions' small matrix products ran 5x slower with two on a busy 2-core machine)."""
-    keys = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-_WORKER: Preparer | None = None
-
-
-def _init_worker(preparer: Preparer, parent: int) -> None:
-    global _WORKER
-    _WORKER = preparer
-    die_with(parent)
-
-
-def die_with(parent: int, poll_s: float = 0.5) -> None:
-    """End this worker process when process ``parent`` (the ingest) ends, even by ``kill -9``.
-
-    A pool worker's own parent is multiprocessing's fork server, which exits when the ingest
-    does: on Linux the kernel then kills the worker (PR_SET_PDEATHSIG). Everywhere, a daemon
-    thread also checks every ``poll_s`` seconds that ``parent`` is still alive.
-    """
-    import signal
-    import threading
-    import time
-
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):  # no libc symbol: the thread below still watches
-            pass
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            try:
-                os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # alive, owned by someone else: cannot happen for our parent
-                pass
-
-    threading.Thread(target=watch, name="regionmir-parent-watch", daemon=True).start()
-
-
-def _run_worker(task: ImageTask) -> Prepared | Skipped:
-    return _WORKER(task)
 
 
 def batches(stream: Iterable[Prepared | Skipped], batch_size: int, on_skip: Callable[[Skipped], None]) -> Iterator[list[Prepared]]:

@@ -190,9 +190,8 @@ def retrieve(client, ref: InstanceRef) -> bytes:
     """
     from io import BytesIO
 
-    from pydicom.filewriter import dcmwrite
-
     import requests
+    from pydicom.filewriter import dcmwrite
 
     try:
         ds = client.retrieve_instance(ref.study_uid, ref.series_uid, ref.sop_uid)

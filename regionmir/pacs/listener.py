@@ -116,7 +116,6 @@ class Listener:
         from pynetdicom.sop_class import Verification
 
         from regionmir.errors import PacsError
-
         from regionmir.inference.encoder import load_encoder
 
         load_encoder(self.cfg.ingest.get("model"))  # fail now, not after acknowledging images
@@ -161,7 +160,7 @@ class Listener:
         from regionmir.ingest.runner import IngestConfig, run_ingest
         from regionmir.pacs.source import SpoolSource
 
-        cfg = IngestConfig(archive=self.spool.root, **self.cfg.ingest)
+        cfg = IngestConfig(**self.cfg.ingest)
         summary = run_ingest(cfg, source=SpoolSource(self.spool))
         self.on_batch(summary)
         return summary

@@ -13,12 +13,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regionmir.errors import PacsError
-from regionmir.ingest.ledger import entry_of
+from regionmir.ingest.sources import shard_of
+from regionmir.ingest.stages import ImageTask, Skipped
 from regionmir.pacs.dicomweb import InstanceRef, Query, connect, find_instances, retrieve
 from regionmir.pacs.spool import Spool
-from regionmir.ingest.stages import ImageTask, Skipped, shard_of
+
+if TYPE_CHECKING:
+    from regionmir.ingest.ledger import Ledger
 
 log = logging.getLogger("regionmir")
 
@@ -27,27 +31,29 @@ def _task(path: Path, ref: InstanceRef) -> ImageTask:
     return ImageTask(path, ref.path, ref.sop_uid)
 
 
-def _done(ref: InstanceRef, done: set[str]) -> bool:
-    """In the ledger: by the entry of its path (as the ingest marks it), or by image id (older ledgers)."""
-    return entry_of(ref.path) in done or ref.sop_uid in done
-
-
 class SpoolSource:
-    """The files waiting in a :class:`Spool` (what `regionmir listen` received)."""
+    """The files waiting in a :class:`Spool` (what `regionmir listen` received).
+
+    It holds no scene graphs: the localizer places the boxes.
+    """
+
+    archive_root = None  # payload paths are WADO-RS paths
 
     def __init__(self, spool: Spool):
         self.spool = spool
+        self.annotations = spool.root
 
-    def plan(self, shard: tuple[int, int], done: set[str]) -> tuple[list[ImageTask], int]:
+    def plan(self, shard: tuple[int, int], ledger: Ledger) -> tuple[list[ImageTask], int]:
         """Spooled files not yet in the ledger; those already there are removed and counted."""
         i, n = shard
         todo, finished = [], []
         for path, ref in self.spool.pending():
             if shard_of(ref.sop_uid, n) != i:
                 continue
-            (finished if _done(ref, done) else todo).append((path, ref))
-        self.spool.remove(p for p, _ in finished)  # ingested before a crash, not yet removed
-        return [_task(p, r) for p, r in todo], len(finished)
+            task = _task(path, ref)
+            (finished if ledger.has(task) else todo).append(task)
+        self.spool.remove(t.path for t in finished)  # ingested before a crash, not yet removed
+        return todo, len(finished)
 
     def feed(self, tasks: Sequence[ImageTask], on_skip: Callable[[Skipped], None]) -> Iterator[ImageTask]:
         """The tasks as they are: their files are on disk already."""
@@ -57,22 +63,31 @@ class SpoolSource:
         """Remove files that are in the ledger or in the report."""
         self.spool.remove(t.path for t in tasks)
 
+    def close(self) -> None:
+        """Nothing to free: the spool keeps what was not ingested for the next pass."""
+
 
 class DicomWebSource:
     """CR/DX instances of a DICOMweb service: QIDO-RS plans, WADO-RS fetches into a spool folder.
 
     ``fetchers`` threads retrieve ahead of the decode workers (at most ``window`` files on disk
     beyond what the pipeline holds); files are removed once their batch is in the ledger.
+    Boxes come from scene graphs in ``annotations`` (``<SOPInstanceUID>_SceneGraph.json``);
+    without it, from the spool folder, which holds none: the localizer places them.
     """
 
-    def __init__(self, url: str, query: Query, spool: Spool, fetchers: int = 4, window: int = 32):
+    archive_root = None  # payload paths are WADO-RS paths
+
+    def __init__(self, url: str, query: Query, spool: Spool, fetchers: int = 4, window: int = 32,
+                 annotations: Path | None = None):
         self.client = connect(url)  # one requests session, shared by the fetch threads (GETs only)
         self.query = query
         self.spool = spool
         self.fetchers = fetchers
         self.window = window
+        self.annotations = Path(annotations) if annotations else spool.root
 
-    def plan(self, shard: tuple[int, int], done: set[str]) -> tuple[list[ImageTask], int]:
+    def plan(self, shard: tuple[int, int], ledger: Ledger) -> tuple[list[ImageTask], int]:
         """Instances of ``shard`` not in the ledger, and how many the ledger skips.
 
         Raises:
@@ -80,9 +95,10 @@ class DicomWebSource:
         """
         self._clear()  # files of a killed run: not in the ledger, so fetched again below
         i, n = shard
-        refs = [r for r in find_instances(self.client, self.query) if shard_of(r.sop_uid, n) == i]
-        todo = [r for r in refs if not _done(r, done)]
-        return [_task(self.spool.path(r), r) for r in todo], len(refs) - len(todo)
+        tasks = [_task(self.spool.path(r), r) for r in find_instances(self.client, self.query)
+                 if shard_of(r.sop_uid, n) == i]
+        todo = [t for t in tasks if not ledger.has(t)]
+        return todo, len(tasks) - len(todo)
 
     def feed(self, tasks: Sequence[ImageTask], on_skip: Callable[[Skipped], None]) -> Iterator[ImageTask]:
         """Each task once its instance is on disk, in order; a failed retrieve goes to ``on_skip``."""
@@ -126,11 +142,8 @@ class DicomWebSource:
 
 
 def dicomweb_source(url: str, since: str | None = None, modalities: Sequence[str] = (), study: str | None = None,
-                    scene_graphs: Path | None = None, shard: tuple[int, int] = (0, 1)) -> tuple[DicomWebSource, Path]:
-    """The source for `regionmir ingest URL`, and the folder the ingest reads boxes from.
-
-    That folder is ``scene_graphs`` (files ``<SOPInstanceUID>_SceneGraph.json``) or, without it,
-    the spool, which holds none: the localizer places the boxes.
+                    scene_graphs: Path | None = None, shard: tuple[int, int] = (0, 1)) -> DicomWebSource:
+    """The source for `regionmir ingest URL`; boxes from ``scene_graphs``, else the localizer.
 
     Raises:
         RegionMIRError: a malformed --since, --modality or --study.
@@ -155,5 +168,4 @@ def dicomweb_source(url: str, since: str | None = None, modalities: Sequence[str
     tag = hashlib.sha1(check_url(url).encode()).hexdigest()[:10]
     # a cache, not a promise to a sender: a crash loses nothing, so no fsync
     spool = Spool(config.home() / "spool" / f"dicomweb-{tag}-shard-{shard[0]}of{shard[1]}", durable=False)
-    source = DicomWebSource(url, Query(wanted, day, study), spool)
-    return source, Path(scene_graphs) if scene_graphs else spool.root
+    return DicomWebSource(url, Query(wanted, day, study), spool, annotations=scene_graphs)

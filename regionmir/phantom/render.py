@@ -11,9 +11,8 @@ from PIL import Image, ImageDraw
 
 from regionmir.anatomy import Anatomy
 from regionmir.phantom import body as anatomy
-from regionmir.phantom import detector, devices
+from regionmir.phantom import detector, devices, regionmasks
 from regionmir.phantom import findings as fnd
-from regionmir.phantom import regionmasks
 from regionmir.phantom.patient import Patient, Pose
 from regionmir.phantom.raster import ANTERIOR, POSTERIOR, Frame, Raster, arr, smooth, thickness
 from regionmir.regions import Box

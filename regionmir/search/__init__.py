@@ -4,6 +4,6 @@
 - :mod:`~regionmir.search.montage`: a contact sheet of the query and its hits
 """
 
-from regionmir.search.searcher import RegionResult, SearchOutcome, Searcher, StudyResult, parse_where, search_image
+from regionmir.search.searcher import RegionResult, Searcher, SearchOutcome, StudyResult, parse_where, search_image
 
 __all__ = ["RegionResult", "SearchOutcome", "Searcher", "StudyResult", "parse_where", "search_image"]

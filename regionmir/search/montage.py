@@ -38,10 +38,9 @@ def _fit(img: Image.Image, boxes: list[Box]) -> Image.Image:
 
 def _hit_tile(archive_root: Path | None, payload: dict) -> Image.Image:
     """The hit's whole image with its box, or a grey placeholder when the file is unreachable."""
+    from regionmir.archive import resolve_path
     from regionmir.dicom import read_image
     from regionmir.errors import ImageReadError
-
-    from regionmir.ingest.stages import resolve_path
 
     path = resolve_path(archive_root or ".", str(payload.get("path", "")))
     try:

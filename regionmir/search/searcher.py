@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from regionmir import config
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import read_scene_graph
 from regionmir.archive import image_id_of
 from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFoundError
 from regionmir.regions import Box, validate_box
+from regionmir.store.collection import check_model, require_collection
 
 WHERE_KEYS = ("view", "modality", "findings", "study_id", "patient", "box_source", "image_id")
+IMAGE_POINTS = 64  # points listed for one image: one per anatomy (36 at most), and room to spare
 
 
 @dataclass(frozen=True)
@@ -70,44 +71,6 @@ class SearchOutcome:
     radiograph: object  # dicom.Radiograph of the query
     regions: list[RegionResult]
     studies: list[StudyResult] | None = None  # only for --anatomy all
-
-
-def open_existing_store(url: str | None = None, api_key: str | None = None):
-    """The store to search: ``url`` (a Qdrant server) or the embedded one, which must exist.
-
-    Raises:
-        StoreNotFoundError: no embedded store yet (the message says how to make one).
-        StoreUnavailableError: the server cannot be reached.
-    """
-    from regionmir.store import open_store
-
-    if url:
-        return open_store(url, api_key or config.qdrant_api_key())
-    path = config.default_store_dir()
-    store = open_store(None, None, path=path)
-    if not store.collections():
-        store.close()
-        raise StoreNotFoundError(
-            f"No RegionMIR store at {path} yet. Create one with `regionmir ingest ARCHIVE` "
-            "(or point to a Qdrant server with --qdrant-url / $QDRANT_URL)."
-        )
-    return store
-
-
-def require_collection(store, name: str) -> dict:
-    """The meta of collection ``name``.
-
-    Raises:
-        StoreNotFoundError: no such collection; the message lists those there are.
-    """
-    have = store.collections()
-    if name not in have:
-        raise StoreNotFoundError(
-            f"No collection {name!r} in the store at {store.location} (collections: "
-            f"{', '.join(have) or 'none'}). Fill it with `regionmir ingest ARCHIVE --collection {name}`, "
-            "or pick one with --collection."
-        )
-    return store.collection_meta(name)
 
 
 def parse_where(items: list[str] | tuple[str, ...]) -> dict[str, str | list[str]]:
@@ -157,18 +120,25 @@ def check_where(store, collection: str, conditions: dict) -> None:
 class Searcher:
     """Searches one collection with the encoder that filled it; records stage timings.
 
+    Args:
+        store: the open :class:`~regionmir.store.Store`.
+        collection: the collection to search.
+        encoder: the encoder that filled it (checked by ``model_id`` and ``dim``).
+        localizer: a Localizer, a zero-argument function loading one, or None.
+        meta: the collection's metadata when the caller has already read it with
+            :func:`~regionmir.store.collection.require_collection` (the CLI does, while the
+            model loads); None: read here.
+
     Raises (on construction):
         StoreNotFoundError: no such collection, or it is empty.
         CollectionMismatchError: the collection was filled by another model.
     """
 
-    def __init__(self, store, collection: str, encoder, localizer=None):
-        from regionmir.ingest.runner import check_model
-
+    def __init__(self, store, collection: str, encoder, localizer=None, meta: dict | None = None):
         self.store, self.collection, self.encoder = store, collection, encoder
         self._localizer = localizer  # a Localizer, a zero-argument loader, or None
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds
-        self.meta = require_collection(store, collection)
+        self.meta = require_collection(store, collection) if meta is None else meta
         check_model(self.meta, collection, encoder.model_id, encoder.dim)
         self.counts = self._timed("collection_check", store.facet, collection, "anatomy")  # slug -> points
         if not self.counts:
@@ -201,11 +171,9 @@ class Searcher:
         """Payloads of the collection's points of ``image_id`` by anatomy slug (empty if none)."""
         from regionmir.store import Filter
 
-        probe = np.zeros(self.encoder.dim, np.float32)
-        probe[0] = 1.0  # any vector will do: the filter selects the image's points
         f = Filter(must={"image_id": image_id})
-        hits = self._timed("lookup", self.store.search, self.collection, probe, 64, f, True)
-        return {h.payload["anatomy"]: h.payload for h in hits}
+        points = self._timed("lookup", self.store.points, self.collection, f, IMAGE_POINTS)
+        return {p.payload["anatomy"]: p.payload for p in points}
 
     def query_regions(self, image, anatomy: Anatomy | None, box: Box | None = None,
                       scene_graph: Path | None = None, stored: dict | None = None) -> list[QueryRegion]:

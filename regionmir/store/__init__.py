@@ -1,4 +1,10 @@
-"""Vector store of region points: one interface, an embedded (qdrant-edge) and a server backend."""
+"""Vector store of region points: one interface, an embedded (qdrant-edge) and a server backend.
+
+- :mod:`~regionmir.store.base`: the ``Store`` contract, records, hits, filters, point ids
+- :mod:`~regionmir.store.collection`: a collection's model contract (``check_model``) and
+  finding the store and collection to search
+- :mod:`~regionmir.store.embedded`, :mod:`~regionmir.store.server`: the two backends
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ from regionmir.store.base import (
     Hit,
     PointRecord,
     Store,
+    StoredPoint,
     point_id,
 )
+from regionmir.store.collection import check_model, open_existing_store, require_collection
 
 if TYPE_CHECKING:
     from regionmir.store.server import ServerOptions
@@ -106,8 +114,12 @@ __all__ = [
     "Hit",
     "LAYOUT_OPTIONS",
     "PointRecord",
-    "check_url",
     "Store",
+    "StoredPoint",
+    "check_model",
+    "check_url",
+    "open_existing_store",
     "open_store",
     "point_id",
+    "require_collection",
 ]

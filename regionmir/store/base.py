@@ -108,17 +108,92 @@ def is_any(value: FilterValue) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
+@dataclass(frozen=True)
+class StoredPoint:
+    """One stored point as :meth:`Store.points` lists it: its id and whole payload."""
+
+    id: str
+    payload: dict
+
+
 @runtime_checkable
 class Store(Protocol):
-    """A vector store of region points; see docs/ARCHITECTURE.md for the contract."""
+    """A vector store of region points: named collections of cosine vectors with JSON payloads.
 
-    location: str
+    Two backends implement it: :class:`~regionmir.store.embedded.EmbeddedStore` (qdrant-edge,
+    in-process) and :class:`~regionmir.store.server.ServerStore` (a Qdrant server through
+    qdrant-client). tests/test_store.py runs this contract against both, and
+    tests/test_congruence.py checks that they answer alike. A collection holds the points of
+    one model (:func:`~regionmir.store.collection.check_model`). Every method that reads or
+    writes a collection ``name`` raises :class:`~regionmir.errors.StoreNotFoundError` when there
+    is no such collection, and a server backend raises
+    :class:`~regionmir.errors.StoreUnavailableError` when it cannot be reached.
+    """
 
-    def collections(self) -> list[str]: ...
-    def create_collection(self, name: str, dim: int, meta: dict) -> None: ...
-    def collection_meta(self, name: str) -> dict: ...
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None: ...
-    def existing(self, name: str, ids: Sequence[str]) -> set[str]: ...
+    location: str  # where the store lives, for messages: a folder or a server URL
+
+    def collections(self) -> list[str]:
+        """Names of the collections in the store, sorted.
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached.
+        """
+        ...
+
+    def create_collection(self, name: str, dim: int, meta: dict) -> None:
+        """Create collection ``name`` of ``dim``-d cosine vectors, with its payload indexes.
+
+        Idempotent: a collection that already exists for the same model and size is left as it
+        is (so concurrent ingest workers may all call it).
+
+        Args:
+            name: letters, digits, ``_ . -`` (a folder name and a Qdrant collection name).
+            dim: the vector size; stored in the metadata as ``dim``.
+            meta: metadata to record; must hold ``model_id`` (the encoder that fills it).
+
+        Raises:
+            StoreError: a bad name, no ``model_id`` in ``meta``, or ``dim`` not positive.
+            CollectionMismatchError: it exists with another ``model_id`` or ``dim``.
+            StoreLockedError: (embedded) another process has the collection open.
+        """
+        ...
+
+    def collection_meta(self, name: str) -> dict:
+        """The metadata given at creation, plus ``name``, ``dim`` and ``distance``.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            StoreError: (server) a collection without RegionMIR metadata.
+        """
+        ...
+
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        """Insert points, or replace those with the same id (payload and vector), in batches.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            CollectionMismatchError: a vector of another size than the collection's.
+            StoreError: a zero or non-finite vector.
+        """
+        ...
+
+    def points(self, name: str, filter: Filter | None = None, limit: int = 100) -> list[StoredPoint]:
+        """The stored points matching ``filter`` (all when ``None``), without any query vector.
+
+        Args:
+            name: the collection.
+            filter: payload conditions the points must meet.
+            limit: at most this many points are returned.
+
+        Returns:
+            Ids and whole payloads, in ascending point-id order (the same order on every
+            backend); the first ``limit`` of them when more match.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        ...
+
     def search(
         self,
         name: str,
@@ -126,12 +201,64 @@ class Store(Protocol):
         top_k: int = 10,
         filter: Filter | None = None,
         exact: bool = False,
-    ) -> list[Hit]: ...
-    def count(self, name: str, filter: Filter | None = None) -> int: ...
-    def facet(self, name: str, key: str) -> dict[str, int]: ...
-    def build_index(self, name: str) -> None: ...
-    def index_every(self, name: str) -> int | None: ...  # points between two build_index calls; None: at the end
-    def close(self) -> None: ...
+    ) -> list[Hit]:
+        """The ``top_k`` nearest points to ``vector`` by cosine similarity among those matching ``filter``.
+
+        Args:
+            name: the collection.
+            vector: the query, ``(dim,)``; it need not be normalized.
+            top_k: at most this many hits.
+            filter: payload conditions the hits must meet.
+            exact: scan every matching point instead of walking the HNSW graph.
+
+        Returns:
+            Hits, best (highest score) first, with their payloads.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            CollectionMismatchError: ``vector`` has another size than the collection's.
+            StoreError: a zero or non-finite ``vector``.
+        """
+        ...
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        """Number of points matching ``filter`` (all points when ``None``), counted exactly.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        ...
+
+    def facet(self, name: str, key: str) -> dict[str, int]:
+        """Points per value of the indexed keyword field ``key``, e.g. ``facet(name, "anatomy")``.
+
+        A point with a list value counts once for each value in it.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        ...
+
+    def build_index(self, name: str) -> None:
+        """Have the HNSW index built for the points written so far, and wait until it is.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            StoreError: (server) the index is still not built after the configured wait.
+        """
+        ...
+
+    def index_every(self, name: str) -> int | None:
+        """Points to write between two :meth:`build_index` calls; ``None``: build once, at the end.
+
+        An ingest builds the index this often so that one build never holds more than one
+        segment's points in memory (embedded); a server indexes in the background instead.
+        """
+        ...
+
+    def close(self) -> None:
+        """Flush what is written and release the store (the embedded store's lock, connections)."""
+        ...
 
 
 def check_name(name: str) -> str:
@@ -159,24 +286,6 @@ def new_meta(name: str, dim: int, meta: dict) -> dict:
     if not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise StoreError(f"Collection {name!r}: embedding dim must be a positive integer, got {dim!r}.")
     return {**meta, "name": name, "dim": int(dim), "distance": DISTANCE}
-
-
-def check_compatible(name: str, old: dict, dim: int, meta: dict) -> None:
-    """Refuse to re-create a collection with another vector size or model.
-
-    Raises:
-        CollectionMismatchError: ``dim`` or ``meta['model_id']`` differ from the stored ones.
-    """
-    if int(old.get("dim", -1)) != int(dim):
-        raise CollectionMismatchError(
-            f"Collection {name!r} holds {old.get('dim')}-d vectors, not {dim}-d. "
-            "Use another collection name (--collection) or delete the old one."
-        )
-    if old.get("model_id") != meta.get("model_id"):
-        raise CollectionMismatchError(
-            f"Collection {name!r} was filled by model {old.get('model_id')}, not "
-            f"{meta.get('model_id')}. Use another collection name (--collection) or the same model."
-        )
 
 
 def as_vector(name: str, vector: np.ndarray, dim: int) -> np.ndarray:

@@ -47,21 +47,22 @@ from regionmir.store.base import (
     Filter,
     Hit,
     PointRecord,
+    StoredPoint,
     as_vector,
     as_vectors,
-    check_compatible,
     check_name,
     is_any,
     jsonable,
     new_meta,
 )
+from regionmir.store.collection import check_model
 
 log = logging.getLogger("regionmir")
 
 META_FILE = "meta.json"
 SHARD_DIR = "shard"
 UPSERT_BATCH = 512  # points per update() call
-RETRIEVE_BATCH = 1024  # ids per retrieve() call in existing()
+SCROLL_PAGE = 1024  # points per scroll() call in points()
 ANATOMY_GRAPHS = True  # default layout of new collections; see EdgeOptions.anatomy_graphs
 QUANTIZATIONS = ("none", "int8", "binary")
 
@@ -252,7 +253,7 @@ class EmbeddedStore:
         full = new_meta(name, dim, meta)
         folder = self.root / name
         if (folder / META_FILE).exists():
-            check_compatible(name, self.collection_meta(name), dim, meta)
+            check_model(self.collection_meta(name), name, full["model_id"], dim)
             return
         folder.mkdir(parents=True, exist_ok=True)
         shard_dir = str(folder / SHARD_DIR)
@@ -352,13 +353,20 @@ class EmbeddedStore:
             for shared, ids in groups.values():
                 shard.update(qe.UpdateOperation.set_payload(ids, jsonable(shared)))
 
-    def existing(self, name: str, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored (to skip work when resuming an ingest)."""
-        shard, found = self._shard(name), set()
-        ids = list(ids)
-        for start in range(0, len(ids), RETRIEVE_BATCH):
-            records = shard.retrieve(ids[start : start + RETRIEVE_BATCH], False, False)
-            found.update(str(r.id) for r in records)
+    def points(self, name: str, filter: Filter | None = None, limit: int = 100) -> list[StoredPoint]:
+        """The stored points matching ``filter``, in ascending id order, at most ``limit`` of them.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        shard, found, offset = self._shard(name), [], None
+        while len(found) < limit:
+            request = qe.ScrollRequest(offset=offset, limit=min(SCROLL_PAGE, limit - len(found)),
+                                       filter=edge_filter(filter), with_payload=True, with_vector=False)
+            records, offset = shard.scroll(request)
+            found += [StoredPoint(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                break
         return found
 
     def search(
@@ -407,8 +415,9 @@ class EmbeddedStore:
         """Points to upsert between two :meth:`build_index` calls: the collection's segment size.
 
         Building then never indexes more than one segment's points at once (memory bounded by
-        the segment, not the collection). None for collections made before segments were capped:
-        their builds merge everything into one segment, so they build once, at the end.
+        the segment, not the collection). None when segments are not capped
+        (``EdgeOptions.segment_points=None``): a build merges everything into one segment, so
+        it builds once, at the end.
         """
         return self.collection_meta(name).get("segment_points")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,19 +24,20 @@ from regionmir.store.base import (
     Filter,
     Hit,
     PointRecord,
+    StoredPoint,
     as_vector,
-    check_compatible,
     check_name,
     is_any,
     jsonable,
     new_meta,
 )
+from regionmir.store.collection import check_model
 from regionmir.store.retry import RetryPolicy, call_with_retries, is_transient, status_of
 
 log = logging.getLogger("regionmir")
 T = TypeVar("T")
 
-META_COLLECTION = "_regionmir_meta"  # fallback home of collection metadata on old servers
+SCROLL_PAGE = 1000  # points per scroll request in points()
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,12 @@ class ServerStore:
     def collections(self) -> list[str]:
         """Names of the collections on the server, sorted."""
         res = self._call(self.client.get_collections, "list collections")
-        return sorted(c.name for c in res.collections if c.name != META_COLLECTION)
+        return sorted(c.name for c in res.collections)
 
     def create_collection(self, name: str, dim: int, meta: dict) -> None:
         """Create a cosine collection with keyword payload indexes; a no-op when an identical one exists.
+
+        The metadata travels in the collection's config (Qdrant collection metadata).
 
         Raises:
             CollectionMismatchError: it exists with another dim or model_id.
@@ -188,13 +190,8 @@ class ServerStore:
         check_name(name)
         full = new_meta(name, dim, meta)
         exists = self._call(lambda: self.client.collection_exists(name), "check collection", name)
-        if exists:
-            check_compatible(name, self.collection_meta(name), dim, meta)
-        elif self._create(name, dim, full):
-            if not self._read_meta(name):
-                self._write_fallback_meta(name, full)
-        else:  # another worker created it just now
-            check_compatible(name, self.collection_meta(name), dim, meta)
+        if exists or not self._create(name, dim, full):  # not created: another worker did, just now
+            check_model(self.collection_meta(name), name, full["model_id"], dim)
         for key in PAYLOAD_INDEXES:  # idempotent; before any data
             self._call(lambda k=key: self.client.create_payload_index(
                 name, k, models.PayloadSchemaType.KEYWORD, wait=True), "create payload index", name)
@@ -224,40 +221,20 @@ class ServerStore:
 
         Raises:
             StoreNotFoundError: no such collection.
+            StoreError: the collection has no RegionMIR metadata.
         """
         if name not in self._meta:
-            meta = self._read_meta(name) or self._read_fallback_meta(name)
+            info = self._call(lambda: self.client.get_collection(name), "get collection", name)
+            meta = dict(getattr(info.config, "metadata", None) or {})
             if not meta:
                 raise StoreError(
                     f"Collection {name!r} on {self.location} has no RegionMIR metadata: it was not "
-                    "made by RegionMIR. Use another --collection."
+                    "made by RegionMIR, or the server is too old to keep collection metadata "
+                    "(deploy/docker-compose.yml pins qdrant/qdrant:v1.19.1). Use another "
+                    "--collection; on an old server, upgrade it, delete this collection and ingest again."
                 )
             self._meta[name] = meta
         return dict(self._meta[name])
-
-    def _read_meta(self, name: str) -> dict:
-        info = self._call(lambda: self.client.get_collection(name), "get collection", name)
-        return dict(getattr(info.config, "metadata", None) or {})
-
-    def _fallback_id(self, name: str) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"regionmir-collection:{name}"))
-
-    def _write_fallback_meta(self, name: str, meta: dict) -> None:
-        """Servers older than collection metadata: keep it as a point of a small side collection."""
-        log.info("Qdrant at %s keeps no collection metadata; using %s", self.location, META_COLLECTION)
-        if not self._call(lambda: self.client.collection_exists(META_COLLECTION), "check meta"):
-            self._call(lambda: self.client.create_collection(
-                META_COLLECTION,
-                vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)), "create meta")
-        point = models.PointStruct(id=self._fallback_id(name), vector=[1.0], payload=meta)
-        self._call(lambda: self.client.upsert(META_COLLECTION, [point], wait=True), "write meta")
-
-    def _read_fallback_meta(self, name: str) -> dict:
-        if not self._call(lambda: self.client.collection_exists(META_COLLECTION), "check meta"):
-            return {}
-        recs = self._call(lambda: self.client.retrieve(META_COLLECTION, [self._fallback_id(name)]),
-                          "read meta")
-        return dict(recs[0].payload or {}) if recs else {}
 
     # -- data ----------------------------------------------------------------------------
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
@@ -275,15 +252,22 @@ class ServerStore:
             ]
             self._call(lambda b=batch: self.client.upsert(name, b, wait=True), "upsert", name)
 
-    def existing(self, name: str, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored."""
-        found: set[str] = set()
-        ids = list(ids)
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            recs = self._call(lambda c=chunk: self.client.retrieve(
-                name, c, with_payload=False, with_vectors=False), "retrieve", name)
-            found.update(str(r.id) for r in recs)
+    def points(self, name: str, filter: Filter | None = None, limit: int = 100) -> list[StoredPoint]:
+        """The stored points matching ``filter``, in ascending id order, at most ``limit`` of them.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            StoreUnavailableError: the server failed after all retries.
+        """
+        found, offset, flt = [], None, server_filter(filter)
+        while len(found) < limit:
+            page = min(SCROLL_PAGE, limit - len(found))
+            records, offset = self._call(lambda o=offset, n=page: self.client.scroll(
+                name, scroll_filter=flt, limit=n, offset=o, with_payload=True, with_vectors=False),
+                "list points", name)
+            found += [StoredPoint(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                break
         return found
 
     def search(
@@ -294,7 +278,12 @@ class ServerStore:
         filter: Filter | None = None,
         exact: bool = False,
     ) -> list[Hit]:
-        """The ``top_k`` nearest points by cosine similarity, best first, among those matching ``filter``."""
+        """The ``top_k`` nearest points by cosine similarity, best first, among those matching ``filter``.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            CollectionMismatchError: ``vector`` has another size than the collection's.
+        """
         v = as_vector(name, vector, self._dim(name))
         params = models.SearchParams(exact=exact, hnsw_ef=None if exact else self.options.hnsw_ef)
         res = self._call(lambda: self.client.query_points(

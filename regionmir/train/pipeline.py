@@ -11,6 +11,8 @@ import numpy as np
 
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
+from regionmir.inference.folder import ENCODER_FILE as MODEL_FILE
+from regionmir.inference.folder import REPORT_FILE
 from regionmir.inference.meta import ModelMeta
 from regionmir.train import report as reports
 from regionmir.train.cache import DiskCrops, cut_split
@@ -22,8 +24,6 @@ from regionmir.train.models import check_backbone
 from regionmir.train.progress import Progress
 from regionmir.train.splits import SplitScan, scan_split
 from regionmir.train.tally import Tally
-
-MODEL_FILE = "encoder.onnx"
 
 
 def strategies_of(cfg: TrainConfig) -> tuple[str, ...]:
@@ -142,7 +142,7 @@ def run(archive_root: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainC
     }
     reports.write(report, out_dir)
     for name in baselines:  # `regionmir evaluate` reads results beside each encoder
-        (Path(out_dir) / name / "report.json").write_text(json.dumps(report, indent=1))
+        (Path(out_dir) / name / REPORT_FILE).write_text(json.dumps(report, indent=1))
     for checkpoint in checkpoints:  # exported: the next run starts afresh (the crop cache stays)
         checkpoint.remove()
     return report

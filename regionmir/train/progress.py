@@ -28,8 +28,14 @@ class RichProgress(Progress, AbstractContextManager):
     def __init__(self, enabled: bool = True):
         from rich.console import Console
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as Bar,
         )
 
         self.console = Console(stderr=True)

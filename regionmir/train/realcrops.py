@@ -30,8 +30,8 @@ def real_samples(folder: str | Path, localizer_path: str | Path | None, max_film
     """``(pixels, SceneGraph)`` of the folder's train films; regions from truth and the localizer."""
     from regionmir.anatomy import Anatomy
     from regionmir.dicom import read_image
-    from regionmir.inference.localizer import Localizer
     from regionmir.evaluation.real.films import training_films, truth_boxes
+    from regionmir.inference.localizer import Localizer
 
     films = training_films(folder)[: max_films or None]
     if not films:

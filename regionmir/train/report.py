@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from regionmir.inference.folder import REPORT_FILE
+
 LOSS_NAMES = {"ntxent": "NT-Xent, self-supervised", "supcon": "SupCon, uses anatomy labels"}
 
 
@@ -64,7 +66,7 @@ def write(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.json`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    md, js = folder / "report.md", folder / "report.json"
+    md, js = folder / "report.md", folder / REPORT_FILE
     md.write_text(markdown(report))
     js.write_text(json.dumps(report, indent=1))
     return md, js

@@ -3,9 +3,9 @@
 The held-out split of a large archive does not fit in memory as crops, and its embeddings'
 similarity matrix does not fit at all, so nothing here holds a row per crop: predictions go into
 a ``(C, C)`` confusion matrix, and precision@k keeps only the embeddings of the crops it scores
-(at most ``max_n``) and ranks them ``block`` queries at a time. The numbers are exactly those of
-scoring everything at once (``tests/test_train_tally.py`` checks it against the full matrices).
-Pure numpy.
+(at most ``max_n``) and ranks them with :func:`regionmir.evaluation.metrics.same_label_at_k`, a
+block of queries at a time. The numbers are exactly those of scoring everything at once
+(``tests/test_train_tally.py`` checks it against the full matrices). Pure numpy.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from regionmir.anatomy import Anatomy
 from regionmir.errors import UnknownAnatomyError
+from regionmir.evaluation.metrics import same_label_at_k
 
 
 def scored_rows(n: int, max_n: int) -> np.ndarray:
@@ -23,23 +24,6 @@ def scored_rows(n: int, max_n: int) -> np.ndarray:
     if n > max_n:
         return np.linspace(0, n - 1, max_n).astype(np.int64)
     return np.arange(n)
-
-
-def precision_at_k(emb: np.ndarray, labels: np.ndarray, k: int = 10, block: int = 256) -> float:
-    """Mean fraction of the ``k`` nearest other crops (cosine; ``emb`` L2-normalized) with the same
-    anatomy, ranking ``block`` queries against all of ``emb`` at a time (memory ``block x N``)."""
-    n = len(emb)
-    if n < 2:
-        return float("nan")
-    k = min(k, n - 1)
-    hits = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        sim = emb[start:stop] @ emb.T  # (b, N)
-        sim[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a crop is not its own neighbour
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (b, k)
-        hits += int((labels[top] == labels[start:stop, None]).sum())
-    return hits / (n * k)
 
 
 def lr_confusions(confusion: np.ndarray, classes: Sequence[Anatomy]) -> list[dict]:
@@ -102,7 +86,7 @@ class Tally:
             "accuracy": float(np.trace(c) / self.n) if self.n else float("nan"),
             "macro_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
             "lr_swap_rate": sum(r["count"] for r in swaps) / lateral if lateral else 0.0,
-            f"precision_at_{self.k}": precision_at_k(emb, self.kept_labels, self.k),
+            f"precision_at_{self.k}": same_label_at_k(emb, self.kept_labels, self.k),
             "n": int(self.n),
             "per_anatomy": per,
             "lr_confusions": swaps,

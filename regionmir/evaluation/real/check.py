@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regionmir.evaluation import metrics
 from regionmir.anatomy import Anatomy
+from regionmir.evaluation import metrics
 from regionmir.evaluation.real.films import RealFilm, read_films, truth_boxes
 from regionmir.regions import Box
 
@@ -35,21 +35,6 @@ class FilmResult:
 def lung_iou(truth: dict[str, Box], predicted: dict[str, Box]) -> dict[str, float]:
     """IoU per lung present in both (keys ``right-lung``/``left-lung``)."""
     return {k: truth[k].iou(predicted[k]) for k in truth if k in predicted}
-
-
-def same_label_at_k(emb: np.ndarray, labels: list, groups: list, k: int) -> float:
-    """Mean share of the ``k`` nearest other-patient crops (cosine) that carry the query's label."""
-    sims = emb @ emb.T  # (N, N)
-    g = np.asarray(groups)
-    sims[g[:, None] == g[None, :]] = -np.inf  # never the query's own patient
-    lab = np.asarray(labels)
-    out = []
-    for i in range(len(lab)):
-        order = np.argsort(-sims[i])[:k]
-        order = order[np.isfinite(sims[i, order])]
-        if order.size:
-            out.append(float(np.mean(lab[order] == lab[i])))
-    return float(np.mean(out)) if out else float("nan")
 
 
 def findings_retrieval(emb: np.ndarray, findings: list[str], groups: list[str], k: int = 10) -> dict:
@@ -125,7 +110,8 @@ def _encoder_part(results: list[FilmResult], encoder, k: int) -> dict:
         top = np.argsort(-counts)[:3]
         out[f"predicted_{a.slug}"] = {str(names[i]): round(float(counts[i] / max(1, sel.sum())), 3) for i in top}
     t = np.flatnonzero(true)
-    out[f"same_anatomy@{k}"] = same_label_at_k(emb[t], [labels[i] for i in t], [groups[i] for i in t], k)
+    out[f"same_anatomy@{k}"] = metrics.same_label_at_k(emb[t], [labels[i] for i in t], k,
+                                                       groups=[groups[i] for i in t])
     out["findings"] = {}
     for a in LUNGS:
         sel = np.flatnonzero(lab == a.slug)
@@ -134,9 +120,10 @@ def _encoder_part(results: list[FilmResult], encoder, k: int) -> dict:
     return out
 
 
-def run_check(folder: str | Path, model: str | Path, split: str = "test", k: int = 10,
+def run_check(folder: str | Path, model: str | Path | None, split: str = "test", k: int = 10,
               limit: int | None = None, keep_images: int = 12) -> tuple[dict, list[FilmResult]]:
-    """Score the localizer and encoder of ``model`` on the real films of ``folder``.
+    """Score the localizer and encoder of ``model`` (a model folder or a file in it; None: the
+    default model folder) on the real films of ``folder``.
 
     Returns:
         ``(report, per-film results)``; the report has ``localizer`` (lung IoU), ``encoder``
@@ -146,16 +133,15 @@ def run_check(folder: str | Path, model: str | Path, split: str = "test", k: int
         AnnotationError: the folder has no usable films.csv or no films in ``split``.
         ModelError: the model folder has no encoder.
     """
-    from regionmir.inference.encoder import load_encoder
     from regionmir.errors import AnnotationError
-    from regionmir.inference.localizer import MODEL_FILE, Localizer
+    from regionmir.inference.folder import ModelFolder
 
     films = read_films(folder, split)[:limit]
     if not films:
         raise AnnotationError(f"{folder}/films.csv lists no films in split {split!r}; try --split all")
-    encoder = load_encoder(model)
-    folder_ = Path(model).parent if Path(model).suffix == ".onnx" else Path(model)
-    localizer = Localizer(folder_ / MODEL_FILE) if (folder_ / MODEL_FILE).is_file() else None
+    models = ModelFolder(model)
+    encoder = models.load_encoder()
+    localizer = models.load_localizer()  # the one beside the encoder; None without one
     results = _films_results(films, localizer, encoder, keep_images)
     report = {"folder": str(folder), "split": split, "model_id": encoder.model_id,
               "films": len(results), "films_with_truth": sum(bool(r.truth) for r in results)}

@@ -20,7 +20,8 @@ import torch
 from regionmir.anatomy import BOXED
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
-from regionmir.inference.localizer import BOX_FORMAT, LETTERBOX, MODEL_FILE, Localizer
+from regionmir.inference.folder import LOCALIZER_FILE
+from regionmir.inference.localizer import BOX_FORMAT, LETTERBOX, Localizer
 from regionmir.inference.meta import ModelMeta, model_id_of
 from regionmir.train.localizer.augment import AugmentConfig
 from regionmir.train.localizer.data import Film, batches, load_films, template
@@ -161,14 +162,14 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
         split = None  # nothing held out: the report has training facts only
     calibration = calibrate_on(model, archive, cfg) if split == "test" else None
     train_s = time.perf_counter() - start
-    meta = write_model(model, cfg, fp, out / MODEL_FILE)
+    meta = write_model(model, cfg, fp, out / LOCALIZER_FILE)
     report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
               "train_images": len(films), "real_train_images": n_real, "train_seconds": round(train_s, 1),
               "config": {k: v for k, v in asdict(cfg).items() if k != "augment"},
               "calibration_ab": calibration}
     if split is not None:
         progress.note(f"evaluating on {split}")
-        report.update(evaluate(Localizer(out / MODEL_FILE, device="cpu"), archive, split, cfg.limit))
+        report.update(evaluate(Localizer(out / LOCALIZER_FILE, device="cpu"), archive, split, cfg.limit))
         (out / "localizer_report.md").write_text(markdown(report))
     (out / "localizer_report.json").write_text(json.dumps(report, indent=1))
     return report
