@@ -66,7 +66,7 @@ def dicomweb(home: Path, url: str, scene_graphs: Path, model: Path) -> dict:
 def cstore(home: Path, files: list[Path], model: Path) -> dict:
     """Send ``files`` to a fresh `regionmir listen`: acknowledged and ingested images/s."""
     import pydicom
-    from orthanc_server import free_port
+    from helpers.orthanc import free_port
     from pynetdicom import AE
 
     port = free_port()
@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     from bench_ingest import default_model
-    from orthanc_server import orthanc_missing, running_orthanc
+    from helpers.orthanc import orthanc_missing, running_orthanc
 
     from regionmir.archive import Archive
     from regionmir.phantom import generate_archive

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import typer.main
 import yaml
-from fake_qdrant import FakeQdrant
+from helpers.fake_qdrant import FakeQdrant
 
 from regionmir.store.probe import NotReady, Probe
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_files import PATIENT, write_dicom
+from helpers.dicom_files import PATIENT, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate

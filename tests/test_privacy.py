@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from regionmir import privacy
+from regionmir.archive import resolve_path
 from regionmir.errors import RegionMIRError
 from regionmir.privacy import pseudonym, salt
 
@@ -86,3 +87,14 @@ def test_pseudonym_never_shows_the_raw_id(home, raw):
 def test_no_id_no_pseudonym(home, raw):
     assert pseudonym(raw) is None
     assert not (home / "salt").exists()  # nothing to hash, no salt needed
+
+
+def test_mask_path_hides_patient_folders(tmp_path):
+    rel = "files/p10/p10000032/s50414267/abc.dcm"
+    assert privacy.mask_path(rel) == "files/p10/*/s50414267/abc.dcm"
+    assert privacy.mask_path("scans/PAT9876/x.dcm", "PAT9876") == "scans/*/x.dcm"
+    target = tmp_path / rel
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"x")
+    assert resolve_path(tmp_path, privacy.mask_path(rel)) == target
+    assert resolve_path(tmp_path, "files/p10/*/s1/none.dcm") is None

@@ -138,7 +138,7 @@ def check_codecs() -> Check:
                  "JPEG lossless and JPEG-LS decoders available")
 
 
-def check_model(model: str | Path | None = None) -> tuple[Check, Path | None]:
+def check_model_folder(model: str | Path | None = None) -> tuple[Check, Path | None]:
     """The encoder: file present, loads in onnxruntime (CPU), metadata complete, one forward pass.
 
     Returns the check and the encoder file (None when it cannot be used), for :func:`check_gpu`.
@@ -325,7 +325,7 @@ def _store_failure(folder: Path, error: Exception) -> Check:
 def run_all(model: str | Path | None = None, url: str | None = None,
             api_key: str | None = None, timeout: float = 1.0) -> list[Check]:
     """Every check, in report order."""
-    model_check, model_file = check_model(model)
+    model_check, model_file = check_model_folder(model)
     rest = [check_codecs(), model_check, check_gpu(model_file), check_store(url, api_key, timeout),
             check_home(), check_salt()]
     return [check_python(), check_torch(), *rest]  # torch last: did any check import it?

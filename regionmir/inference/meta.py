@@ -34,7 +34,7 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class ModelMeta:
-    """Self-description of an exported model (see docs/ARCHITECTURE.md, modelmeta.py)."""
+    """Self-description of an exported model (see docs/ARCHITECTURE.md, inference/)."""
 
     model_id: str  # sha256 of the ONNX graph bytes, first 16 hex
     kind: str  # "encoder" or "localizer"

@@ -178,7 +178,7 @@ class Indexer:
 
     def __init__(self, store, collection: str, summary: IngestSummary):
         self.store, self.collection, self.summary = store, collection, summary
-        self.every = store.index_every(collection)  # 0: only at the end
+        self.every = store.index_every(collection)  # None: only at the end
         self.pending = 0  # regions upserted since the last build
 
     def added(self, regions: int) -> None:
@@ -261,7 +261,7 @@ def _tally(stored: list[Prepared], duplicates: list[tuple[Prepared, str]], repor
     for p in stored:
         if p.notes:  # dropped boxes, localizer fallback
             summary.warnings += 1
-            report.write({"event": "warning", "image_id": p.task.image_id, "path": mask_path(p.task.rel),
+            report.write({"event": "warning", "image_id": p.task.image_id, "path": p.fields["path"],
                           "reason": "; ".join(p.notes)})
     for dup, first in duplicates:
         report.write(duplicate_record(dup, first))

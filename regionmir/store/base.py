@@ -122,8 +122,8 @@ class Store(Protocol):
 
     Two backends implement it: :class:`~regionmir.store.embedded.EmbeddedStore` (qdrant-edge,
     in-process) and :class:`~regionmir.store.server.ServerStore` (a Qdrant server through
-    qdrant-client). tests/test_store.py runs this contract against both, and
-    tests/test_congruence.py checks that they answer alike. A collection holds the points of
+    qdrant-client). tests/store/test_store.py runs this contract against both, and
+    tests/store/test_congruence.py checks that they answer alike. A collection holds the points of
     one model (:func:`~regionmir.store.collection.check_model`). Every method that reads or
     writes a collection ``name`` raises :class:`~regionmir.errors.StoreNotFoundError` when there
     is no such collection, and a server backend raises

@@ -230,7 +230,7 @@ class ServerStore:
                 raise StoreError(
                     f"Collection {name!r} on {self.location} has no RegionMIR metadata: it was not "
                     "made by RegionMIR, or the server is too old to keep collection metadata "
-                    "(deploy/docker-compose.yml pins qdrant/qdrant:v1.19.1). Use another "
+                    "(docker-compose.yml pins qdrant/qdrant:v1.19.1). Use another "
                     "--collection; on an old server, upgrade it, delete this collection and ingest again."
                 )
             self._meta[name] = meta

@@ -5,7 +5,7 @@ similarity matrix does not fit at all, so nothing here holds a row per crop: pre
 a ``(C, C)`` confusion matrix, and precision@k keeps only the embeddings of the crops it scores
 (at most ``max_n``) and ranks them with :func:`regionmir.evaluation.metrics.same_label_at_k`, a
 block of queries at a time. The numbers are exactly those of scoring everything at once
-(``tests/test_train_tally.py`` checks it against the full matrices). Pure numpy.
+(``tests/train/test_tally.py`` checks it against the full matrices). Pure numpy.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def read_films(folder: str | Path, split: str | None = None) -> list[RealFilm]:
     table = folder / "films.csv"
     if not table.is_file():
         raise AnnotationError(f"{folder} has no films.csv. Make one with `python -m regionmir.evaluation.real.prep` "
-                              "(see README, 'Real films') or write it with the columns " + ", ".join(COLUMNS))
+                              "(see docs/results.md, 'Real films') or write it with the columns " + ", ".join(COLUMNS))
     with table.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     missing = [c for c in ("file", "view", "finding", "group") if rows and c not in rows[0]]

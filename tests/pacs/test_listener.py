@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from orthanc_server import free_port
-from pacs_helpers import (
+from helpers.orthanc import free_port
+from helpers.pacs import (
     AET,
     CLI,
     Listen,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ingested_home
+from helpers.ingest import ingested_home
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive

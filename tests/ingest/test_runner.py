@@ -1,4 +1,4 @@
-"""Ingest: stages alone, then whole runs into an embedded store (counts, payloads, resume, bad files)."""
+"""Ingest runs into an embedded store: counts, payloads, resume, bad files, sharding, racing workers."""
 
 from __future__ import annotations
 
@@ -15,28 +15,15 @@ from unittest import mock
 import numpy as np
 import pydicom
 import pytest
-from conftest import kill_when_ledger_has
+from helpers.ingest import SALT, kill_when_ledger_has
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive, resolve_path
 from regionmir.errors import CollectionMismatchError
-from regionmir.ingest.ledger import Ledger
 from regionmir.ingest.runner import IngestConfig, run_ingest
-from regionmir.ingest.sources import plan, shard_of
-from regionmir.ingest.stages import ImageTask, Preparer, Skipped, batches
+from regionmir.ingest.stages import ImageTask
 from regionmir.privacy import mask_path, pseudonym
 from regionmir.store import open_store, point_id
-
-SALT = "test-salt-shared-by-both-homes"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh $REGIONMIR_HOME with a fixed salt, no Qdrant server."""
-    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("REGIONMIR_SALT", SALT)
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    return tmp_path / "home"
 
 
 def all_points(name: str = "regions", home: Path | None = None) -> dict[str, dict]:
@@ -73,93 +60,6 @@ def labeled_regions(archive: Path) -> dict[str, tuple]:
     return {p.stem: a.regions(p.stem) for p in a.dicom_paths() if a.regions(p.stem)}
 
 
-# ----------------------------------------------------------------------------- stages
-
-
-def test_shards_partition_the_archive(tiny_archive):
-    archive = Archive(tiny_archive)
-    everything, _ = plan(archive)
-    parts = [plan(archive, (i, 3))[0] for i in range(3)]
-    ids = [t.image_id for part in parts for t in part]
-    assert sorted(ids) == sorted(t.image_id for t in everything)
-    assert len(set(ids)) == len(ids)
-    assert all(shard_of(t.image_id, 3) == i for i, part in enumerate(parts) for t in part)
-
-
-def test_plan_skips_images_the_ledger_has(tiny_archive, tmp_path):
-    archive = Archive(tiny_archive)
-    everything, _ = plan(archive)
-    ledger = Ledger(tmp_path / "l.done", "token")
-    ledger.mark(everything[:2])
-    todo, skipped = plan(archive, ledger=ledger)
-    assert skipped == 2 and len(todo) == len(everything) - 2
-    assert {t.image_id for t in everything[:2]}.isdisjoint(t.image_id for t in todo)
-    assert all(ledger.has(t) for t in everything[:2]) and not any(ledger.has(t) for t in todo)
-    ledger.close()
-
-
-def _tasks(*rels: str) -> list[ImageTask]:
-    return [ImageTask(Path(rel), rel, Path(rel).stem) for rel in rels]
-
-
-def test_ledger_survives_a_torn_line_and_a_new_collection(tmp_path):
-    path = tmp_path / "l.done"
-    a, b, c = _tasks("files/a.dcm", "files/b.dcm", "files/c.dcm")
-    ledger = Ledger(path, "token-1")
-    ledger.mark([a, b])
-    ledger.close()
-    with path.open("a") as f:
-        f.write("half-writ")  # a kill in the middle of a write
-    ledger = Ledger(path, "token-1")
-    assert ledger.has(a) and ledger.has(b) and not ledger.has(c) and len(ledger.done) == 2
-    assert not ledger.indexed
-    ledger.mark_indexed()
-    ledger.close()
-    ledger = Ledger(path, "token-1")
-    assert ledger.indexed
-    ledger.mark([c])
-    ledger.close()
-    ledger = Ledger(path, "token-1")
-    assert all(ledger.has(t) for t in (a, b, c)) and not ledger.indexed  # upserted after the index
-    ledger.close()
-    ledger = Ledger(path, "token-2")
-    assert ledger.done == set()  # the collection was re-created: start afresh
-    ledger.close()
-
-
-def test_ledger_marks_are_on_disk_before_mark_returns(tmp_path, monkeypatch):
-    """A mark is fsync'd: a power cut after an upsert must not forget that the image is done."""
-    import regionmir.ingest.ledger as ledger_module
-
-    synced = []
-    real = os.fsync
-    monkeypatch.setattr(ledger_module.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    ledger = Ledger(tmp_path / "l.done", "token")
-    synced.clear()
-    (a,) = _tasks("files/a.dcm")
-    assert ledger.claim(a, "key-a", "files/a.dcm") is None
-    ledger.mark([a])
-    assert synced == [ledger._handle.fileno()]
-    ledger.mark_indexed()
-    assert len(synced) == 2
-    ledger.close()
-
-
-def test_ledger_keeps_the_first_holder_of_a_key(tmp_path):
-    a, b, c, d = _tasks("files/a.dcm", "files/b.dcm", "files/c.dcm", "files/d.dcm")
-    ledger = Ledger(tmp_path / "l.done", "token")
-    assert ledger.claim(a, "k1", "files/a.dcm") is None and ledger.claim(b, "k2", "files/b.dcm") is None
-    assert ledger.claim(c, "k1", "files/c.dcm") == "files/a.dcm"  # within one batch
-    assert ledger.claim(a, "k1", "files/a.dcm") is None  # the holder itself, again
-    ledger.mark([a, b, c])
-    ledger.close()
-    again = Ledger(tmp_path / "l.done", "token")
-    assert again.claim(d, "k1", "files/d.dcm") == "files/a.dcm"  # from an earlier run
-    assert again.claim(d, "k2", "files/d.dcm") == "files/b.dcm"
-    assert all(again.has(t) for t in (a, b, c)) and not again.has(d)
-    again.close()
-
-
 def test_a_kill_before_the_index_build_is_repaired_by_the_rerun(tiny_archive, tiny_model, home, monkeypatch):
     """Every image upserted and in the ledger, the process killed before build_index: the
     rerun has nothing to ingest but must still build the index."""
@@ -179,44 +79,6 @@ def test_a_kill_before_the_index_build_is_repaired_by_the_rerun(tiny_archive, ti
     built.clear()
     s = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0))
     assert s.ingested == 0 and built == []  # built once is enough
-
-
-def test_mask_path_hides_patient_folders(tmp_path):
-    rel = "files/p10/p10000032/s50414267/abc.dcm"
-    assert mask_path(rel) == "files/p10/*/s50414267/abc.dcm"
-    assert mask_path("scans/PAT9876/x.dcm", "PAT9876") == "scans/*/x.dcm"
-    target = tmp_path / rel
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"x")
-    assert resolve_path(tmp_path, mask_path(rel)) == target
-    assert resolve_path(tmp_path, "files/p10/*/s1/none.dcm") is None
-
-
-def test_preparer_crops_every_labeled_region(tiny_archive, tiny_model, home):
-    from regionmir.inference.encoder import load_encoder
-
-    spec = load_encoder(tiny_model).spec
-    archive = Archive(tiny_archive)
-    path = next(p for p in archive.dicom_paths() if archive.regions(p.stem))
-    out = Preparer(archive.root, spec)(ImageTask(path, archive.relative(path), path.stem))
-    regions = archive.regions(path.stem)
-    assert out.crops.shape == (len(regions), spec.size, spec.size)
-    assert [r["anatomy"] for r in out.regions] == [r.anatomy.slug for r in regions]
-    assert [r["box"] for r in out.regions] == [r.box.as_list() for r in regions]
-    assert out.fields["box_source"] == "annotation" and all(r["confidence"] is None for r in out.regions)
-
-
-def test_a_worker_that_encodes_returns_the_encoders_embeddings(tiny_archive, tiny_model, home):
-    from regionmir.inference.encoder import load_encoder
-
-    encoder = load_encoder(tiny_model)
-    archive = Archive(tiny_archive)
-    path = next(p for p in archive.dicom_paths() if archive.regions(p.stem))
-    task = ImageTask(path, archive.relative(path), path.stem)
-    crops = Preparer(archive.root, encoder.spec)(task)
-    encoded = Preparer(archive.root, encoder.spec, encoder=encoder.path)(task)
-    assert encoded.crops is None and encoded.regions == crops.regions
-    np.testing.assert_allclose(encoded.embeddings, encoder.embed(crops.crops)[0], atol=1e-5)
 
 
 def _scores(name: str, probes: np.ndarray) -> dict[str, list[float]]:
@@ -242,23 +104,6 @@ def test_encoding_in_workers_stores_what_the_main_process_would(tiny_archive, ti
     a, b = _scores("main", probes), _scores("pool", probes)
     assert a.keys() == b.keys() and len(a) == main.regions
     np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], atol=1e-5)
-
-
-def test_batches_keep_images_whole_and_report_skips(tiny_archive):
-    task = ImageTask(Path("x.dcm"), "x.dcm", "x")
-
-    class P:  # a prepared image with n regions, as far as `batches` looks
-        def __init__(self, n):
-            self.regions = [None] * n
-
-    skipped = []
-    stream = [P(3), Skipped(task, "failed", "bad"), P(3), P(2), P(5)]
-    got = list(batches(stream, 5, skipped.append))
-    assert [[len(p.regions) for p in b] for b in got] == [[3, 3], [2, 5]]
-    assert [s.reason for s in skipped] == ["bad"]
-
-
-# ----------------------------------------------------------------------------- whole runs
 
 
 def test_ingest_counts_and_payloads(tiny_archive, tiny_model, home):
@@ -457,9 +302,6 @@ def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_pa
     assert all_points(home=killed_home) == all_points(home=clean_home)
 
 
-# ----------------------------------------------------------------------------- concurrent workers
-
-
 def racing(monkeypatch, loser, winner_moves) -> None:
     """Make ``loser.collections()`` return what it saw *before* ``winner_moves()`` ran: the
     other worker creates the collection between the loser's check and its create."""
@@ -577,48 +419,6 @@ def test_cli_layout_options_and_environment_reach_the_config(tiny_archive, monke
     assert result.exit_code == 2 and not seen[1:]
 
 
-# ----------------------------------------------------------------------------- ledgers per shard
-
-
-def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
-    from regionmir.ingest.ledger import ledger_family, ledger_path
-
-    monkeypatch.setenv("REGIONMIR_HOME", str(tmp_path))
-    p0, p1 = ledger_path("loc", "c", (0, 2)), ledger_path("loc", "c", (1, 2))
-    whole = ledger_path("loc", "c")
-    assert len({p0, p1, whole}) == 3 and ledger_path("loc", "c", (1, 2)) == p1
-    a, b = Ledger(p0, "t"), Ledger(p1, "t")  # two workers of one home, at once
-    ta, tb = _tasks(*(f"a{i}.dcm" for i in range(50))), _tasks(*(f"b{i}.dcm" for i in range(50)))
-    for x, y in zip(ta, tb):  # interleaved appends
-        a.mark([x])
-        b.mark([y])
-    a.mark_indexed()
-    second = subprocess.run(  # a second process on shard 1/2 of the same home
-        [sys.executable, "-c", f"from regionmir.ingest.ledger import Ledger; Ledger({str(p1)!r}, 't')"],
-        capture_output=True, text=True, timeout=60)
-    assert second.returncode == 1 and "StoreLockedError" in second.stderr
-    assert "same --shard" in second.stderr
-    b.close()
-    with p1.open("a") as f:
-        f.write("b-torn")  # shard 1 killed mid-write
-    Ledger(ledger_path("loc", "c2", (0, 2)), "t").close()  # another collection
-    Ledger(ledger_path("other-store", "c"), "t").close()  # the same name in another store
-    family = ledger_family("loc", "c")
-    assert family == sorted([p0, p1])
-    torn = p1.read_bytes()
-    merged = Ledger(whole, "t", others=family)
-    assert all(merged.has(t) for t in ta + tb) and len(merged.done) == 100
-    assert not merged.indexed  # shard 1 has not built the index since its last upsert
-    assert p1.read_bytes() == torn  # another shard's ledger is only read, never cut
-    merged.close()
-    owner = Ledger(p1, "t")
-    assert all(owner.has(t) for t in tb) and len(owner.done) == 50  # its torn line dropped by its owner
-    fresh = Ledger(whole, "other-token", others=family)
-    assert fresh.done == set()  # the collection was re-created: other generations do not count
-    for ledger in (owner, fresh, a):
-        ledger.close()
-
-
 def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_model, home):
     a = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, shard=(0, 2)))
     b = run_ingest(IngestConfig(tiny_archive, tiny_model, workers=0, shard=(1, 2)))
@@ -629,59 +429,20 @@ def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_m
     assert whole.index_seconds == 0.0  # both shards built the index after their last upsert
 
 
-def test_reports_of_runs_in_the_same_second_do_not_overwrite_each_other(home, monkeypatch):
-    from regionmir.ingest import report as report_module
+def test_report_lines_show_paths_as_payloads_do(tmp_path):
+    """A warning names the image by its payload path, whose patient folder is masked with the
+    header's PatientID too: an archive of folders named by patient id must not leak them."""
+    from regionmir.ingest.report import Report
+    from regionmir.ingest.runner import IngestSummary, _tally
+    from regionmir.ingest.stages import Prepared
 
-    monkeypatch.setattr(report_module.time, "time", lambda: 1_800_000_000.25)  # a frozen clock
-    first = report_module.default_report_path("regions")
-    report = report_module.Report(first)
-    report.write({"event": "failed", "image_id": "a"})
+    rel = "scans/ZZ4242/film.dcm"  # a folder named by the PatientID, not MIMIC's p1XXXXXXX
+    task = ImageTask(Path(rel), rel, "film")
+    fields = {"path": mask_path(rel, "ZZ4242")}
+    noted = Prepared(task, "1.2.3", fields, [{"anatomy": "left-lung"}], None, notes=["dropped 1 box"])
+    report, summary = Report(tmp_path / "r.jsonl"), IngestSummary("c", "s", "m")
+    _tally([noted], [], report, summary)
     report.close()
-    second = report_module.default_report_path("regions")
-    assert second != first and first.read_text().count("failed") == 1
-
-
-def test_payload_boxes_keep_whole_pixels_as_ints():
-    from regionmir.ingest.stages import payload_box
-    from regionmir.regions import Box
-
-    box = payload_box(Box(12.0, 40.0, 300.25, 420.0))
-    assert box == [12, 40, 300.2, 420] and [type(v) for v in box] == [int, int, float, int]
-
-
-def test_every_source_implements_the_source_protocol(tiny_archive, tmp_path):
-    """The runner has one path: the folder archive and both PACS sources answer the same verbs."""
-    import inspect
-
-    from regionmir.ingest.sources import ArchiveSource, Source
-    from regionmir.pacs.source import DicomWebSource, SpoolSource
-
-    verbs = {"plan", "feed", "release", "close"}
-    assert verbs <= {n for n, _ in inspect.getmembers(Source, inspect.isfunction)}
-    for cls in (ArchiveSource, SpoolSource, DicomWebSource):
-        for verb in verbs:
-            mine, contract = inspect.signature(getattr(cls, verb)), inspect.signature(getattr(Source, verb))
-            assert list(mine.parameters) == list(contract.parameters), (cls.__name__, verb)
-    source = ArchiveSource(Archive(tiny_archive))
-    ledger = Ledger(tmp_path / "l.done", "token")
-    tasks, skipped = source.plan((0, 1), ledger)
-    assert skipped == 0 and tasks and source.annotations == source.archive_root == Archive(tiny_archive).root
-    assert list(source.feed(tasks, on_skip=None)) == tasks
-    ledger.close()
-
-
-@pytest.mark.parametrize(("text", "expected"), [("0/1", (0, 1)), (" 2/3 ", (2, 3))])
-def test_one_shard_parser_for_the_cli_and_the_worker(text, expected):
-    from regionmir.ingest.sources import parse_shard
-
-    assert parse_shard(text) == expected
-
-
-@pytest.mark.parametrize("text", ["3/3", "-1/2", "1/0", "a/b", "1", "1/2/3", "", "0.5/2"])
-def test_shard_parser_names_the_option_it_refuses(text):
-    from regionmir.ingest.sources import parse_shard
-
-    with pytest.raises(ValueError, match=r"--shard must be i/n with 0 <= i < n"):
-        parse_shard(text)
-    with pytest.raises(ValueError, match=r"^SHARD must be"):
-        parse_shard(text, "SHARD")
+    (record,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert record["event"] == "warning" and record["path"] == "scans/*/film.dcm"
+    assert (summary.warnings, summary.ingested, summary.regions) == (1, 1, 1)

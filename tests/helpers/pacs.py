@@ -23,7 +23,7 @@ SALT = "pacs-test-salt"
 CLI = str(Path(sys.executable).parent / "regionmir")  # the installed console script
 AET = "REGIONMIR"  # the AE title the tests give `regionmir listen`
 
-# Fields naming where an image came from, which differ between a folder and a PACS (README,
+# Fields naming where an image came from, which differ between a folder and a PACS (docs/pacs.md,
 # "From a PACS"): the folder's file stem / MIMIC study folder / relative path against the PACS's
 # SOP Instance UID / Study Instance UID / WADO-RS path. Every other payload field is the same.
 SOURCE_FIELDS = ("image_id", "study_id", "path")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_archive import write_png_archive
+from helpers.train_archive import write_png_archive
 
 from regionmir.archive import Archive
 from regionmir.regions import CropSpec

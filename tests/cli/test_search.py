@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ingested_home
+from helpers.ingest import ingested_home
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from conftest import kill_when_ledger_has
-from orthanc_server import free_port, orthanc_missing, running_orthanc
-from pacs_helpers import (
+from helpers.ingest import kill_when_ledger_has
+from helpers.orthanc import free_port, orthanc_missing, running_orthanc
+from helpers.pacs import (
     AET,
     CLI,
     Listen,
@@ -291,7 +291,7 @@ def test_orthanc_answers_qido_for_the_uploaded_files(pacs):
 def test_dicomweb_over_tls_with_a_private_ca(pacs, tmp_path):
     """The PACS behind https with a self-signed certificate: refused without its CA (one line,
     no password), and with REGIONMIR_DICOMWEB_CA the same points as the folder ingest."""
-    from tls_proxy import openssl_missing, tls_front
+    from helpers.tls_proxy import openssl_missing, tls_front
 
     if openssl_missing():
         pytest.skip(openssl_missing())

@@ -74,7 +74,7 @@ def test_fingerprint_is_order_free_and_content_sensitive():
 
 
 def test_eval_split_prefers_test(tmp_path):
-    from train_archive import write_png_archive
+    from helpers.train_archive import write_png_archive
 
     archive = Archive(write_png_archive(tmp_path / "a", images=10, size=64))
     assert eval_split(archive) == "test"

@@ -4,7 +4,7 @@ It answers ``/readyz``, ``/``, ``/collections``, ``/collections/<name>`` and ``/
 Qdrant does, including 401 for a wrong ``api-key`` header (``/`` and ``/readyz`` answer without
 one, as Qdrant's whitelist has it). Its attributes make the faults a real server cannot be made to
 show on demand: not ready, a cluster of ``peers``, another ``version``, a ``delay`` before every
-answer, or any ``answer`` at all. tests/test_probe.py runs the tests of normal behaviour against a
+answer, or any ``answer`` at all. tests/store/test_probe.py runs the tests of normal behaviour against a
 real Qdrant as well, which keeps this imitation honest; test_doctor and test_deploy use it too.
 """
 

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
-from dicom_files import PATIENT, write_dicom
+from helpers.dicom_files import PATIENT, write_dicom
 from pydicom.dataset import Dataset
 
 from regionmir.anatomy import Anatomy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_qdrant import FakeQdrant
+from helpers.fake_qdrant import FakeQdrant
 from typer.testing import CliRunner
 
 from regionmir.anatomy import ALL
@@ -127,7 +127,7 @@ def test_everything_ready_exits_0(fresh_home, monkeypatch):
 
 def test_model_without_metadata_fails(tmp_path):
     folder = tiny_encoder(tmp_path / "m", drop=("embedding_dim", "anatomies"))
-    check, file = health.check_model(folder)
+    check, file = health.check_model_folder(folder)
     assert check.status == "FAIL" and file is None
     assert "lacks RegionMIR metadata" in check.detail and "anatomies" in check.detail
 
@@ -140,7 +140,7 @@ def test_model_whose_outputs_disagree_with_its_metadata_fails(tmp_path, monkeypa
         return real(cls, {**props, "embedding_dim": "16"}, source)
 
     monkeypatch.setattr(ModelMeta, "from_props", classmethod(lying))
-    check, _ = health.check_model(folder)
+    check, _ = health.check_model_folder(folder)
     assert check.status == "FAIL" and "disagree with its metadata" in check.detail
 
 
@@ -269,7 +269,7 @@ def test_model_that_cannot_run_fails(tmp_path, monkeypatch):
     real = ModelMeta.from_props.__func__
     monkeypatch.setattr(ModelMeta, "from_props",
                         classmethod(lambda cls, props, source="model": real(cls, {**props, "input_size": "24"}, source)))
-    check, file = health.check_model(folder)
+    check, file = health.check_model_folder(folder)
     assert check.status == "FAIL" and file is None
     assert "forward pass on one 24px crop failed" in check.detail
 
@@ -297,6 +297,6 @@ def test_gpu_present_but_cuda_provider_unusable_is_a_quiet_warning(tmp_path, mon
 def test_unusable_localizer_beside_the_encoder_warns(tmp_path):
     folder = tiny_encoder(tmp_path / "m")
     (folder / "localizer.onnx").write_bytes(b"not an onnx file")
-    check, file = health.check_model(folder)
+    check, file = health.check_model_folder(folder)
     assert check.status == "WARN" and "localizer unusable" in check.detail
     assert file == folder / "encoder.onnx"  # the encoder itself is fine

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from fake_qdrant import FakeQdrant
+from helpers.fake_qdrant import FakeQdrant
 
 from regionmir.store.probe import NotReady, Probe, collection_exists, probe, wait_until_ready
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from train_archive import write_png_archive
+from helpers.train_archive import write_png_archive
 from typer.testing import CliRunner
 
 from regionmir.cli.app import app

@@ -1,0 +1,1 @@
+"""Test helpers (imported by test modules; fixtures live in the conftest.py files)."""
