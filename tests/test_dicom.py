@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from helpers.dicom_files import PATIENT, write_dicom
+from helpers.dicom_files import PATIENT, break_voi_lut, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -379,13 +379,7 @@ def test_missing_codec_names_the_pip_install(monkeypatch):
 
 
 def test_malformed_voi_lut_is_an_image_read_error(tmp_path):
-    path = write_dicom(tmp_path / "lut.dcm", ramp().astype(np.uint8) // 32 * 32, bits_stored=8)
-    ds = pydicom.dcmread(path)
-    item = Dataset()
-    item.add_new("LUTDescriptor", "US", [256, 0, 5])  # 5 bits per entry: not allowed
-    item.add_new("LUTData", "US", list(range(256)))
-    ds.VOILUTSequence = [item]
-    ds.save_as(path)
+    path = break_voi_lut(write_dicom(tmp_path / "lut.dcm", ramp().astype(np.uint8) // 32 * 32, bits_stored=8))
     with pytest.raises(ImageReadError, match=r"lut\.dcm.*VOI LUT cannot be applied"):
         read_image(path)
 

@@ -22,8 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
-from helpers.dicom_files import PATIENT, write_dicom
-from pydicom.dataset import Dataset
+from helpers.dicom_files import PATIENT, break_voi_lut, write_dicom
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
@@ -230,13 +229,7 @@ def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     write_dicom(folder / "rgb.dcm", np.zeros((40, 48, 3), np.uint8), "RGB")
     write_dicom(folder / "multiframe.dcm", np.stack([ramp, ramp]), bits_stored=12)
     write_dicom(folder / "nopixels.dcm", ramp, bits_stored=12, PixelData=None)
-    lut = write_dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits_stored=8)
-    ds = pydicom.dcmread(lut)
-    item = Dataset()
-    item.add_new("LUTDescriptor", "US", [256, 0, 5])  # 5 bits per entry: not allowed
-    item.add_new("LUTData", "US", list(range(256)))
-    ds.VOILUTSequence = [item]
-    ds.save_as(lut)
+    break_voi_lut(write_dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits_stored=8))
     return {"truncated.dcm": "truncated", "text.dcm": "not a DICOM file", "empty.dcm": "empty",
             "sr.dcm": "not an image", "rgb.dcm": "RGB", "multiframe.dcm": "2 frames",
             "nopixels.dcm": "no pixel data", "badlut.dcm": "VOI LUT"}

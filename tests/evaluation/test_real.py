@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers.real_films import write_film_folder
 from PIL import Image
 
 from regionmir.errors import AnnotationError
@@ -72,22 +72,14 @@ def test_findings_retrieval_against_a_hand_count():
 
 
 def _folder(tmp_path):
-    (tmp_path / "images").mkdir(parents=True)
-    (tmp_path / "masks").mkdir()
-    rows = []
-    for i in range(3):
-        img = np.full((100, 120), 90, np.uint8)
-        img[_two_lungs()] = 30
-        Image.fromarray(img).save(tmp_path / "images" / f"f{i}.png")
-        Image.fromarray(_two_lungs().astype(np.uint8) * 255).save(tmp_path / "masks" / f"f{i}.png")
-        rows.append({"file": f"images/f{i}.png", "mask": f"masks/f{i}.png" if i else "",
-                     "right_lung": "1 2 3 4" if i == 0 else "", "left_lung": "", "view": "PA",
-                     "finding": "covid" if i < 2 else "none", "group": f"g{i}", "split": "test", "license": ""})
-    with (tmp_path / "films.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return tmp_path
+    img = np.full((100, 120), 90, np.uint8)
+    img[_two_lungs()] = 30
+    return write_film_folder(tmp_path, [
+        (f"f{i}", img, _two_lungs() if i else None,
+         {"right_lung": "1 2 3 4" if i == 0 else "", "left_lung": "", "view": "PA",
+          "finding": "covid" if i < 2 else "none", "group": f"g{i}", "split": "test", "license": ""})
+        for i in range(3)
+    ])
 
 
 def test_films_csv_truth_from_mask_else_boxes(tmp_path):

@@ -32,3 +32,16 @@ def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2",
             setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def break_voi_lut(path: Path) -> Path:
+    """Give the DICOM at ``path`` a VOI LUT whose descriptor says 5 bits per entry (not allowed)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [256, 0, 5])
+    item.add_new("LUTData", "US", list(range(256)))
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    return path

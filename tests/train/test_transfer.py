@@ -3,10 +3,9 @@ lung boxes for the localizer."""
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
+from helpers.real_films import write_film_folder
 
 torch = pytest.importorskip("torch")
 
@@ -55,24 +54,14 @@ def test_augment_with_and_without_domain():
 
 
 def _real_folder(tmp_path, n=3):
-    from PIL import Image
-
-    (tmp_path / "images").mkdir(parents=True)
-    (tmp_path / "masks").mkdir()
-    rows = []
-    for i in range(n):
-        m = np.zeros((96, 112), bool)
-        m[10:86, 8:50] = m[14:80, 62:104] = True
-        img = np.where(m, 60, 160).astype(np.uint8)
-        Image.fromarray(img).save(tmp_path / "images" / f"r{i}.png")
-        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "masks" / f"r{i}.png")
-        rows.append({"file": f"images/r{i}.png", "mask": f"masks/r{i}.png", "right_lung": "", "left_lung": "",
-                     "view": "PA", "finding": "x", "group": f"g{i}", "split": "train" if i < n - 1 else "test"})
-    with (tmp_path / "films.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return tmp_path
+    m = np.zeros((96, 112), bool)
+    m[10:86, 8:50] = m[14:80, 62:104] = True
+    img = np.where(m, 60, 160).astype(np.uint8)
+    return write_film_folder(tmp_path, [
+        (f"r{i}", img, m, {"right_lung": "", "left_lung": "", "view": "PA", "finding": "x", "group": f"g{i}",
+                           "split": "train" if i < n - 1 else "test"})
+        for i in range(n)
+    ])
 
 
 def test_real_crops_are_train_split_lungs_without_labels(tmp_path):
