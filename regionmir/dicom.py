@@ -105,6 +105,9 @@ def read_image(path: str | Path) -> Radiograph:
     except Exception as e:  # a malformed LUT or window in the header
         raise ImageReadError(path, f"the modality/VOI LUT cannot be applied "
                              f"({type(e).__name__}: {_scrub(str(e), ds)})") from None
+    if np.isnan(pixels.sum(dtype=np.float64)):  # values are clipped to [0, 1]: only NaN survives
+        raise ImageReadError(path, "its pixel values decode to NaN (a NaN RescaleSlope/RescaleIntercept, "
+                             "or NaN float pixel data): the image cannot be read")
     return Radiograph(str(path), _header(ds), pixels)
 
 

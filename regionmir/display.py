@@ -120,5 +120,12 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
 
 
 def _rescale(ds: Dataset) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept), defaults (1, 0)."""
-    return float(ds.get("RescaleSlope") or 1), float(ds.get("RescaleIntercept") or 0)
+    """(RescaleSlope, RescaleIntercept), defaults (1, 0).
+
+    Raises:
+        ValueError: either is NaN or infinite (every pixel would be).
+    """
+    slope, intercept = float(ds.get("RescaleSlope") or 1), float(ds.get("RescaleIntercept") or 0)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise ValueError(f"RescaleSlope {slope} / RescaleIntercept {intercept} is not a finite number")
+    return slope, intercept

@@ -402,3 +402,26 @@ def test_voi_lut_sequence_scales_by_its_bit_depth_then_inverts_monochrome1(tmp_p
     if photometric == "MONOCHROME1":
         expected = 1 - expected
     np.testing.assert_allclose(read_image(path).pixels, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [True, False])
+def test_a_nan_rescale_slope_is_an_image_read_error(tmp_path, window):
+    """A NaN RescaleSlope makes every value NaN (or, without a window, a blank film); NaN boxes and
+    vectors poisoned whole ingests and crashed the listener: refuse the image where it is decoded."""
+    extra = {"WindowCenter": "2000", "WindowWidth": "4000"} if window else {}
+    path = write_dicom(tmp_path / "nan.dcm", ramp(), bits_stored=12, RescaleSlope="NaN", RescaleIntercept="0", **extra)
+    with pytest.raises(ImageReadError, match=r"nan\.dcm.*RescaleSlope nan .* is not a finite number"):
+        read_image(path)
+
+
+def test_float_pixel_data_with_nan_is_an_image_read_error(tmp_path):
+    ds = pydicom.dcmread(write_dicom(tmp_path / "f.dcm", ramp(), bits_stored=12))
+    values = ramp().astype(np.float32)
+    values[5, 5] = np.nan
+    del ds.PixelData
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+    del ds.PixelRepresentation
+    ds.FloatPixelData = values.tobytes()
+    ds.save_as(tmp_path / "f.dcm")
+    with pytest.raises(ImageReadError, match="decode to NaN"):
+        read_image(tmp_path / "f.dcm")

@@ -152,9 +152,11 @@ class Preparer:
         from regionmir.dicom import read_image
         from regionmir.privacy import pseudonym
 
-        try:
+        try:  # everything that reads the file's values: one bad film fails alone
             rad = read_image(task.path)
             regions, source, extra, notes = self.find_regions(task, rad.pixels)
+            crops = crop(rad.pixels, regions, self.spec) if regions else None  # (R, S, S)
+            embeddings = None if crops is None or self.encoder_path is None else self._embed(crops)
         except RegionMIRError as e:
             reason = getattr(e, "reason", None) or str(e)
             return Skipped(task, "failed", reason.replace(str(task.path), mask_path(task.rel)))
@@ -189,11 +191,20 @@ class Preparer:
             for r in regions
         ]
         key = h.sop_instance_uid or task.image_id
-        crops = crop(rad.pixels, regions, self.spec)  # (R, S, S)
-        if self.encoder_path is None:
+        if embeddings is None:
             return Prepared(task, key, fields, described, crops, notes=notes)
-        embeddings = self.encoder().embed(crops, len(crops))[0]
         return Prepared(task, key, fields, described, None, embeddings, notes=notes)
+
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        """``(R, D)`` embeddings of one film's crops by the worker's encoder.
+
+        Raises:
+            RegionMIRError: a non-finite embedding (the store would refuse the whole batch).
+        """
+        embeddings = self.encoder().embed(crops, len(crops))[0]
+        if not np.isfinite(embeddings).all():
+            raise RegionMIRError("the encoder gave non-finite values for this image's crops")
+        return embeddings
 
 
 def payload_box(box) -> list[float | int]:

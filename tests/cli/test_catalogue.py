@@ -230,9 +230,11 @@ def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     write_dicom(folder / "multiframe.dcm", np.stack([ramp, ramp]), bits_stored=12)
     write_dicom(folder / "nopixels.dcm", ramp, bits_stored=12, PixelData=None)
     break_voi_lut(write_dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits_stored=8))
+    write_dicom(folder / "nan.dcm", ramp, bits_stored=12, RescaleSlope="NaN", RescaleIntercept="0",
+                WindowCenter="2000", WindowWidth="4000")  # every pixel NaN: once a poison pill
     return {"truncated.dcm": "truncated", "text.dcm": "not a DICOM file", "empty.dcm": "empty",
             "sr.dcm": "not an image", "rgb.dcm": "RGB", "multiframe.dcm": "2 frames",
-            "nopixels.dcm": "no pixel data", "badlut.dcm": "VOI LUT"}
+            "nopixels.dcm": "no pixel data", "badlut.dcm": "VOI LUT", "nan.dcm": "not a finite number"}
 
 
 @pytest.fixture(scope="module")
@@ -242,11 +244,21 @@ def bad_files(world):
 
 
 @pytest.mark.parametrize("name", ["truncated.dcm", "text.dcm", "empty.dcm", "sr.dcm", "rgb.dcm",
-                                  "multiframe.dcm", "nopixels.dcm", "badlut.dcm"])
+                                  "multiframe.dcm", "nopixels.dcm", "badlut.dcm", "nan.dcm"])
 def test_a_bad_query_file_is_named_with_its_reason(world, bad_files, name):
     folder, reasons = bad_files
     result = cli(world, "search", "--anatomy", "left-lung", str(folder / name), "--model", str(world.model))
     assert_error(world, result, 1, name, reasons[name])
+
+
+@pytest.mark.parametrize("output", [["--json"], ["--preview", "preview.png"]])
+def test_localize_of_a_nan_film_is_one_line_and_writes_nothing(world, bad_files, output, tmp_path):
+    """Once `--json` printed bare NaN tokens (invalid JSON) and `--preview` a traceback."""
+    folder, reasons = bad_files
+    output = [str(tmp_path / o) if o.endswith(".png") else o for o in output]
+    result = cli(world, "localize", str(folder / "nan.dcm"), "--model", str(world.model), *output)
+    assert_error(world, result, 1, "nan.dcm", reasons["nan.dcm"])
+    assert "NaN" not in result.stdout and not (tmp_path / "preview.png").exists()
 
 
 def test_a_huge_film_is_searched(world):

@@ -104,14 +104,15 @@ def uncompressed(archive: Path) -> Path:
 
 
 def bad_instances(archive: Path, out: Path) -> dict[str, Path]:
-    """Instances that must be reported, not ingested: an SR, an RGB DX, a DX with truncated pixels.
+    """Instances that must be reported, not ingested: an SR, an RGB DX, a DX with truncated pixels,
+    and a DX whose pixels decode to NaN (a NaN RescaleSlope: it once crashed every listener restart).
 
     Each sits in a DX study of its own, so a CR/DX search finds it. Returns kind -> file.
     """
     out.mkdir(parents=True, exist_ok=True)
     src = uncompressed(archive)
     files = {}
-    for kind in ("sr", "rgb", "truncated"):
+    for kind in ("sr", "rgb", "truncated", "nan"):
         ds = pydicom.dcmread(src)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -128,9 +129,12 @@ def bad_instances(archive: Path, out: Path) -> dict[str, Path]:
             ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
             ds.PixelData = np.zeros((ds.Rows, ds.Columns, 3), np.uint8).tobytes()
-        else:
+        elif kind == "truncated":
             ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
             ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+        else:
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+            ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = "NaN", "0", "2000", "4000"
         files[kind] = out / f"{kind}.dcm"
         ds.save_as(files[kind], enforce_file_format=True)
     return files

@@ -183,9 +183,13 @@ def test_other_model_is_refused(tiny_archive, tiny_model, home):
 
 
 def _bad_archive(src: Path, dst: Path) -> tuple[Path, dict[str, str]]:
-    """A copy of ``src`` plus a truncated DICOM, a text file named .dcm and an SR document."""
+    """A copy of ``src`` plus a truncated DICOM, a text file named .dcm and an SR document, and
+    one annotated film whose pixels decode to NaN (a NaN RescaleSlope: a poison pill before)."""
     shutil.copytree(src, dst)
-    good = Archive(dst).dicom_paths()[0]
+    good, poisoned = Archive(dst).dicom_paths()[:2]
+    ds = pydicom.dcmread(poisoned)
+    ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = "NaN", "0", "2000", "4000"
+    ds.save_as(poisoned)
     folder = good.parent
     data = good.read_bytes()
     (folder / "truncated.dcm").write_bytes(data[: len(data) // 3])
@@ -197,7 +201,7 @@ def _bad_archive(src: Path, dst: Path) -> tuple[Path, dict[str, str]]:
     ds.Modality = "SR"
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
     ds.save_as(folder / "report-sr.dcm")
-    return dst, {"truncated", "notes", "report-sr"}
+    return dst, {"truncated", "notes", "report-sr", poisoned.stem}
 
 
 def test_bad_files_are_reported_and_the_run_goes_on(tiny_archive, tiny_model, home, tmp_path):
@@ -206,10 +210,11 @@ def test_bad_files_are_reported_and_the_run_goes_on(tiny_archive, tiny_model, ho
     s = run_ingest(IngestConfig(archive, tiny_model, workers=1, report=report))
     records = [json.loads(line) for line in report.read_text().splitlines()]
     failed = {r["image_id"]: r for r in records if r["event"] == "failed"}
-    assert set(failed) == bad and s.failed == 3
+    assert set(failed) == bad and s.failed == 4
     assert all(r["reason"] for r in failed.values())
-    assert records[-1]["event"] == "summary" and records[-1]["failed"] == 3
-    assert s.ingested == len(labeled_regions(tiny_archive))
+    assert any("RescaleSlope nan" in r["reason"] for r in failed.values())  # named, with the why
+    assert records[-1]["event"] == "summary" and records[-1]["failed"] == 4
+    assert s.ingested == len(labeled_regions(tiny_archive)) - 1  # every film but the poisoned one
     text = report.read_text()
     assert not [v for v in raw_patient_values(tiny_archive) if v in text]
 

@@ -64,19 +64,19 @@ def test_echo_and_stored_images_equal_the_folder_ingest(setup, tmp_path):
         statuses = send(port, [*setup["files"], *setup["bad"].values()])
         sop = {k: str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for k, p in setup["bad"].items()}
         assert statuses.pop(sop["sr"]) == 0x0122  # refused politely: not a CR/DX image
-        assert set(statuses.values()) == {0}  # RGB and truncated DX are accepted, then reported
-        events = listen.wait_ingested(len(setup["files"]) + 2)
+        assert set(statuses.values()) == {0}  # RGB, truncated and NaN DX are accepted, then reported
+        events = listen.wait_ingested(len(setup["files"]) + 3)
     finally:
         err = listen.stop()
     assert listen.proc.returncode == 0, err
-    assert sum(e["failed"] for e in events) == 2
+    assert sum(e["failed"] for e in events) == 3
     report_ids = set()
     for e in events:
         for line in Path(e["report"]).read_text().splitlines():
             record = json.loads(line)
             if record["event"] == "failed":
                 report_ids.add(record["image_id"])
-    assert report_ids == {sop["rgb"], sop["truncated"]}
+    assert report_ids == {sop["rgb"], sop["truncated"], sop["nan"]}  # the listener outlived the NaN film
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in setup["files"]]
     private = {str(h.get(k)) for h in headers for k in ("PatientName", "PatientID", "PatientBirthDate")}
     logged = err + "".join(Path(e["report"]).read_text() for e in events)
