@@ -55,6 +55,14 @@ class DicomHeader:
     rows: int
     columns: int
     pixel_spacing: tuple[float, float] | None  # mm (row, column); None when absent or zero
+    # raw PatientName and PatientBirthDate: only ever passed to privacy.mask_path
+    identifying: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def patient_values(self) -> tuple[str, ...]:
+        """PatientID, PatientName, PatientBirthDate as the file has them (those present): for
+        :func:`regionmir.privacy.mask_path`, never to be shown."""
+        return tuple(v for v in (self.patient_id, *self.identifying) if v)
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,16 @@ def _sniff(path: str | Path) -> str:
     raise ImageReadError(
         path, "not a DICOM file (no 'DICM' marker at byte 128) and not a PNG or JPEG image"
     )
+
+
+def patient_values(path: str | Path) -> tuple[str, ...]:
+    """PatientID, PatientName and PatientBirthDate of any DICOM that can be parsed (an SR, a
+    truncated image): to mask the path of a file that cannot be read as an image. ``()`` when none."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_PRIVATE_KEYWORDS[:3]))
+    except Exception:  # noqa: BLE001 - whatever the file is, it has no values to hide then
+        return ()
+    return tuple(v for v in (str(ds.get(k) or "").strip() for k in _PRIVATE_KEYWORDS[:3]) if v)
 
 
 def _dcmread(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
@@ -235,6 +253,7 @@ def _header(ds: Dataset) -> DicomHeader:
         series_instance_uid=text("SeriesInstanceUID"), patient_id=text("PatientID"),
         view=view.upper() if view else None, modality=text("Modality"),
         rows=int(ds.Rows), columns=int(ds.Columns), pixel_spacing=_spacing(ds),
+        identifying=tuple(v for v in (text("PatientName"), text("PatientBirthDate")) if v),
     )
 
 

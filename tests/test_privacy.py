@@ -98,3 +98,19 @@ def test_mask_path_hides_patient_folders(tmp_path):
     target.write_bytes(b"x")
     assert resolve_path(tmp_path, privacy.mask_path(rel)) == target
     assert resolve_path(tmp_path, "files/p10/*/s1/none.dcm") is None
+
+
+@pytest.mark.parametrize(("rel", "patient", "shown"), [
+    ("files/p10/p10000032/s50414267/abc.dcm", (), "files/p10/*/s50414267/abc.dcm"),  # MIMIC, no header
+    ("scans/PAT9876_chest/x.dcm", ("PAT9876",), "scans/*/x.dcm"),  # an id inside a folder name
+    ("DOE^JOHN_19450101/img1.dcm", ("X1", "DOE^JOHN", "19450101"), "*/img1.dcm"),
+    ("Smith John 1950-03-04/12345678.dcm", ("12345678", "Smith^John", "19500304"), "*/*.dcm"),
+    ("archive/04.03.1950/x.dcm", ("Q7", None, "19500304"), "archive/*/x.dcm"),  # a day-first date
+    ("A12/chest.dcm", ("A12",), "*/chest.dcm"),  # a short id as a whole word
+    ("CHEST_A12B/chest.dcm", ("A12",), "CHEST_A12B/chest.dcm"),  # ... not inside another word
+    ("doe/x.dcm", ("1", "Doe^J^^^", ""), "*/x.dcm"),
+    ("studies/1.2.826.0.1.3680043.8.498.1234/series/1.2.3.4/instances/1.2.840.10008.1234",
+     ("1234", "Doe^J", "19450101"), "studies/1.2.826.0.1.3680043.8.498.1234/series/1.2.3.4/instances/1.2.840.10008.1234"),
+])
+def test_mask_path_hides_every_part_naming_the_patient_in_any_layout(rel, patient, shown):
+    assert privacy.mask_path(rel, *patient) == shown

@@ -32,7 +32,7 @@ def localize(
     if as_json:
         from regionmir.privacy import mask_path
 
-        shown = mask_path(Path(image).as_posix(), radiograph.header.patient_id)  # no patient folder
+        shown = mask_path(Path(image).as_posix(), *radiograph.header.patient_values)  # no patient folder
         typer.echo(json.dumps({"image": shown, "width": w, "height": h,
                                "model_id": loc.model_id, "regions": rows}))
         return

@@ -204,8 +204,8 @@ def _run(cfg, source: Source, encoder, store, ledger: Ledger, preparer: Preparer
 
     def on_skip(item: Skipped) -> None:
         setattr(summary, item.kind, getattr(summary, item.kind) + 1)
-        report.write({"event": item.kind, "image_id": item.task.image_id, "path": mask_path(item.task.rel),
-                      "reason": item.reason})
+        report.write({"event": item.kind, "image_id": item.task.image_id,
+                      "path": item.path or mask_path(item.task.rel), "reason": item.reason})
         source.release([item.task])
         progress(summary, len(tasks))
 

@@ -52,6 +52,7 @@ class Skipped:
     task: ImageTask
     kind: str
     reason: str
+    path: str | None = None  # as a report may show it (patient parts masked); None: not known
 
 
 # ----------------------------------------------------------------------------- stages
@@ -149,7 +150,7 @@ class Preparer:
         return kept, notes
 
     def __call__(self, task: ImageTask) -> Prepared | Skipped:
-        from regionmir.dicom import read_image
+        from regionmir.dicom import patient_values, read_image
         from regionmir.privacy import pseudonym
 
         try:  # everything that reads the file's values: one bad film fails alone
@@ -157,24 +158,26 @@ class Preparer:
             regions, source, extra, notes = self.find_regions(task, rad.pixels)
             crops = crop(rad.pixels, regions, self.spec) if regions else None  # (R, S, S)
             embeddings = None if crops is None or self.encoder_path is None else self._embed(crops)
-        except RegionMIRError as e:
-            reason = getattr(e, "reason", None) or str(e)
-            return Skipped(task, "failed", reason.replace(str(task.path), mask_path(task.rel)))
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the run
-            reason = f"{type(e).__name__}: {e}".replace(str(task.path), mask_path(task.rel))
-            return Skipped(task, "failed", reason)
-        if not regions:
-            why = "no scene graph or gold boxes, and no localizer"
-            return Skipped(task, "unlabeled", "; ".join([why, *notes]))
+            shown = mask_path(task.rel, *patient_values(task.path))
+            if isinstance(e, RegionMIRError):
+                reason = getattr(e, "reason", None) or str(e)
+            else:
+                reason = f"{type(e).__name__}: {e}"
+            return Skipped(task, "failed", reason.replace(str(task.path), shown), shown)
         h = rad.header
         pid = h.patient_id or extra.get("pid")  # raw: only pseudonymised or masked below
+        shown = mask_path(task.rel, pid, *h.identifying)
+        if not regions:
+            why = "no scene graph or gold boxes, and no localizer"
+            return Skipped(task, "unlabeled", "; ".join([why, *notes]), shown)
         fields = {
             "image_id": task.image_id,
             "study_id": extra.get("study_id") or study_from_path(task.rel) or h.study_instance_uid,
             "patient": pseudonym(pid),
             "view": h.view or extra.get("view"),
             "modality": h.modality,
-            "path": mask_path(task.rel, pid),
+            "path": shown,
             "box_source": source,  # "annotation" or "predicted", for all its regions
             # the UIDs a viewer needs to open the image in the PACS (none names the patient)
             "study_uid": h.study_instance_uid,

@@ -451,3 +451,26 @@ def test_report_lines_show_paths_as_payloads_do(tmp_path):
     (record,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert record["event"] == "warning" and record["path"] == "scans/*/film.dcm"
     assert (summary.warnings, summary.ingested, summary.regions) == (1, 1, 1)
+
+
+def test_folders_named_by_the_patient_are_masked_in_any_layout(tiny_archive, tiny_model, tiny_localizer, home,
+                                                                 tmp_path):
+    """A hospital export, not MIMIC's layout: folders named by the patient's name, birth date and
+    id. Payloads, the report and the ledger show none of them."""
+    archive, secrets = tmp_path / "export", []
+    for i, src in enumerate(Archive(tiny_archive).dicom_paths()[:4]):
+        ds = pydicom.dcmread(src)
+        ds.PatientName, ds.PatientBirthDate, ds.PatientID = f"DOE{i}^JANE", f"1970010{i + 1}", f"MRN{i}X"
+        folder = archive / f"DOE{i}^JANE_1970-01-0{i + 1}" / f"MRN{i}X"
+        folder.mkdir(parents=True)
+        ds.save_as(folder / f"img{i}.dcm")
+        secrets += [f"DOE{i}", f"MRN{i}X", f"1970-01-0{i + 1}", f"1970010{i + 1}"]
+    report = tmp_path / "r.jsonl"
+    s = run_ingest(IngestConfig(archive, model_with_localizer(tiny_model, tiny_localizer, tmp_path / "model"),
+                                workers=0, report=report))
+    assert s.ingested == 4
+    stored = all_points(home=home)
+    assert {p["path"] for p in stored.values()} == {f"*/*/img{i}.dcm" for i in range(4)}
+    shown = json.dumps(list(stored.values())) + report.read_text()
+    shown += "".join(p.read_text() for p in (home / "ledgers").glob("*.done"))
+    assert not [x for x in secrets if x in shown]
