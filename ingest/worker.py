@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regionmir.ingest.sources import parse_shard
+from regionmir.privacy import redact_urls
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 0, 64, 66, 69, 75, 77
 
@@ -200,7 +201,7 @@ def main(env: Mapping[str, str] | None = None, execvp=os.execvp) -> int:
         log.error("%s", e)
         return e.code
     argv = ingest_argv(cfg)
-    log.info("shard %d/%d: %s", *cfg.shard, " ".join(argv))
+    log.info("shard %d/%d: %s", *cfg.shard, redact_urls(" ".join(argv)))
     sys.stdout.flush()
     sys.stderr.flush()
     execvp(argv[0], argv)  # replaces this process: its exit code is the worker's

@@ -1,4 +1,5 @@
-"""Patient privacy: pseudonyms (a salted hash, never the raw PatientID) and paths with patient folders masked."""
+"""What may be shown: pseudonyms (a salted hash, never the raw PatientID), paths with the parts that
+name the patient masked, and URLs without credentials."""
 
 from __future__ import annotations
 
@@ -134,3 +135,25 @@ def _number_runs(tokens: list[str]) -> set[str]:
             joined += t
             runs.add(joined)
     return runs
+
+
+_URL = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its secrets as ``***``: a ``user:password@`` and every query value
+    (``?access_token=...``). Host, port and path stay, so that a person can tell which server."""
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    path, q, query = tail.partition("?")
+    if q:
+        query = re.sub(r"=[^&#]*", "=***", query)
+    return f"{scheme}://{netloc}{path}{q}{query}"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every http(s) URL in it passed through :func:`redact_url`."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)

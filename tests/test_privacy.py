@@ -114,3 +114,14 @@ def test_mask_path_hides_patient_folders(tmp_path):
 ])
 def test_mask_path_hides_every_part_naming_the_patient_in_any_layout(rel, patient, shown):
     assert privacy.mask_path(rel, *patient) == shown
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://admin:hunter2@127.0.0.1:6333", "http://***@127.0.0.1:6333"),
+    ("https://token@qdrant.example:6333/", "https://***@qdrant.example:6333/"),
+    ("http://pacs/dicom-web?access_token=s3cr3t&limit=5#x", "http://pacs/dicom-web?access_token=***&limit=***#x"),
+    ("http://localhost:6333", "http://localhost:6333"),
+])
+def test_urls_are_shown_without_credentials(url, shown):
+    assert privacy.redact_url(url) == shown
+    assert privacy.redact_urls(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"

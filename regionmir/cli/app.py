@@ -100,7 +100,10 @@ def user_error_message(e: BaseException) -> str | None:
 
 def _fail(message: str, code: int) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    text = " ".join(message.split())  # one line, whatever the message held
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
+    from regionmir.privacy import redact_urls
+
+    text = " ".join(redact_urls(message).split())  # one line, no URL credentials, whatever it held
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(text)}", highlight=False, markup=True)
     sys.exit(code)

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from regionmir.errors import PacsError
+from regionmir.privacy import redact_url
 
 log = logging.getLogger("regionmir")
 
@@ -142,7 +143,7 @@ def _http(action: str, url: str, e: Exception) -> PacsError:
         hint = f"the server answered HTTP {status}; check the service root (it usually ends in /dicom-web)"
     else:
         hint = f"cannot reach it ({type(e).__name__}); check the address, the network and TLS (REGIONMIR_DICOMWEB_CA)"
-    return PacsError(f"{action} at {url} failed: {hint}.")
+    return PacsError(f"{action} at {redact_url(url)} failed: {hint}.")
 
 
 def find_instances(client, query: Query) -> list[InstanceRef]:

@@ -79,17 +79,19 @@ def check_url(url: str) -> None:
     from urllib.parse import urlsplit
 
     from regionmir.errors import StoreError
+    from regionmir.privacy import redact_url
 
     hint = "Give --qdrant-url (or QDRANT_URL) like http://localhost:6333 or https://host:6333."
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when out of range or not a number
     except ValueError as e:
-        raise StoreError(f"Qdrant URL {url!r} is not valid ({e}). {hint}") from None
+        raise StoreError(f"Qdrant URL {shown!r} is not valid ({e}). {hint}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StoreError(f"Qdrant URL {url!r} needs http:// or https:// and a host name. {hint}")
+        raise StoreError(f"Qdrant URL {shown!r} needs http:// or https:// and a host name. {hint}")
     if port == 0:
-        raise StoreError(f"Qdrant URL {url!r} has port 0. {hint}")
+        raise StoreError(f"Qdrant URL {shown!r} has port 0. {hint}")
 
 
 def _refuse_layout_for_embedded(options: ServerOptions | None) -> None:

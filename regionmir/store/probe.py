@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regionmir.privacy import redact_url
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -59,24 +61,25 @@ def probe(url: str, api_key: str | None = None, timeout: float = 1.0) -> Probe:
     Never raises for network trouble: the answer is in :attr:`Probe.error`.
     """
     base = url.rstrip("/")
+    shown = redact_url(base)  # every message and Probe.url: no credentials
     try:
         ready_status, _ = _get(f"{base}/readyz", None, timeout)
         _, root = _get(f"{base}/", api_key, timeout)
         status, body = _get(f"{base}/collections", api_key, timeout)
     except (OSError, ValueError) as e:  # ValueError: a malformed URL
-        return Probe(base, False, error=f"cannot reach Qdrant at {base}: {_reason(e)}")
+        return Probe(shown, False, error=f"cannot reach Qdrant at {shown}: {_reason(e)}")
     version = root.get("version") if isinstance(root, dict) else None
     if status in (401, 403):
         which = "was refused" if api_key else "is required"
-        return Probe(base, True, ready_status == 200, False, version,
-                     error=f"Qdrant at {base} answered {status}: the API key {which}")
+        return Probe(shown, True, ready_status == 200, False, version,
+                     error=f"Qdrant at {shown} answered {status}: the API key {which}")
     if status != 200 or not isinstance(body, dict):
-        return Probe(base, True, ready_status == 200, None, version,
-                     error=f"{base}/collections answered HTTP {status}; is this a Qdrant server?")
+        return Probe(shown, True, ready_status == 200, None, version,
+                     error=f"{shown}/collections answered HTTP {status}; is this a Qdrant server?")
     names = tuple(sorted(c["name"] for c in body.get("result", {}).get("collections", [])))
     peers = _peers(base, api_key, timeout)
-    error = None if ready_status == 200 else f"Qdrant at {base} is not ready yet (/readyz {ready_status})"
-    return Probe(base, True, ready_status == 200, True, version, names, peers, error)
+    error = None if ready_status == 200 else f"Qdrant at {shown} is not ready yet (/readyz {ready_status})"
+    return Probe(shown, True, ready_status == 200, True, version, names, peers, error)
 
 
 def _peers(base: str, api_key: str | None, timeout: float) -> int | None:

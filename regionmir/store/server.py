@@ -19,6 +19,7 @@ from regionmir.errors import (
     StoreNotFoundError,
     StoreUnavailableError,
 )
+from regionmir.privacy import redact_url
 from regionmir.store.base import (
     PAYLOAD_INDEXES,
     Filter,
@@ -111,12 +112,12 @@ class ServerStore:
         elif url is not None:
             https = url.startswith("https")
             if api_key and not https:
-                log.warning("Sending QDRANT_API_KEY to %s without TLS; use an https:// URL", url)
+                log.warning("Sending QDRANT_API_KEY to %s without TLS; use an https:// URL", redact_url(url))
             with warnings.catch_warnings():  # said once above, in our log, instead
                 warnings.filterwarnings("ignore", "Api key is used with an insecure", UserWarning)
                 self.client = QdrantClient(url=url, api_key=api_key, https=https,
                                            timeout=int(self.options.timeout), check_compatibility=False)
-            self.location = url
+            self.location = redact_url(url)  # shown in messages; the client keeps the real URL
         elif location is not None:
             path = None if location == ":memory:" else location
             self.client = QdrantClient(location=location) if path is None else QdrantClient(path=path)

@@ -182,6 +182,38 @@ def test_nothing_listening_is_said_plainly(world):
     assert f"127.0.0.1:{port}" in result.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize("command", [["info"], ["search", "--anatomy", "left-lung", "IMAGE"], ["ingest", "ARCHIVE"]])
+def test_credentials_in_a_qdrant_url_are_never_shown(world, command):
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [{"IMAGE": str(world.image), "ARCHIVE": str(world.archive)}.get(a, a) for a in command]
+    model = [] if command == ["info"] else ["--model", str(world.model)]
+    result = cli(world, *args, *model, "--qdrant-url", f"http://admin:hunter2SECRET@127.0.0.1:{port}")
+    assert_clean(world, result)
+    line = result.stderr.splitlines()[-1]  # after the retries' warnings
+    assert result.returncode == 1 and line.startswith("error: ") and f"http://***@127.0.0.1:{port}" in line
+    assert "hunter2SECRET" not in result.stdout + result.stderr and "admin" not in line
+
+
+def test_a_dicomweb_token_in_the_query_string_is_never_shown(world):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli(world, "ingest", f"http://127.0.0.1:{port}/dicom-web?access_token=s3cr3t-TOKEN", "--json",
+                 "--model", str(world.model))
+    assert_error(world, result, 1, f"http://127.0.0.1:{port}/dicom-web?access_token=***")
+    assert "s3cr3t-TOKEN" not in result.stdout + result.stderr
+
+
+def test_markup_in_a_file_name_is_shown_as_written(world, tmp_path):
+    """Rich markup in user text once broke the error line (a traceback) or changed what it said."""
+    odd = tmp_path / "x[red]y[bold].dcm"
+    odd.write_text("not a DICOM\n")
+    result = cli(world, "search", "--anatomy", "left-lung", str(odd), "--model", str(world.model))
+    assert_error(world, result, 1, "x[red]y[bold].dcm", "not a DICOM file")
+
+
 # ----------------------------------------------------------------------------- search and localize
 
 
