@@ -25,6 +25,7 @@ log = logging.getLogger("regionmir")
 
 IMAGE_MODALITIES = ("CR", "DX")  # what RegionMIR ingests; QIDO-RS is narrowed to these
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+QIDO_PAGE = 500  # results asked for per QIDO-RS request (a server may send fewer: we page on)
 _INSTANCE_PATH = re.compile(r"^(?P<root>.*)/studies/(?P<st>[^/]+)/series/(?P<se>[^/]+)/instances/(?P<sop>[^/]+)/?$")
 
 
@@ -158,10 +159,8 @@ def find_instances(client, query: Query) -> list[InstanceRef]:
         if not (valid_uid(st) and valid_uid(se)):
             log.warning("QIDO-RS returned a series without valid UIDs; skipped")
             continue
-        try:
-            found = client.search_for_instances(st, se, fields=["00080016"], get_remaining=True)
-        except Exception as e:  # requests.HTTPError, ConnectionError, ...
-            raise _http("QIDO-RS instance search", client.base_url, e) from None
+        found = _paged(client.search_for_instances, "QIDO-RS instance search", client,
+                       study_instance_uid=st, series_instance_uid=se, fields=["00080016"])
         for item in found:
             sop = _value(item, "00080018")
             if valid_uid(sop):
@@ -175,12 +174,37 @@ def _find_series(client, query: Query) -> list[dict]:
         filters = {"Modality": modality}
         if query.since is not None:
             filters["StudyDate"] = f"{query.since:%Y%m%d}-"
-        try:
-            out += client.search_for_series(study_instance_uid=query.study, search_filters=filters,
-                                            fields=["0020000D", "00080020"], get_remaining=True)
-        except Exception as e:
-            raise _http("QIDO-RS series search", client.base_url, e) from None
+        out += _paged(client.search_for_series, "QIDO-RS series search", client,
+                      study_instance_uid=query.study, search_filters=filters, fields=["0020000D", "00080020"])
     return out
+
+
+def _paged(search, action: str, client, **params) -> list[dict]:
+    """Every result of a QIDO-RS search, asked for page by page until a page brings nothing new.
+
+    A server may send fewer results than asked for per page, so only an empty page, or one that
+    holds nothing not seen before (a server that ignores ``offset`` sends its first page again and
+    again), ends the search: it always ends, after at most one request beyond the results.
+
+    Raises:
+        PacsError: a request failed.
+    """
+    import json
+
+    results, seen = [], set()
+    while True:
+        try:
+            page = search(**params, limit=QIDO_PAGE, offset=len(results))
+        except Exception as e:  # requests.HTTPError, ConnectionError, ...
+            raise _http(action, client.base_url, e) from None
+        new = [item for item in page if json.dumps(item, sort_keys=True) not in seen]
+        if not new:
+            if page:
+                log.warning("%s: the server sent results it had sent already (it ignores offset); "
+                            "%d results kept", action, len(results))
+            return results
+        seen.update(json.dumps(item, sort_keys=True) for item in new)
+        results += new
 
 
 def retrieve(client, ref: InstanceRef) -> bytes:

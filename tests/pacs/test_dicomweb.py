@@ -310,3 +310,62 @@ def test_dicomweb_over_tls_with_a_private_ca(pacs, tmp_path):
     n = len(Archive(pacs["folder"]).dicom_paths())
     assert json.loads(done.stdout)["ingested"] == n
     assert_same_as_folder(store_points(pacs["folder_home"]), store_points(tmp_path / "home"))
+
+
+class _Qido:
+    """A fault-injecting QIDO-RS server: ``per_page`` results at most per answer (fewer than asked
+    for, as some PACS send), or ``ignore_offset``: the first page again for every offset."""
+
+    def __init__(self, series: int, per_page: int, ignore_offset: bool = False):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        qido, self.requests = self, 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                qido.requests += 1
+                url = urlsplit(self.path)
+                offset = 0 if ignore_offset else int(parse_qs(url.query).get("offset", ["0"])[0])
+                if url.path.endswith("/instances"):
+                    se = url.path.split("/")[-2]
+                    items = [{"00080018": {"vr": "UI", "Value": [f"{se}.{k}"]}} for k in range(1, 4)]
+                else:  # one study per series; the CR search finds them all, the DX search none
+                    cr = "Modality=CR" in url.query
+                    items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{k}"]},
+                              "0020000E": {"vr": "UI", "Value": [f"1.2.{k}.1"]}} for k in range(1, series + 1) if cr]
+                body = json.dumps(items[offset:offset + per_page]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("ignore_offset", [False, True], ids=["short-pages", "ignores-offset"])
+def test_qido_paging_takes_every_page_and_always_ends(ignore_offset):
+    """Some servers send fewer results per page than asked for (page on until an empty one); one
+    that ignores ``offset`` sent its first page forever (13,562 requests in 20 s): it must end."""
+    from regionmir.pacs.dicomweb import Query, connect, find_instances
+
+    qido = _Qido(series=5, per_page=2, ignore_offset=ignore_offset)
+    try:
+        refs = find_instances(connect(qido.url), Query())
+    finally:
+        qido.close()
+    # all of it; from a server that ignores offset, what its first pages show (2 series, 2 instances each)
+    series, per_series = (2, 2) if ignore_offset else (5, 3)
+    assert {(r.study_uid, r.series_uid) for r in refs} == {(f"1.2.{k}", f"1.2.{k}.1") for k in range(1, series + 1)}
+    assert len(refs) == series * per_series
+    assert qido.requests < 40
