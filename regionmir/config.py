@@ -9,8 +9,18 @@ DEFAULT_COLLECTION = "regions"
 
 
 def home() -> Path:
-    """``$REGIONMIR_HOME``, default ``~/.regionmir`` (not created here)."""
-    return Path(os.environ.get("REGIONMIR_HOME") or Path.home() / ".regionmir").expanduser()
+    """``$REGIONMIR_HOME``, default ``~/.regionmir`` (not created here).
+
+    Raises:
+        RegionMIRError: a ``~user`` in it names no user, or no home folder can be found.
+    """
+    try:
+        return Path(os.environ.get("REGIONMIR_HOME") or Path.home() / ".regionmir").expanduser()
+    except RuntimeError as e:  # "Could not determine home directory."
+        from regionmir.errors import RegionMIRError
+
+        raise RegionMIRError(f"REGIONMIR_HOME={os.environ.get('REGIONMIR_HOME', '')!r} cannot be resolved "
+                             f"({e}): give a folder path, such as /data/regionmir.") from None
 
 
 def default_model_dir() -> Path:

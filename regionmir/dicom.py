@@ -180,13 +180,25 @@ def _check_image_header(path: str | Path, ds: Dataset) -> None:
         raise ImageReadError(path, f"{what} without Rows/Columns: no image in it "
                              "(or the header is truncated)")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    samples = int(ds.get("SamplesPerPixel") or 1)
+    samples = _count(path, ds, "SamplesPerPixel")
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(path, f"the image is {photometric} with {samples} sample(s) per "
                              f"pixel: {_NOT_GRAYSCALE}")
-    frames = int(ds.get("NumberOfFrames") or 1)
+    frames = _count(path, ds, "NumberOfFrames")
     if frames != 1:
         raise ImageReadError(path, f"the image has {frames} frames: {_NOT_GRAYSCALE}")
+
+
+def _count(path: str | Path, ds: Dataset, keyword: str) -> int:
+    """A count element of the header (1 when absent).
+
+    Raises:
+        ImageReadError: its value is not a whole number.
+    """
+    try:
+        return int(ds.get(keyword) or 1)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, f"its {keyword} is not a whole number: the header is damaged") from None
 
 
 # pip packages that give pydicom a decoder, by transfer syntax family

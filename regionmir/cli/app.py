@@ -51,6 +51,12 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # pydicom's notes on odd header values: our one error line says what matters
+        import warnings
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.split(".")[0] != "pydicom")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
 
 
 def main() -> None:

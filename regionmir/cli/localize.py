@@ -6,11 +6,14 @@ from pathlib import Path
 
 import typer
 
+from regionmir.cli.options import image_file
+
 
 def localize(
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="DICOM, PNG or JPEG of a frontal chest film."),
     model: Path = typer.Option(None, "--model", help="Model folder or localizer.onnx (default: $REGIONMIR_HOME/model)."),
-    preview: Path = typer.Option(None, "--preview", help="Write a PNG of the film with the predicted boxes."),
+    preview: Path = typer.Option(None, "--preview", dir_okay=False, callback=image_file,
+                                 help="Write a PNG of the film with the predicted boxes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (onnxruntime)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:

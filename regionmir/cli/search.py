@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from regionmir.cli.options import image_file
+
 
 def search(
     image: str = typer.Argument(..., help="Query image: DICOM (PNG/JPEG accepted), or a WADO-RS instance URL .../studies/UID/series/UID/instances/UID."),
@@ -19,7 +21,8 @@ def search(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=1000, help="Number of results."),
     exact: bool = typer.Option(False, "--exact", help="Exact (brute-force) search instead of HNSW."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON results only."),
-    montage: Path = typer.Option(None, "--montage", dir_okay=False, help="Write a PNG: query crop beside the top hits."),
+    montage: Path = typer.Option(None, "--montage", dir_okay=False, callback=image_file,
+                                 help="Write a PNG: query crop beside the top hits."),
     model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
     collection: str = typer.Option(None, "--collection", help="Collection \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),

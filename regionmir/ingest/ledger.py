@@ -145,8 +145,8 @@ class Ledger:
 
     def _header(self) -> str | None:
         try:
-            with self.path.open(encoding="utf-8") as handle:
-                return handle.readline().rstrip("\n") or None
+            with self.path.open("rb") as handle:
+                return handle.readline().decode("utf-8", "replace").rstrip("\n") or None
         except FileNotFoundError:
             return None
 
@@ -156,7 +156,8 @@ class Ledger:
         if end < len(data):  # a torn last line: cut it so the next append starts clean
             with self.path.open("r+b") as handle:
                 handle.truncate(end)
-        lines = [x for x in data[:end].decode("utf-8").split("\n")[1:] if x]  # [0] is the token
+        # a damaged byte spoils its line only: an entry that matches nothing, so that image is redone
+        lines = [x for x in data[:end].decode("utf-8", "replace").split("\n")[1:] if x]  # [0] is the token
         self.indexed = bool(lines) and lines[-1] == INDEXED
         return self._parse(x for x in lines if x != INDEXED)
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from regionmir.errors import RegionMIRError
 from regionmir.ingest.stages import ImageTask, Prepared, Preparer, Skipped
 
 
@@ -22,6 +23,7 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
     import multiprocessing as mp
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     window = 4 * workers + 4  # bounded read-ahead: memory stays flat on big archives
     ctx = mp.get_context("forkserver")
@@ -38,7 +40,14 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
             if len(pending) >= window:
                 break
         while pending:
-            result = pending.popleft().result()
+            try:
+                result = pending.popleft().result()
+            except BrokenProcessPool:
+                raise RegionMIRError(
+                    "A decode worker process died (killed by the system, perhaps for memory: see `dmesg`). "
+                    "Everything stored so far is in the ledger: rerun the same command to go on, with "
+                    "fewer --workers if memory is short."
+                ) from None
             nxt = next(it, None)
             if nxt is not None:
                 pending.append(pool.submit(_run_worker, nxt))

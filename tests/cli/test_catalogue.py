@@ -206,6 +206,21 @@ def test_a_dicomweb_token_in_the_query_string_is_never_shown(world):
     assert "s3cr3t-TOKEN" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("command", [["search", "--anatomy", "left-lung", "IMAGE", "--montage"], ["localize", "IMAGE", "--preview"]])
+@pytest.mark.parametrize("name", ["out.xyz", "out"])
+def test_an_image_output_pillow_cannot_write_is_refused_first(world, tmp_path, command, name):
+    """Once the search ran, then `--montage x.xyz` ended in a Pillow traceback."""
+    args = [str(world.image) if a == "IMAGE" else a for a in command]
+    result = cli(world, *args, str(tmp_path / name), "--model", str(world.model))
+    assert_error(world, result, 2, name, "name it .png")
+
+
+def test_a_home_with_an_unknown_user_is_one_line(world):
+    result = subprocess.run([str(CLI), "info", "--json"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "REGIONMIR_HOME": "~nosuchuser-rmir/x", "QDRANT_URL": ""})
+    assert_error(world, result, 1, "REGIONMIR_HOME='~nosuchuser-rmir/x'", "give a folder path")
+
+
 def test_markup_in_a_file_name_is_shown_as_written(world, tmp_path):
     """Rich markup in user text once broke the error line (a traceback) or changed what it said."""
     odd = tmp_path / "x[red]y[bold].dcm"
@@ -264,9 +279,14 @@ def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
     break_voi_lut(write_dicom(folder / "badlut.dcm", (ramp // 16).astype(np.uint8), bits_stored=8))
     write_dicom(folder / "nan.dcm", ramp, bits_stored=12, RescaleSlope="NaN", RescaleIntercept="0",
                 WindowCenter="2000", WindowWidth="4000")  # every pixel NaN: once a poison pill
+    frames = write_dicom(folder / "nframes.dcm", ramp, bits_stored=12, NumberOfFrames="1")
+    raw = frames.read_bytes()
+    at = raw.index(b"\x28\x00\x08\x00IS\x02\x00")  # (0028,0008) IS, 2 bytes: "1 " -> "a "
+    frames.write_bytes(raw[:at + 8] + b"a " + raw[at + 10:])
     return {"truncated.dcm": "truncated", "text.dcm": "not a DICOM file", "empty.dcm": "empty",
             "sr.dcm": "not an image", "rgb.dcm": "RGB", "multiframe.dcm": "2 frames",
-            "nopixels.dcm": "no pixel data", "badlut.dcm": "VOI LUT", "nan.dcm": "not a finite number"}
+            "nopixels.dcm": "no pixel data", "badlut.dcm": "VOI LUT", "nan.dcm": "not a finite number",
+            "nframes.dcm": "NumberOfFrames is not a whole number"}
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +296,7 @@ def bad_files(world):
 
 
 @pytest.mark.parametrize("name", ["truncated.dcm", "text.dcm", "empty.dcm", "sr.dcm", "rgb.dcm",
-                                  "multiframe.dcm", "nopixels.dcm", "badlut.dcm", "nan.dcm"])
+                                  "multiframe.dcm", "nopixels.dcm", "badlut.dcm", "nan.dcm", "nframes.dcm"])
 def test_a_bad_query_file_is_named_with_its_reason(world, bad_files, name):
     folder, reasons = bad_files
     result = cli(world, "search", "--anatomy", "left-lung", str(folder / name), "--model", str(world.model))

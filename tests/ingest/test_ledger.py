@@ -110,3 +110,17 @@ def test_shard_ledgers_are_separate_files_read_together(tmp_path, monkeypatch):
     assert fresh.done == set()  # the collection was re-created: other generations do not count
     for ledger in (owner, fresh, a):
         ledger.close()
+
+
+def test_a_damaged_byte_spoils_one_entry_not_the_ledger(tmp_path):
+    """A non-UTF-8 byte in the ledger (a bad disk sector, a stray write) once stopped every ingest."""
+    a, b = _tasks("files/a.dcm", "files/b.dcm")
+    ledger = Ledger(tmp_path / "l.done", "token")
+    ledger.mark([a, b])
+    ledger.close()
+    data = (tmp_path / "l.done").read_bytes()
+    cut = data.index(b"\n") + 1  # the first entry, after the token line
+    (tmp_path / "l.done").write_bytes(data[:cut] + b"\xff" + data[cut + 1:])
+    again = Ledger(tmp_path / "l.done", "token")
+    assert [again.has(t) for t in (a, b)] == [False, True]  # a is redone; b stays done
+    again.close()

@@ -474,3 +474,43 @@ def test_folders_named_by_the_patient_are_masked_in_any_layout(tiny_archive, tin
     shown = json.dumps(list(stored.values())) + report.read_text()
     shown += "".join(p.read_text() for p in (home / "ledgers").glob("*.done"))
     assert not [x for x in secrets if x in shown]
+
+
+def _worker_pids(home: Path, main: int) -> list[int]:
+    """Pool workers of the ingest ``main`` with ``home``: processes of its environment whose parent is
+    not ``main`` (the fork server's children; the fork server and resource tracker are main's)."""
+    needle, found = f"REGIONMIR_HOME={home}".encode(), []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle not in env.read_bytes().split(b"\0"):
+                continue
+            pid = int(env.parent.name)
+            ppid = int((env.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if pid != main and ppid != main:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the workers")
+def test_a_killed_worker_ends_the_ingest_with_one_line_and_a_rerun_resumes(tiny_archive, tiny_model, tmp_path):
+    """As the kernel's OOM killer does: kill -9 of one decode worker. Once a BrokenProcessPool traceback."""
+    home = tmp_path / "home"
+    env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": "", "REGIONMIR_HOME": str(home)}
+    proc = subprocess.Popen(_ingest_cmd(tiny_archive, tiny_model, "--batch-size", "1", "--workers", "2"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (workers := _worker_pids(home, proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers, "no worker process seen"
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert lines[-1].startswith("error: ") and "worker process" in lines[-1] and "rerun" in lines[-1], err
+    again = subprocess.run(_ingest_cmd(tiny_archive, tiny_model), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] + summary["ingested"] == len(labeled_regions(tiny_archive))
