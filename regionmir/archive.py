@@ -11,6 +11,7 @@ Scene graphs may also sit beside the DICOMs, and an archive may be a bare folder
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -56,8 +57,12 @@ class Archive:
         return sorted(p for p in base.rglob("*") if is_dicom_file(p))
 
     def relative(self, path: Path) -> str:
-        """``path`` relative to the archive root, with forward slashes."""
-        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        """``path`` (a file found under the root) relative to the root, with forward slashes.
+
+        Where the file lies in the archive, not where a symbolic link to it points: an archive
+        assembled from links to files elsewhere is read through them, and named by its own tree.
+        """
+        return Path(os.path.relpath(Path(path).absolute(), self.root.absolute())).as_posix()
 
     def scene_graph_path(self, dicom_id: str, dicom_path: Path | None = None) -> Path | None:
         """Where the scene graph of ``dicom_id`` is (also beside ``dicom_path``), or None."""

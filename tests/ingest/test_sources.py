@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from regionmir.archive import Archive
@@ -67,3 +69,18 @@ def test_shard_parser_names_the_option_it_refuses(text):
         parse_shard(text)
     with pytest.raises(ValueError, match=r"^SHARD must be"):
         parse_shard(text, "SHARD")
+
+
+def test_a_file_linked_from_outside_the_archive_is_planned_by_its_place_in_it(tiny_archive, tmp_path):
+    """A symlinked .dcm whose target lies elsewhere once aborted the plan with a traceback naming the
+    target's patient folder; it is an image of the archive, named by the link's path."""
+    archive = tmp_path / "archive"
+    shutil.copytree(tiny_archive, archive)
+    outside = Archive(tiny_archive).dicom_paths()[0]
+    link = archive / "files" / "p19" / "p19999999" / "s59999999" / "linked.dcm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    tasks, _ = plan(Archive(archive))
+    (linked,) = [t for t in tasks if t.image_id == "linked"]
+    assert linked.rel == "files/p19/p19999999/s59999999/linked.dcm"
+    assert len(tasks) == len(Archive(tiny_archive).dicom_paths()) + 1
