@@ -267,19 +267,28 @@ def _ingest_cmd(archive: Path, model: Path, *extra: str) -> list[str]:
     return [str(cli), "ingest", str(archive), "--model", str(model), "--json", *extra]
 
 
+def _proc_dirs_with_env(key: str, value: str):
+    """The /proc folders of processes whose environment has ``key=value`` (readable ones)."""
+    needle = f"{key}={value}".encode()
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in env.read_bytes().split(b"\0"):
+                yield env.parent
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+
+
 def processes_with_env(key: str, value: str, wait_s: float) -> list[str]:
     """Command lines of live processes whose environment has ``key=value``, after up to ``wait_s``."""
-    needle = f"{key}={value}".encode()
     deadline = time.monotonic() + wait_s
     while True:
         found = []
-        for env in Path("/proc").glob("[0-9]*/environ"):
+        for proc in _proc_dirs_with_env(key, value):
             try:
-                if needle in env.read_bytes().split(b"\0"):
-                    cmd = (env.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    if cmd and "(zombie)" not in (env.parent / "status").read_text():
-                        found.append(f"{env.parent.name}: {cmd[:120]}")
-            except OSError:  # gone meanwhile, or not ours to read
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if cmd and "(zombie)" not in (proc / "status").read_text():
+                    found.append(f"{proc.name}: {cmd[:120]}")
+            except OSError:
                 continue
         if not found or time.monotonic() > deadline:
             return found
@@ -479,13 +488,10 @@ def test_folders_named_by_the_patient_are_masked_in_any_layout(tiny_archive, tin
 def _worker_pids(home: Path, main: int) -> list[int]:
     """Pool workers of the ingest ``main`` with ``home``: processes of its environment whose parent is
     not ``main`` (the fork server's children; the fork server and resource tracker are main's)."""
-    needle, found = f"REGIONMIR_HOME={home}".encode(), []
-    for env in Path("/proc").glob("[0-9]*/environ"):
+    found = []
+    for proc in _proc_dirs_with_env("REGIONMIR_HOME", str(home)):
         try:
-            if needle not in env.read_bytes().split(b"\0"):
-                continue
-            pid = int(env.parent.name)
-            ppid = int((env.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            pid, ppid = int(proc.name), int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
             continue
         if pid != main and ppid != main:
