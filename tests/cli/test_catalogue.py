@@ -13,86 +13,17 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pydicom
 import pytest
+from helpers.catalogue import BOXED, CLI, SALT, assert_clean, assert_error, cli, points
 from helpers.dicom_files import PATIENT, break_voi_lut, write_dicom
 
-from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
-
-CLI = Path(sys.executable).parent / "regionmir"
-SALT = "catalogue-salt"
-BOXED = sum(a.boxed for a in Anatomy)  # regions the localizer places (29)
-
-
-def patient_values(archive: Path) -> set[str]:
-    """Names, ids and birth dates in the archive's DICOMs, plus those the bad files carry."""
-    values = set(PATIENT.values()) | {"Doe", "Jane"}
-    for path in Archive(archive).dicom_paths():
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        for key in ("PatientID", "PatientName", "PatientBirthDate"):
-            v = str(ds.get(key, "") or "").strip()
-            if len(v) >= 4:
-                values.add(v)
-    return values
-
-
-@pytest.fixture(scope="module")
-def world(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
-    """A model folder (encoder + localizer), a home with ``tiny_archive`` ingested, and the archive."""
-    root = tmp_path_factory.mktemp("catalogue")
-    model = root / "model"
-    shutil.copytree(tiny_model, model)
-    shutil.copy(Path(tiny_localizer) / "localizer.onnx", model / "localizer.onnx")
-    w = SimpleNamespace(root=root, model=model, archive=tiny_archive, home=root / "home",
-                        secrets=patient_values(tiny_archive))
-    done = cli(w, "ingest", str(tiny_archive), "--model", str(model), "--workers", "0", "--json")
-    assert done.returncode == 0, done.stderr
-    w.image = Archive(tiny_archive).dicom_paths()[0]
-    return w
-
-
-def cli(w, *args: str, home: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run the installed console script with ``w``'s home (or ``home``), no server, no terminal."""
-    env = {**os.environ, "REGIONMIR_HOME": str(home or w.home), "REGIONMIR_SALT": SALT,
-           "QDRANT_URL": "", "COLUMNS": "100"}
-    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def assert_clean(w, result: subprocess.CompletedProcess) -> None:
-    """No traceback and no patient data, on either stream."""
-    both = result.stdout + result.stderr
-    assert "Traceback" not in both, both
-    leaked = [v for v in w.secrets if v in both]
-    assert not leaked, f"patient data in the output: {leaked}"
-
-
-def assert_error(w, result, code: int, *mentions: str) -> str:
-    """Exit ``code`` and exactly one `error:` line on stderr that contains every ``mentions``."""
-    assert_clean(w, result)
-    lines = [x for x in result.stderr.splitlines() if x.strip()]
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for text in mentions:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-def points(w, home: Path | None = None) -> int:
-    """Points in the default collection of ``home``, counted through `regionmir info --json`."""
-    result = cli(w, "info", "--json", home=home)
-    assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
-    return sum(c["points"] for c in doc["collections"])
-
 
 # ----------------------------------------------------------------------------- usage errors
 
@@ -147,13 +78,13 @@ def not_qdrant():
     """An HTTP server on a free loopback port that answers 404 to everything, as a web server would."""
 
     class NotFound(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             self.send_response(404)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
             self.wfile.write(b"<html>not found</html>")
 
-        do_PUT = do_POST = do_GET  # noqa: N815
+        do_PUT = do_POST = do_GET
 
         def log_message(self, *args):
             pass
