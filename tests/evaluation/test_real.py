@@ -124,3 +124,78 @@ def test_cli_says_what_to_do_without_films_csv(tmp_path):
     done = subprocess.run([sys.executable, "-m", "regionmir", "evaluate-real", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "films.csv" in done.stderr
+
+
+def test_findings_pool_leaves_out_every_crop_of_the_query_patient():
+    """Patient a's two covid crops are near twins: neither may find the other (a's own film is no finding)."""
+    emb = np.array([[1, 0], [0.99, 0.14], [0.8, 0.6], [0, 1]], np.float32)  # a, a, c, b
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    out = findings_retrieval(emb, ["covid", "covid", "none", "covid"], ["a", "a", "c", "b"], k=1)
+    # a's pool is {c, b}: c ranks first and is not covid; b's pool {a, a, c}: c is nearest too
+    assert out["precision@1"] == 0.0 and out["hit_rate@1"] == 0.0 and out["queries"] == 4
+    assert out["chance_precision"] == pytest.approx((1 / 2 + 1 / 2 + 0 + 2 / 3) / 4)  # relevant / pool size
+    one_patient = findings_retrieval(emb, ["covid"] * 4, ["a"] * 4, k=1)
+    assert one_patient["queries"] == 0 and np.isnan(one_patient["precision@1"])  # no other patient: no query
+
+
+def _reference_findings(emb, findings, groups, k):
+    """A slow, obvious findings retrieval: per query, rank the other patients' crops by cosine."""
+    from math import comb
+
+    rows = []
+    for i in range(len(findings)):
+        pool = [j for j in range(len(findings)) if groups[j] != groups[i]]
+        if not pool:
+            continue
+        ranked = sorted(pool, key=lambda j: (-float(emb[i] @ emb[j]), j))
+        rel = [findings[j] == findings[i] for j in ranked]
+        n_rel = sum(rel)
+        hits = [sum(rel[:r]) / r for r in range(1, k + 1) if r <= len(rel) and rel[r - 1]]
+        draw = min(k, len(pool))
+        rows.append((sum(rel[:k]) / k, sum(hits) / min(k, n_rel) if n_rel else 0.0, float(any(rel[:k])),
+                     n_rel / len(pool), 1 - comb(len(pool) - n_rel, draw) / comb(len(pool), draw)))
+    return dict(zip([f"precision@{k}", f"map@{k}", f"hit_rate@{k}", "chance_precision", f"chance_hit_rate@{k}"],
+                    np.mean(rows, axis=0)), queries=len(rows))
+
+
+def test_findings_retrieval_matches_a_slow_reference_with_several_crops_per_patient():
+    rng = np.random.default_rng(7)
+    emb = rng.normal(size=(30, 4))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = [f"p{i}" for i in rng.integers(0, 8, 30)]  # about four crops a patient
+    findings = [("covid", "none", "pneumonia")[i] for i in rng.integers(0, 3, 30)]
+    got = findings_retrieval(emb, findings, groups, k=3)
+    want = _reference_findings(emb, findings, groups, k=3)
+    assert got.keys() == want.keys() and got["queries"] == want["queries"] == 30
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
+class _PixelEncoder:
+    """An encoder stand-in: a crop's embedding is its first two pixels, its anatomy always right lung."""
+
+    def embed(self, crops):
+        emb = crops.reshape(len(crops), -1)[:, :2].astype(np.float32)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True), np.zeros((len(crops), 1))
+
+    def predict_anatomy(self, logits):
+        from regionmir.anatomy import Anatomy
+
+        return [Anatomy.RIGHT_LUNG] * len(logits)
+
+
+def test_check_pools_findings_by_patient_not_by_film(tmp_path):
+    """Two films of one patient are one patient: the check must not let one find the other."""
+    from regionmir.evaluation.real.check import _encoder_part
+    from regionmir.evaluation.real.films import RealFilm
+
+    def result(name, group, finding, vec):
+        film = RealFilm(tmp_path / f"{name}.png", None, {}, "PA", finding, group, "test")
+        crop = np.tile(np.asarray(vec, np.float32), 8).reshape(4, 4)
+        return FilmResult(film, None, {}, {}, crops={"right-lung": (crop, "truth")})
+
+    results = [result("p1", "p", "covid", [1, 0]), result("p2", "p", "covid", [1, 0.01]),
+               result("r", "r", "none", [0.9, 0.3]), result("q", "q", "covid", [0, 1])]
+    out = _encoder_part(results, _PixelEncoder(), k=1)["findings"]["right-lung"]
+    assert out["queries"] == 4
+    assert out["precision@1"] == 0.0  # each p film's nearest other patient is r (none); q's too

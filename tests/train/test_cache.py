@@ -91,6 +91,37 @@ def test_a_version_1_cache_is_cut_again_and_says_why(split, tmp_path):
     assert again.image_ids == [sg.image_id for _, sg in pairs for r in sg.regions if r.anatomy in classes]
 
 
+BASE = {"seed": 3, "jitter": 0.08, "jitter_views": 1, "dtype": np.float16}
+
+
+@pytest.mark.parametrize("change", [{"seed": 4}, {"jitter": 0.2}, {"jitter_views": 2}, {"dtype": np.float32},
+                                    {"spec": CropSpec(size=32, context=0.3)}], ids=lambda c: next(iter(c)))
+def test_a_cache_cut_for_other_crops_is_never_served(split, tmp_path, change):
+    """The cache key stands for the crops: a run whose crops differ (another seed draws other
+    jitter boxes) must get its own crops, never the ones cut for an earlier run in the folder."""
+    scan, pairs, classes = split
+    settings = {**BASE, **change}
+    spec = settings.pop("spec", SPEC)
+    first = build_cropset(read_pixels(pairs), classes, SPEC, **BASE)
+    want = build_cropset(read_pixels(pairs), classes, spec, **settings)
+    assert first.views.shape != want.views.shape or (first.views != want.views).any()  # the crops differ
+    cut_split(scan, classes, SPEC, tmp_path, "train", **BASE)
+    reads = []
+
+    def read(path):
+        reads.append(path)
+        return next(read_pixels([(path, None)]))[0]
+
+    got = cut_split(scan, classes, spec, tmp_path, "train", read=read, **settings)
+    assert len(reads) == len(pairs)  # a miss: every image cut again
+    assert got.shape == want.views.shape and got.dtype == want.views.dtype
+    np.testing.assert_array_equal(got.rows(np.arange(len(got))), want.views)
+    reads.clear()
+    again = cut_split(scan, classes, spec, tmp_path, "train", read=read, **settings)
+    assert reads == []  # the same settings again: a hit, nothing cut
+    np.testing.assert_array_equal(again.rows(np.arange(len(again))), want.views)
+
+
 class _Epochs(Progress):
     """Records the epochs that ran."""
 
