@@ -4,9 +4,18 @@
 - :mod:`~regionmir.pacs.spool`: the durable folder of instances waiting for ingest
 - :mod:`~regionmir.pacs.source`: ingest sources (a DICOMweb service, a spool) for ``run_ingest``
 - :mod:`~regionmir.pacs.listener`: the C-STORE SCP (pynetdicom) behind `regionmir listen`
+- :mod:`~regionmir.pacs.gate`: who may connect to the listener, and how many connections each peer holds
 """
 
-from regionmir.pacs.dicomweb import InstanceRef, Query, connect, find_instances, is_url, parse_instance_url, retrieve
+from regionmir.pacs.dicomweb import (
+    InstanceRef,
+    Query,
+    connect,
+    find_instances,
+    is_url,
+    parse_instance_url,
+    retrieve,
+)
 from regionmir.pacs.spool import Spool
 
 __all__ = ["InstanceRef", "Query", "Spool", "connect", "find_instances", "is_url", "parse_instance_url", "retrieve"]

@@ -195,7 +195,7 @@ def _paged(search, action: str, client, **params) -> list[dict]:
     while True:
         try:
             page = search(**params, limit=QIDO_PAGE, offset=len(results))
-        except Exception as e:  # requests.HTTPError, ConnectionError, ...
+        except Exception as e:  # noqa: BLE001 - requests.HTTPError, ConnectionError, ...
             raise _http(action, client.base_url, e) from None
         new = [item for item in page if json.dumps(item, sort_keys=True) not in seen]
         if not new:

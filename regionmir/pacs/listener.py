@@ -6,7 +6,8 @@ A C-STORE is answered with success only after the file is fsync'd into the spool
 ``batch_seconds`` through the normal ingest (same point ids, same ledger, same report), and
 removes files once they are in the ledger or the report. On start the spool left by an
 earlier run (Ctrl-C, kill -9, power cut) is ingested first: nothing acknowledged is lost, and
-the ledger keeps a resent image from being stored twice.
+the ledger keeps a resent image from being stored twice. Every connection passes
+:class:`~regionmir.pacs.gate.PeerGate` first (allowed addresses, connections per peer).
 """
 
 from __future__ import annotations
@@ -31,6 +32,35 @@ IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
 }
 SUCCESS, OUT_OF_RESOURCES, NOT_SUPPORTED, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0x0122, 0xC000
+TOTAL_CONNECTIONS = 32  # connections all peers together may hold at once
+# seconds: a sender must send its A-ASSOCIATE-RQ (or answer a release) this soon after connecting,
+# and an association idle this long is aborted; pynetdicom's 30 / 60 s let idle sockets hold places
+ACSE_TIMEOUT, NETWORK_TIMEOUT, DIMSE_TIMEOUT = 10, 30, 30
+
+
+def check_ae_title(title: str) -> str:
+    """``title`` if it is a usable AE title for the listener, which also names its spool folder.
+
+    1 to 16 printable ASCII characters without a backslash (DICOM), and without a path separator,
+    ``..`` or spaces at either end (the spool folder ``listen-<AE>`` must stay in the spool folder).
+
+    Raises:
+        PacsError: the title is not usable; the message says why.
+    """
+    from regionmir.errors import PacsError
+
+    problem = None
+    if not 1 <= len(title) <= 16:
+        problem = f"has {len(title)} characters; an AE title has 1 to 16"
+    elif any(not " " <= c <= "~" for c in title):
+        problem = "has a character that is not printable ASCII"
+    elif any(c in title for c in "\\/") or ".." in title:
+        problem = "has a backslash, a slash or '..'"
+    elif title != title.strip():
+        problem = "starts or ends with a space"
+    if problem:
+        raise PacsError(f"AE title {title!r} {problem}; use letters, digits and _ (e.g. REGIONMIR).")
+    return title
 
 
 @dataclass(frozen=True)
@@ -39,14 +69,44 @@ class ListenConfig:
 
     port: int = 11112
     ae_title: str = "REGIONMIR"
-    host: str = "0.0.0.0"  # a PACS sends from another machine
+    host: str = "127.0.0.1"  # this machine only; a PACS elsewhere needs --host 0.0.0.0 (and --allow-peer)
     spool: Path | None = None  # None: $REGIONMIR_HOME/spool/listen-<ae_title>
     batch_seconds: float = 2.0  # ingest what arrived at most this often
     calling_aets: tuple[str, ...] = ()  # accept associations only from these AE titles; () all
+    allowed_peers: tuple[str, ...] = ()  # accept connections only from these IPs / CIDR blocks; () all
+    per_peer: int = 8  # connections one peer address may hold at once
     ingest: dict = field(default_factory=dict)  # IngestConfig fields: model, collection, qdrant_url, ...
 
     def spool_dir(self) -> Path:
         return Path(self.spool) if self.spool else config.home() / "spool" / f"listen-{self.ae_title}"
+
+
+def _allowed_peers(values: tuple[str, ...]) -> tuple:
+    """The ``--allow-peer`` values as networks.
+
+    Raises:
+        PacsError: a value that is not an IP address or CIDR block.
+    """
+    from regionmir.errors import PacsError
+    from regionmir.pacs.gate import parse_peer
+
+    try:
+        return tuple(parse_peer(v) for v in values)
+    except ValueError as e:
+        raise PacsError(f"--allow-peer: {e}") from None
+
+
+def _bind_error(cfg: ListenConfig, e: OSError):
+    """A PacsError naming the option to change: --host for an unknown or foreign address, else --port."""
+    import errno
+    import socket
+
+    from regionmir.errors import PacsError
+
+    where = f"Cannot listen on {cfg.host}:{cfg.port} ({e.strerror or type(e).__name__})"
+    if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+        return PacsError(f"{where}; --host takes an address of this machine (127.0.0.1, or 0.0.0.0 for all).")
+    return PacsError(f"{where}; pick a free port with --port.")
 
 
 def _status(code: int, comment: str):
@@ -62,6 +122,8 @@ class Listener:
     """The SCP plus its ingest thread. ``on_batch(summary)`` is called after every ingest pass."""
 
     def __init__(self, cfg: ListenConfig, on_batch: Callable | None = None):
+        check_ae_title(cfg.ae_title)  # before the spool folder named after it is made
+        self.allowed = _allowed_peers(cfg.allowed_peers)
         self.cfg = cfg
         self.spool = Spool(cfg.spool_dir())
         self.on_batch = on_batch or (lambda summary: None)
@@ -84,7 +146,7 @@ class Listener:
         try:
             ds = event.dataset
             ref = InstanceRef(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
-        except Exception:  # undecodable data set or missing UIDs
+        except Exception:  # noqa: BLE001 - undecodable data set or missing UIDs
             self.refused += 1
             return _status(CANNOT_UNDERSTAND, "data set without Study/Series/SOP Instance UIDs")
         if not all(valid_uid(u) for u in (ref.study_uid, ref.series_uid, ref.sop_uid)):
@@ -108,37 +170,54 @@ class Listener:
         """Ingest what an earlier run left in the spool, and start accepting associations.
 
         Raises:
-            PacsError: the port cannot be bound.
+            PacsError: the address cannot be bound.
             ModelError: no usable encoder (checked now, not at the first image).
         """
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-        from pynetdicom.presentation import StoragePresentationContexts
-        from pynetdicom.sop_class import Verification
-
-        from regionmir.errors import PacsError
         from regionmir.inference.encoder import load_encoder
 
         load_encoder(self.cfg.ingest.get("model"))  # fail now, not after acknowledging images
         removed = self.spool.clear_partial()
         if removed:
             log.info("removed %d partial spool files of an interrupted run (never acknowledged)", removed)
+        ae = self._application_entity()
+        self._thread = threading.Thread(target=self._ingest_loop, name="regionmir-ingest", daemon=True)
+        self._thread.start()  # first pass: what the spool holds from before
+        try:
+            self._server = self._serve(ae)
+        except OSError as e:
+            self.stop(drain=False)
+            raise _bind_error(self.cfg, e) from None
+
+    def _application_entity(self):
+        """The pynetdicom AE: our title, the calling titles allowed, short timeouts, every storage context."""
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES
+        from pynetdicom.presentation import StoragePresentationContexts
+        from pynetdicom.sop_class import Verification
+
         ae = AE(ae_title=self.cfg.ae_title)
         ae.require_called_aet = True
         if self.cfg.calling_aets:
             ae.require_calling_aet = list(self.cfg.calling_aets)
+        ae.acse_timeout, ae.network_timeout, ae.dimse_timeout = ACSE_TIMEOUT, NETWORK_TIMEOUT, DIMSE_TIMEOUT
+        ae.maximum_associations = 2 * TOTAL_CONNECTIONS  # the gate keeps the count; evicted ones end in ms
         for cx in StoragePresentationContexts:  # accept all, answer non-images with 0x0122
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
+        return ae
+
+    def _serve(self, ae):
+        """Bind and serve in a background thread, every connection passing the peer gate first."""
+        from pynetdicom import evt
+
+        from regionmir.pacs.gate import PeerGate, gated_server_class
+
+        gate = PeerGate(self.allowed, self.cfg.per_peer, TOTAL_CONNECTIONS)
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo)]
-        self._thread = threading.Thread(target=self._ingest_loop, name="regionmir-ingest", daemon=True)
-        self._thread.start()  # first pass: what the spool holds from before
-        try:
-            self._server = ae.start_server((self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers)
-        except OSError as e:
-            self.stop(drain=False)
-            raise PacsError(
-                f"Cannot listen on {self.cfg.host}:{self.cfg.port} ({e.strerror}); pick a free port with --port."
-            ) from None
+        server = ae.make_server((self.cfg.host, self.cfg.port), evt_handlers=handlers,
+                                server_class=gated_server_class(gate))
+        threading.Thread(target=server.serve_forever, name="regionmir-scp", daemon=True).start()
+        ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it
+        return server
 
     def stop(self, drain: bool = True) -> None:
         """Stop accepting; with ``drain``, ingest what was received before returning."""

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 from regionmir.errors import PacsError
 from regionmir.ingest.sources import shard_of
 from regionmir.ingest.stages import ImageTask, Skipped
-from regionmir.pacs.dicomweb import InstanceRef, Query, connect, find_instances, retrieve
+from regionmir.pacs.dicomweb import (
+    InstanceRef,
+    Query,
+    connect,
+    find_instances,
+    retrieve,
+)
 from regionmir.pacs.spool import Spool
 
 if TYPE_CHECKING:

@@ -54,12 +54,21 @@ class Spool:
         created = [p for p in (out.parent.parent, out.parent) if not p.is_dir()]
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if self.durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, out)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, out)
+        except OSError:  # a full disk: the sender is told, and no partial file stays behind
+            tmp.unlink(missing_ok=True)
+            for folder in reversed(created):  # nor the folders made for it
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+            raise
         if self.durable:
             _fsync_dir(out.parent)
             for folder in created:  # a new folder's entry lives in its parent

@@ -144,16 +144,28 @@ class Listen:
     """`regionmir --verbose listen --json` in a subprocess; its JSON lines arrive on a queue (stderr: the log)."""
 
     def __init__(self, home: Path, model: Path, port: int, batch_seconds: float = 0.2, extra: list[str] = (),
-                 sigint_ignored: bool = False):
-        cmd = [CLI, "--verbose", "listen", "--port", str(port), "--host", "127.0.0.1", "--ae-title", AET, "--model", str(model),
+                 sigint_ignored: bool = False, host: str | None = "127.0.0.1", prefix: list[str] = (),
+                 file_size_limit: int | None = None):
+        """``host`` None: the default bind address; ``prefix``: a command to run the listener under
+        (strace); ``file_size_limit``: RLIMIT_FSIZE of the listener (writes past it fail, as on a full disk)."""
+        where = ["--host", host] if host else []
+        cmd = [*prefix, CLI, "--verbose", "listen", "--port", str(port), *where, "--ae-title", AET, "--model", str(model),
                "--json", "--batch-seconds", str(batch_seconds), *extra]
-        # sigint_ignored: started as a script's background job (`regionmir listen &`) inherits SIGINT ignored
-        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+
+        def preexec() -> None:
+            if sigint_ignored:  # started as a script's background job (`regionmir listen &`) inherits SIGINT ignored
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if file_size_limit is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
         self.proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=ignore)
+                                     preexec_fn=preexec)  # noqa: PLW1509 - async-signal-safe calls only
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        assert self.next_event(30)["event"] == "listening"
+        self.started = self.next_event(30)  # the "listening" line: host, port, spool
+        assert self.started["event"] == "listening"
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -179,6 +191,23 @@ class Listen:
         self.proc.send_signal(sig)
         _, err = self.proc.communicate(timeout=60)
         return err
+
+
+def echo(port: int, source: str = "127.0.0.1", calling: str = "ECHOSCU") -> int | None:
+    """C-ECHO status from a sender at address ``source`` (any 127.x.y.z on Linux), or None when no
+    association was established."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AET, bind_address=(source, 0))
+    if not assoc.is_established:
+        return None
+    status = assoc.send_c_echo()
+    assoc.release()
+    return int(status.Status) if "Status" in status else None
 
 
 def send(port: int, files: list[Path], stop_after: int | None = None) -> dict[str, int]:

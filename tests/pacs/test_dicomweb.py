@@ -369,3 +369,103 @@ def test_qido_paging_takes_every_page_and_always_ends(ignore_offset):
     assert {(r.study_uid, r.series_uid) for r in refs} == {(f"1.2.{k}", f"1.2.{k}.1") for k in range(1, series + 1)}
     assert len(refs) == series * per_series
     assert qido.requests < 40
+
+
+@pytest.mark.parametrize("url", ["http://s3cr3t-TOKEN@pacs.example:8042/dicom-web",
+                                 "https://:s3cr3t-TOKEN@pacs.example/dicom-web",
+                                 "https://radiology:s3cr3t-TOKEN@pacs.example/dicom-web"],
+                         ids=["bare-token", "token-as-password", "user-and-password"])
+def test_any_credential_in_the_url_userinfo_is_refused(url):
+    """A bare token (``http://TOKEN@host``) is as secret as a password: refused, never echoed."""
+    with pytest.raises(PacsError, match="REGIONMIR_DICOMWEB_TOKEN") as e:
+        check_url(url)
+    assert "s3cr3t-TOKEN" not in str(e.value)
+
+
+class _PagingQido:
+    """A QIDO-RS server that pages as the standard says: ``limit`` results from ``offset`` on (at
+    most ``cap``, as servers bound their pages), an empty answer past the end. ``series`` CR
+    series, each with one instance but the first, which has ``big`` instances."""
+
+    def __init__(self, series: int, big: int, cap: int = 1000):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        qido, self.limits = self, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                offset, limit = int(query.get("offset", ["0"])[0]), int(query.get("limit", [str(cap)])[0])
+                qido.limits.append(limit)
+                if url.path.endswith("/instances"):
+                    se = url.path.split("/")[-2]
+                    n = big if se == "1.2.1.1" else 1
+                    items = [{"00080018": {"vr": "UI", "Value": [f"{se}.{k}"]}} for k in range(1, n + 1)]
+                else:
+                    cr = "Modality=CR" in url.query
+                    items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{k}"]},
+                              "0020000E": {"vr": "UI", "Value": [f"1.2.{k}.1"]}} for k in range(1, series + 1) if cr]
+                body = json.dumps(items[offset:offset + min(limit, cap)]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_qido_takes_every_page_of_a_server_that_pages_properly():
+    """More series, and more instances in one series, than one page holds: every one is found
+    (reading the first page only found 500 of each)."""
+    from regionmir.pacs.dicomweb import QIDO_PAGE, Query, connect, find_instances
+
+    series, big = QIDO_PAGE + 3, 2 * QIDO_PAGE + 7
+    qido = _PagingQido(series, big)
+    try:
+        refs = find_instances(connect(qido.url), Query())
+    finally:
+        qido.close()
+    assert len({(r.study_uid, r.series_uid) for r in refs}) == series
+    assert len(refs) == len(set(refs)) == big + series - 1
+    assert {f"1.2.1.1.{k}" for k in range(1, big + 1)} <= {r.sop_uid for r in refs}
+    assert set(qido.limits) == {QIDO_PAGE}  # we ask for pages, not for everything at once
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_regionmir_dicomweb_ca_wins_over_a_system_ca_bundle(monkeypatch, tmp_path, variable):
+    """Hospital machines set REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE to the system bundle; plain
+    requests lets it replace the session's own, which silently ignored REGIONMIR_DICOMWEB_CA."""
+    import certifi
+    from helpers.tls_proxy import openssl_missing, tls_front
+
+    from regionmir.pacs.dicomweb import Query, connect, find_instances
+
+    if openssl_missing():
+        pytest.skip(openssl_missing())
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "REGIONMIR_DICOMWEB_CA", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, certifi.where())  # a valid bundle without our private root
+    qido = _PagingQido(series=2, big=2)
+    try:
+        with tls_front(qido.base, tmp_path / "tls") as (base, ca):
+            with pytest.raises(PacsError, match="REGIONMIR_DICOMWEB_CA"):  # the premise: the bundle is in play
+                find_instances(connect(f"{base}/dicom-web"), Query())
+            monkeypatch.setenv("REGIONMIR_DICOMWEB_CA", str(ca))
+            refs = find_instances(connect(f"{base}/dicom-web"), Query())
+    finally:
+        qido.close()
+    assert len(refs) == 3
