@@ -122,40 +122,103 @@ def write_scene_graph(sg: SceneGraph, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- reading
 
 
-def _findings_of(entry: dict) -> tuple[set[str], list[str]]:
+def _entries(data: dict, key: str, source: str) -> list[dict]:
+    """``data[key]`` (absent: empty) checked to be a list of at most MAX_ENTRIES JSON objects.
+
+    A scene graph has one object per region (36 at most): a longer list is not one, and
+    would cost time and memory for every entry.
+
+    Raises:
+        AnnotationError: not a list, too long, or holding something other than objects.
+    """
+    entries = data.get(key) or []
+    if not isinstance(entries, list):
+        raise AnnotationError(f"{source}: {key!r} must be a list of JSON objects, found {_kind(entries)}")
+    if len(entries) > MAX_ENTRIES:
+        raise AnnotationError(f"{source}: {key!r} has {len(entries)} entries; a scene graph has one per "
+                              f"region (at most {MAX_ENTRIES} are read): is this the right file?")
+    odd = next((e for e in entries if not isinstance(e, dict)), None)
+    if odd is not None:
+        raise AnnotationError(f"{source}: {key!r} must be a list of JSON objects, found {_kind(odd)} in it")
+    return entries
+
+
+def _kind(value) -> str:
+    """A JSON value's type in words, for messages (never the value: it may be long)."""
+    names = {str: "a string", bool: "true/false", int: "a number", float: "a number", list: "a list",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _list_field(entry: dict, key: str, source: str) -> list:
+    """``entry[key]`` as a list (absent: empty).
+
+    Raises:
+        AnnotationError: it is something else.
+    """
+    value = entry.get(key) or []
+    if not isinstance(value, list):
+        raise AnnotationError(f"{source}: the {key!r} of {entry.get('bbox_name')!r} must be a list, "
+                              f"found {_kind(value)}")
+    return value
+
+
+def _findings_of(entry: dict, source: str = "<dict>") -> tuple[set[str], list[str]]:
     """Findings marked "yes" and the phrases of one attributes entry."""
     found: set[str] = set()
-    raw = entry.get("attributes") or []
+    raw = _list_field(entry, "attributes", source)
     flat = [a for group in raw for a in (group if isinstance(group, list) else [group])]
     for label in flat:
         parts = str(label).split("|")
         if len(parts) == 3 and parts[1] == "yes" and parts[0] in FINDING_CATEGORIES:
             found.add(parts[2])
-    return found, [str(p) for p in entry.get("phrases") or []]
+    return found, [str(p) for p in _list_field(entry, "phrases", source)]
 
 
 def scene_graph_from_dict(data: dict, source: str = "<dict>") -> SceneGraph:
     """Parse the Chest ImaGenome JSON structure.
 
     Raises:
-        AnnotationError: required fields are missing.
+        AnnotationError: required fields are missing, or ``objects``/``attributes`` are not
+            lists of JSON objects (or are far longer than a scene graph's).
     """
-    try:
-        image_id = str(data["image_id"])
-        objects = list(data["objects"])
-    except (KeyError, TypeError) as e:
-        raise AnnotationError(f"{source}: not a Chest ImaGenome scene graph (missing {e})") from None
+    if "image_id" not in data or "objects" not in data:
+        missing = "image_id" if "image_id" not in data else "objects"
+        raise AnnotationError(f"{source}: not a Chest ImaGenome scene graph (missing {missing!r})")
+    image_id = str(data["image_id"])
+    objects = _entries(data, "objects", source)
+    notes = _notes_by_anatomy(_entries(data, "attributes", source), source)
+    width, height = _image_size(data)
+    regions, dropped = _regions(objects, notes, width, height)
+    if dropped:
+        log.warning("%s: dropped %d box(es): %s", source, len(dropped), "; ".join(dropped))
+    return SceneGraph(
+        image_id=image_id, study_id=str(data.get("study_id", "")),
+        patient_id=str(data.get("patient_id", "")), viewpoint=str(data.get("viewpoint") or ""),
+        width=width, height=height, regions=tuple(regions), gender=data.get("gender"),
+        age_decile=data.get("age_decile"), reason_for_exam=data.get("reason_for_exam"),
+        dropped=tuple(dropped),
+    )
+
+
+def _notes_by_anatomy(attributes: list[dict], source: str) -> dict[Anatomy, tuple[set[str], list[str]]]:
+    """Findings and phrases of the ``attributes`` entries, merged per anatomy."""
     notes: dict[Anatomy, tuple[set[str], list[str]]] = {}
-    for entry in data.get("attributes") or []:
+    for entry in attributes:
         try:
             anatomy = Anatomy.parse(entry.get("bbox_name", ""))
         except UnknownAnatomyError:
             continue
-        found, phrases = _findings_of(entry)
+        found, phrases = _findings_of(entry, source)
         old = notes.get(anatomy, (set(), []))
         notes[anatomy] = (old[0] | found, old[1] + phrases)
-    width, height = _image_size(data)
-    regions, dropped = [], []
+    return notes
+
+
+def _regions(objects: list[dict], notes: dict, width: int, height: int) -> tuple[list[Region], list[str]]:
+    """``(regions, dropped)``: the usable boxes in file order, and reasons for the others."""
+    regions: list[Region] = []
+    dropped: list[str] = []
     for obj in objects:
         try:
             anatomy = Anatomy.parse(obj["bbox_name"])
@@ -172,18 +235,12 @@ def scene_graph_from_dict(data: dict, source: str = "<dict>") -> SceneGraph:
             continue
         found, phrases = notes.get(anatomy, (set(), []))
         regions.append(Region(anatomy, clipped, tuple(sorted(found)), tuple(phrases)))
-    if dropped:
-        log.warning("%s: dropped %d box(es): %s", source, len(dropped), "; ".join(dropped))
-    return SceneGraph(
-        image_id=image_id, study_id=str(data.get("study_id", "")),
-        patient_id=str(data.get("patient_id", "")), viewpoint=str(data.get("viewpoint") or ""),
-        width=width, height=height, regions=tuple(regions), gender=data.get("gender"),
-        age_decile=data.get("age_decile"), reason_for_exam=data.get("reason_for_exam"),
-        dropped=tuple(dropped),
-    )
+    return regions, dropped
 
 
 _UNBOUNDED = 10**9  # the "image size" used to validate boxes of an image of unknown size
+MAX_ENTRIES = 1000  # objects/attributes read from one scene graph (Chest ImaGenome has 36 regions)
+MAX_BYTES = 16 * 2**20  # a real scene graph, relationships and all, is well under 1 MB
 
 
 def _image_size(data: dict) -> tuple[int, int]:
@@ -203,14 +260,20 @@ def read_scene_graph(path: str | Path) -> SceneGraph:
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise AnnotationError(f"Scene graph {path} is {size / 2**20:.0f} MB; scene graphs are far smaller "
+                                  f"(at most {MAX_BYTES // 2**20} MB are read): is this the right file?")
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AnnotationError(f"Scene graph {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AnnotationError(f"Scene graph {path} is not valid JSON: {e}") from None
+    except RecursionError:  # '[' * 100000: the parser gives up, as it should
+        raise AnnotationError(f"Scene graph {path} nests lists or objects too deeply to be a scene graph") from None
     if not isinstance(data, dict):
         raise AnnotationError(f"Scene graph {path} is not a JSON object")
-    return scene_graph_from_dict(data, source=str(path))
+    return scene_graph_from_dict(data, source=f"Scene graph {path}")
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?")

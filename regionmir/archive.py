@@ -143,12 +143,15 @@ def is_dicom_file(path: Path) -> bool:
     """True for a regular file named ``*.dcm``/``*.dicom`` (any case) or holding the DICOM preamble.
 
     A file that cannot be opened counts as DICOM when its name says so (the ingest reports it),
-    and as not DICOM otherwise.
+    and as not DICOM otherwise. A symbolic link whose target is missing is such a file: named
+    ``*.dcm``, it is reported, not silently passed over.
     """
     name = path.name
-    if name.startswith(".") or name.upper() == "DICOMDIR" or not path.is_file():
+    if name.startswith(".") or name.upper() == "DICOMDIR":
         return False
     suffix = path.suffix.lower()
+    if not path.is_file():
+        return suffix in (".dcm", ".dicom") and dangling_link(path)
     if suffix in (".dcm", ".dicom"):
         return True
     if suffix in NOT_DICOM_SUFFIXES:
@@ -159,6 +162,11 @@ def is_dicom_file(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:] == b"DICM"
+
+
+def dangling_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link to nothing (a target moved or deleted)."""
+    return path.is_symlink() and not path.exists()
 
 
 def write_split(root: str | Path, name: str, rows: list[SplitRow]) -> Path:

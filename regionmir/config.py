@@ -23,6 +23,29 @@ def home() -> Path:
                              f"({e}): give a folder path, such as /data/regionmir.") from None
 
 
+def require_home() -> Path:
+    """:func:`home`, refused when it is a file (or under one), for the commands that use it.
+
+    Without this check ``REGIONMIR_HOME=/etc/hostname`` reads as an empty home ("no store",
+    "no model"), which sends a person looking for the wrong fault. :func:`home` itself stays
+    lenient so that `regionmir doctor` can report the problem among its checks.
+
+    Raises:
+        RegionMIRError: the home, or its nearest existing parent, is not a folder.
+    """
+    path = home()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # a home that does not exist yet is made on first use
+    if existing.exists() and not existing.is_dir():
+        from regionmir.errors import RegionMIRError
+
+        what = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise RegionMIRError(f"REGIONMIR_HOME is not a folder: {path} {what}. Set REGIONMIR_HOME to a "
+                             "folder (it is created when missing), such as ~/.regionmir.")
+    return path
+
+
 def default_model_dir() -> Path:
     """Folder of the default model (``encoder.onnx``, ``localizer.onnx``, reports)."""
     return home() / "model"

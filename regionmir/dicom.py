@@ -24,12 +24,15 @@ their bit depth (8-bit /255, 16-bit /65535); RGB is converted to grey.
 from __future__ import annotations
 
 import math
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -89,8 +92,9 @@ def read_header(path: str | Path) -> DicomHeader:
         with _open_picture(path) as im:
             return _picture_header(im)
     ds = _dcmread(path, stop_before_pixels=True)
-    _check_image_header(path, ds)
-    return _header(ds)
+    with _damaged_elements(path):
+        _check_image_header(path, ds)
+        return _header(ds)
 
 
 def read_image(path: str | Path) -> Radiograph:
@@ -104,6 +108,12 @@ def read_image(path: str | Path) -> Radiograph:
         with _open_picture(path) as im:
             return Radiograph(str(path), _picture_header(im), _picture_pixels(path, im))
     ds = _dcmread(path)
+    with _damaged_elements(path):
+        return _radiograph(path, ds)
+
+
+def _radiograph(path: str | Path, ds: Dataset) -> Radiograph:
+    """The checked, decoded and windowed image of a parsed DICOM."""
     _check_image_header(path, ds)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageReadError(path, "the DICOM has no pixel data (the file may be truncated)")
@@ -162,6 +172,22 @@ def _dcmread(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
     except Exception as e:  # pydicom raises many types for a damaged file
         raise ImageReadError(path, f"the DICOM cannot be parsed ({type(e).__name__}); "
                              "the file may be truncated or corrupt") from None
+
+
+@contextmanager
+def _damaged_elements(path: str | Path):
+    """Turn pydicom's late value errors into ImageReadError.
+
+    pydicom converts an element's bytes on first access, so an element of impossible length
+    (a US value of 1 byte) fails wherever the header is read, not when the file is parsed.
+    """
+    try:
+        yield
+    except BytesLengthException as e:
+        tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(e))
+        where = f"element {tag.group(0)}" if tag else "an element"
+        raise ImageReadError(path, f"its header is damaged: {where} has a value of the wrong length "
+                             "for its type") from None
 
 
 def _check_image_header(path: str | Path, ds: Dataset) -> None:

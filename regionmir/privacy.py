@@ -26,10 +26,24 @@ def salt(path: Path | None = None) -> bytes:
     path = path or home() / "salt"
     if not path.exists():
         _create_salt(path)
-    key = path.read_text().strip().encode()
+    return read_salt(path)
+
+
+def read_salt(path: Path) -> bytes:
+    """The salt in the file ``path``; ingest, search and `regionmir doctor` refuse a damaged one alike.
+
+    Raises:
+        RegionMIRError: ``path`` is a folder, is not UTF-8 text, or is empty (the message says what to do).
+    """
+    fix = "Restore it from a backup of this installation (pseudonyms depend on it) or delete it to start anew."
+    if path.is_dir():
+        raise RegionMIRError(f"The salt file {path} is a folder, not a file. {fix}")
+    try:
+        key = path.read_bytes().decode("utf-8").strip().encode()
+    except UnicodeDecodeError:  # a salt is written as hex text: these bytes are damage
+        raise RegionMIRError(f"The salt file {path} is not text (damaged?). {fix}") from None
     if not key:
-        raise RegionMIRError(f"The salt file {path} is empty. Restore it from a backup of this "
-                             "installation (pseudonyms depend on it) or delete it to start anew.")
+        raise RegionMIRError(f"The salt file {path} is empty. {fix}")
     return key
 
 
@@ -71,11 +85,8 @@ def mask_path(rel: str, *patient: str | None) -> str:
     ``patient`` holds the file's own PatientID, PatientName and PatientBirthDate (any of them;
     :attr:`regionmir.dicom.DicomHeader.patient_values`). A folder, or the file's name less its
     suffix, names the patient when it is a MIMIC-CXR subject folder (``p10000032``, which is the
-    PatientID there) or holds one of those values, compared without case or separators: a
-    name part or id of four or more letters and digits anywhere in it (``PAT9876_chest``,
-    ``DOE^JOHN_19450101``), a shorter one as a whole word (``A12``), a number (an id, a birth
-    date, also written ``1950-03-04``, ``04.03.1950`` or ``03-04-1950``) as a whole number. A
-    DICOM UID (``1.2.840....``: the parts of a WADO-RS path) names no one and is kept. So
+    PatientID there) or holds one of those values (:func:`names_patient`). A DICOM UID
+    (``1.2.840....``: the parts of a WADO-RS path) names no one and is kept. So
     ``files/p10/p10000032/s5.../x.dcm`` is kept as ``files/p10/*/s5.../x.dcm``, and
     :func:`regionmir.archive.resolve_path` finds the file again under the archive root.
     """
@@ -86,9 +97,51 @@ def mask_path(rel: str, *patient: str | None) -> str:
         stem, dot, suffix = part.rpartition(".") if last and "." in part else (part, "", "")
         if _UID.fullmatch(part):
             continue
-        if _PATIENT_DIR.fullmatch(stem) or (needles and _names_patient(stem, needles)):
+        if _PATIENT_DIR.fullmatch(stem) or _names_patient(stem, needles):
             parts[k] = "*" + dot + suffix
     return "/".join(parts)
+
+
+def names_patient(text: str, *patient: str | None) -> bool:
+    """Whether ``text`` (a folder or file name) names the patient of header values ``patient``.
+
+    Compared without case or separators: a value or name part of three or more letters or
+    digits anywhere in it (``PAT9876_chest``, ``A12stuff``, ``DOE^JOHN_19450101``, a birth date
+    also written ``1950-03-04``, ``04.03.1950`` or ``03-04-1950``), a shorter one as a whole
+    word (``Li``, id ``7``); a MIMIC-CXR subject folder (``p10000032``) always. Too short a
+    value to tell from chance is all that is ever kept: a false match only hides a name.
+    """
+    return bool(_PATIENT_DIR.fullmatch(text)) or _names_patient(text, _needles(patient))
+
+
+def hashed(text: str, kind: str, key: bytes | None = None) -> str:
+    """``kind-`` and 20 hex digits of a salted hash of ``text``: a stable stand-in that names no one.
+
+    Under one salt the same ``text`` always gets the same stand-in, so reruns, the ledger and a
+    search's lookup of a query agree; without the salt it cannot be guessed back from a list of
+    names or ids. ``kind`` ("img", "path") keeps stand-ins of different things apart.
+    """
+    key = salt() if key is None else key
+    return f"{kind}-" + hmac.new(key, f"{kind}:{text}".encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def shown_image_id(image_id: str, *patient: str | None, hash_all: bool = False) -> str:
+    """The image id payloads and reports show for a file whose stem is ``image_id``.
+
+    The stem itself (a MIMIC ``dicom_id``, ``IM000001``, a SOPInstanceUID) unless it names the
+    patient (a file named by its PatientID, ``12345678.dcm``) or ``hash_all`` (a collection of
+    ``--hash-paths``): then its salted hash (:func:`hashed`). Search computes the same from the
+    query file, so a query finds its own stored regions either way.
+    """
+    if hash_all or (not _UID.fullmatch(image_id) and names_patient(image_id, *patient)):
+        return hashed(image_id, "img")
+    return image_id
+
+
+def shown_path(rel: str, *patient: str | None, hash_all: bool = False) -> str:
+    """The path payloads, reports and the ledger show: :func:`mask_path`, or with ``hash_all``
+    its salted hash (montages then cannot find the image: the price of showing no name at all)."""
+    return hashed(rel, "path") if hash_all else mask_path(rel, *patient)
 
 
 def _plain(text: str) -> str:
@@ -96,9 +149,9 @@ def _plain(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
 
-def _needles(values) -> tuple[set[str], set[str]]:
-    """(words and names to look for, numbers to look for) of the patient's header values."""
-    words, numbers = set(), set()
+def _needles(values) -> set[str]:
+    """The plain forms (:func:`_plain`) to look for of the patient's header values and name parts."""
+    needles = set()
     for value in values:
         value = str(value or "").strip()
         if not value:
@@ -108,33 +161,20 @@ def _needles(values) -> tuple[set[str], set[str]]:
             pieces += [value[6:] + value[4:6] + value[:4], value[4:6] + value[6:] + value[:4]]
         for piece in map(_plain, pieces):
             if len(piece) >= 2 or (piece and piece == _plain(value)):
-                (numbers if piece.isdigit() else words).add(piece)
-    return words, numbers
+                needles.add(piece)
+    return needles
 
 
-def _names_patient(part: str, needles: tuple[set[str], set[str]]) -> bool:
-    """Whether one path part holds one of ``needles`` (see :func:`mask_path`)."""
-    words, numbers = needles
+SHORT = 3  # a value of fewer letters or digits is looked for as a whole word only
+
+
+def _names_patient(part: str, needles: set[str]) -> bool:
+    """Whether one path part holds one of ``needles`` (see :func:`names_patient`)."""
+    if not needles:
+        return False
     tokens = [_plain(t) for t in re.split(r"[\W_]+", part) if t]
     plain = "".join(tokens)
-    if any(w in tokens or (len(w) >= 4 and w in plain) for w in words):
-        return True
-    runs = _number_runs(tokens)
-    return any(n in runs for n in numbers)
-
-
-def _number_runs(tokens: list[str]) -> set[str]:
-    """Each number of ``tokens``, and each run of up to three neighbouring numbers written together
-    (``1950``, ``03``, ``04`` -> ``19500304``): how a date or an id split by separators reads."""
-    runs = set()
-    for i, token in enumerate(tokens):
-        joined = ""
-        for t in tokens[i:i + 3]:
-            if not t.isdigit():
-                break
-            joined += t
-            runs.add(joined)
-    return runs
+    return any(n in tokens or (len(n) >= SHORT and n in plain) for n in needles)
 
 
 _URL = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)

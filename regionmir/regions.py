@@ -71,12 +71,15 @@ class Box:
         """Parse ``"x1,y1,x2,y2"`` (brackets and spaces allowed).
 
         Raises:
-            ValueError: not four numbers, or ``x2 <= x1`` / ``y2 <= y1``.
+            ValueError: not four finite numbers, or ``x2 <= x1`` / ``y2 <= y1``.
         """
         parts = [p for p in text.strip().strip("[]()").replace(" ", ",").split(",") if p]
         if len(parts) != 4:
             raise ValueError(f"a box is four numbers x1,y1,x2,y2; got {text!r}")
         box = cls(*(float(p) for p in parts))
+        if not all(math.isfinite(v) for v in (box.x1, box.y1, box.x2, box.y2)):  # nan, inf, 1e400
+            raise ValueError(f"box {text!r} has a coordinate that is not a finite number: "
+                             "give pixel positions, such as 120,40,200,180")
         if not (box.x2 > box.x1 and box.y2 > box.y1):
             raise ValueError(f"box {text!r} is empty: need x2 > x1 and y2 > y1")
         return box

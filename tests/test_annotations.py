@@ -10,6 +10,8 @@ import pytest
 
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import (
+    MAX_BYTES,
+    MAX_ENTRIES,
     Region,
     SceneGraph,
     read_gold_csv,
@@ -136,6 +138,45 @@ def test_bad_scene_graph_files(tmp_path, content, message):
     path = tmp_path / "bad_SceneGraph.json"
     path.write_text(content)
     with pytest.raises(AnnotationError, match=message):
+        read_scene_graph(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"image_id": "x", "objects": "notalist"}', "'objects' must be a list of JSON objects, found a string$"),
+    ('{"image_id": "x", "objects": ["x", 5]}', "'objects' must be a list of JSON objects, found a string in it"),
+    ('{"image_id": "x", "objects": [], "attributes": 5}', "'attributes' must be a list .*found a number$"),
+    ('{"image_id": "x", "objects": [], "attributes": ["s"]}', "'attributes' must be a list .*a string in it"),
+    ('{"image_id": "x", "objects": [], "attributes": [{"bbox_name": "left lung", "attributes": 5}]}',
+     "the 'attributes' of 'left lung' must be a list, found a number"),
+    ('{"image_id": "x", "objects": [], "attributes": [{"bbox_name": "left lung", "phrases": 5}]}',
+     "the 'phrases' of 'left lung' must be a list"),
+    ("[" * 100_000 + "]" * 100_000, "nests lists or objects too deeply"),
+])
+def test_scene_graph_of_the_wrong_shape_is_named(tmp_path, content, message):
+    """Each of these once ended in an AttributeError, TypeError or RecursionError traceback."""
+    path = tmp_path / "odd_SceneGraph.json"
+    path.write_text(content)
+    with pytest.raises(AnnotationError, match=f"^Scene graph {path}.*{message}"):
+        read_scene_graph(path)
+
+
+def test_scene_graph_with_thousands_of_objects_is_refused(tmp_path):
+    """20,000 copies of one object once took 14 s and 768 MB, and listed 20,000 query regions."""
+    data = scene_graph_to_dict(example())
+    data["objects"] = data["objects"][:1] * (MAX_ENTRIES + 1)
+    path = tmp_path / "many_SceneGraph.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=f"'objects' has {MAX_ENTRIES + 1} entries.*right file"):
+        read_scene_graph(path)
+
+
+def test_scene_graph_larger_than_any_real_one_is_not_read(tmp_path):
+    path = tmp_path / "huge_SceneGraph.json"
+    with path.open("w") as handle:
+        handle.write('{"image_id": "x", "objects": [], "pad": "')
+        handle.write("x" * MAX_BYTES)
+        handle.write('"}')
+    with pytest.raises(AnnotationError, match="huge_SceneGraph.json is 16 MB.*at most 16 MB"):
         read_scene_graph(path)
 
 

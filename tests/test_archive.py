@@ -146,3 +146,13 @@ def test_split_errors(archive):
     (archive / "splits" / "valid.csv").write_text("dicom_id,path\nabc,files/abc.dcm\n")
     with pytest.raises(AnnotationError, match="lacks column.*subject_id.*study_id"):
         arc.split("valid")
+
+
+def test_a_dangling_dcm_link_counts_as_dicom_to_be_reported(tmp_path):
+    """A link named like a DICOM whose target is gone is listed (the ingest reports it failed);
+    a dangling link without a DICOM name, or to a missing folder, is not."""
+    (tmp_path / "gone.dcm").symlink_to(tmp_path / "nowhere" / "x.dcm")
+    (tmp_path / "gone.DICOM").symlink_to(tmp_path / "nowhere" / "y.dcm")
+    (tmp_path / "IM000009").symlink_to(tmp_path / "nowhere" / "IM000009")
+    (tmp_path / "folder.dcm").mkdir()
+    assert [p.name for p in Archive(tmp_path).dicom_paths()] == ["gone.DICOM", "gone.dcm"]

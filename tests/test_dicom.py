@@ -425,3 +425,16 @@ def test_float_pixel_data_with_nan_is_an_image_read_error(tmp_path):
     ds.save_as(tmp_path / "f.dcm")
     with pytest.raises(ImageReadError, match="decode to NaN"):
         read_image(tmp_path / "f.dcm")
+
+
+@pytest.mark.parametrize("read", [read_image, read_header])
+def test_a_header_value_of_impossible_length_is_an_image_read_error(tmp_path, read):
+    """A 1-byte SamplesPerPixel (US is 2 bytes): pydicom fails only when the value is first read,
+    with a BytesLengthException that once reached the user as a traceback."""
+    path = write_dicom(tmp_path / "spp.dcm", ramp(), bits_stored=12)
+    raw = path.read_bytes()
+    at = raw.index(b"\x28\x00\x02\x00US\x02\x00")
+    path.write_bytes(raw[:at + 6] + b"\x01\x00\x01" + raw[at + 10:])
+    with pytest.raises(ImageReadError, match=r"spp\.dcm: its header is damaged: element \(0028,0002\) has a "
+                                             "value of the wrong length"):
+        read(path)

@@ -107,7 +107,11 @@ def test_mask_path_hides_patient_folders(tmp_path):
     ("Smith John 1950-03-04/12345678.dcm", ("12345678", "Smith^John", "19500304"), "*/*.dcm"),
     ("archive/04.03.1950/x.dcm", ("Q7", None, "19500304"), "archive/*/x.dcm"),  # a day-first date
     ("A12/chest.dcm", ("A12",), "*/chest.dcm"),  # a short id as a whole word
-    ("CHEST_A12B/chest.dcm", ("A12",), "CHEST_A12B/chest.dcm"),  # ... not inside another word
+    ("A12stuff/A12.dcm", ("A12",), "*/*.dcm"),  # ... inside a folder name too (the probe's export)
+    ("CHEST_A12B/chest.dcm", ("A12",), "*/chest.dcm"),  # three characters: anywhere
+    ("scans/7/x.dcm", ("7",), "scans/*/x.dcm"),  # a one-digit id as a whole word
+    ("scans/IM7/x.dcm", ("7",), "scans/IM7/x.dcm"),  # ... only: it would mask everything
+    ("Lee_Li/x.dcm", ("Q9", "Zhou^Li"), "*/x.dcm"),  # a two-letter name part as a whole word
     ("doe/x.dcm", ("1", "Doe^J^^^", ""), "*/x.dcm"),
     ("studies/1.2.826.0.1.3680043.8.498.1234/series/1.2.3.4/instances/1.2.840.10008.1234",
      ("1234", "Doe^J", "19450101"), "studies/1.2.826.0.1.3680043.8.498.1234/series/1.2.3.4/instances/1.2.840.10008.1234"),
@@ -125,3 +129,31 @@ def test_mask_path_hides_every_part_naming_the_patient_in_any_layout(rel, patien
 def test_urls_are_shown_without_credentials(url, shown):
     assert privacy.redact_url(url) == shown
     assert privacy.redact_urls(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"
+
+
+@pytest.mark.parametrize("layout", ["PAT9876_chest", "chest-PAT9876", "xPAT9876x", "pat_9876"])
+def test_a_patient_id_inside_a_longer_folder_name_is_masked(layout):
+    """Not only a folder named exactly by the id: hospital exports add words and separators."""
+    assert privacy.mask_path(f"scans/{layout}/x.dcm", "PAT9876") == "scans/*/x.dcm"
+
+
+def test_image_ids_naming_the_patient_are_salted_hashes(monkeypatch):
+    """A file named by its PatientID keeps no trace of it; other names stay as they are."""
+    monkeypatch.setenv("REGIONMIR_SALT", "salt one")
+    shown = privacy.shown_image_id("12345678", "12345678", "SMITH^JOHN", "19500304")
+    assert re.fullmatch(r"img-[0-9a-f]{20}", shown)
+    assert privacy.shown_image_id("12345678", "12345678") == shown  # stable: search finds it again
+    assert privacy.shown_image_id("A12", "A12").startswith("img-")
+    assert privacy.shown_image_id("IM000001", "12345678", "SMITH^JOHN", "19500304") == "IM000001"
+    assert privacy.shown_image_id("1.2.840.10008.1234", "1234") == "1.2.840.10008.1234"  # a UID
+    monkeypatch.setenv("REGIONMIR_SALT", "salt two")
+    assert privacy.shown_image_id("12345678", "12345678") != shown
+
+
+def test_hash_paths_hides_every_name(monkeypatch):
+    monkeypatch.setenv("REGIONMIR_SALT", "salt one")
+    assert privacy.shown_image_id("IM000001", hash_all=True).startswith("img-")
+    path = privacy.shown_path("files/p10/p10000032/s5/x.dcm", hash_all=True)
+    assert re.fullmatch(r"path-[0-9a-f]{20}", path)
+    assert path != privacy.shown_path("files/p10/p10000032/s5/y.dcm", hash_all=True)
+    assert privacy.shown_path("files/p10/p10000032/s5/x.dcm") == "files/p10/*/s5/x.dcm"

@@ -32,6 +32,9 @@ def test_parse(text):
     ("5,2,1,8", "empty"),
     ("1,8,5,8", "empty"),
     ("a,b,c,d", "could not convert"),
+    ("nan,0,10,10", "not a finite number"),  # was "empty": true of no box with a NaN in it
+    ("-inf,0,inf,10", "not a finite number"),
+    ("0,0,1e400,10", "not a finite number"),
 ])
 def test_parse_errors(text, message):
     with pytest.raises(ValueError, match=message):

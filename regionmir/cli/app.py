@@ -59,6 +59,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
         warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def main() -> None:
     """Console entry point: run the app; every error a user can cause ends as one line on stderr."""
     try:
@@ -66,7 +69,7 @@ def main() -> None:
     except typer.Exit as e:
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
+        code = INTERRUPTED
     except Exception as e:  # noqa: BLE001 - sorted below; anything else is a bug and re-raised
         if type(e).__name__ == "NoArgsIsHelpError":  # `regionmir` alone: the help was printed
             sys.exit(0)
@@ -74,6 +77,8 @@ def main() -> None:
         if message is None:
             raise
         _fail(message, getattr(e, "exit_code", 1) if _is_usage_error(e) else 1)
+    if code == INTERRUPTED:  # typer turns Ctrl-C in a command into a silent exit 130: say it
+        _fail("interrupted", INTERRUPTED)
     if isinstance(code, int) and not isinstance(code, bool) and code:
         sys.exit(code)
 
@@ -94,14 +99,26 @@ def user_error_message(e: BaseException) -> str | None:
     if isinstance(e, RegionMIRError):
         return str(e)
     if _is_usage_error(e):
-        ctx = getattr(e, "ctx", None)
         text = e.format_message() if hasattr(e, "format_message") else str(e)
-        where = getattr(ctx, "command_path", None) or "regionmir"
-        return f"{text.strip().rstrip('.')}. See `{where} --help`."
+        return f"{text.strip().rstrip('.')}. See `{_command_path(e)} --help`."
     if isinstance(e, OSError) and e.filename:
         return (f"{e.strerror or e}: {e.filename}. Check that the path exists and that you may "
                 "read (and for outputs, write) it.")
     return None
+
+
+def _command_path(e: BaseException) -> str:
+    """``regionmir search`` for an error in `search`'s options, else ``regionmir``.
+
+    Click's parser raises some usage errors (``--json=maybe``: a flag given a value) without
+    their context; the subcommand is then the first word of the command line.
+    """
+    path = getattr(getattr(e, "ctx", None), "command_path", None)
+    if path:
+        return path
+    names = {c.name for c in app.registered_commands}
+    first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    return f"regionmir {first}" if first in names else "regionmir"
 
 
 def _fail(message: str, code: int) -> None:

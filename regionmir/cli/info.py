@@ -16,6 +16,8 @@ def info(
     from regionmir.store import open_store
 
     url = qdrant_url or None
+    if url is None:
+        config.require_home()  # a file there is said, not shown as an empty store
     if url is None and not config.default_store_dir().is_dir():
         doc = {"store": str(config.default_store_dir()), "collections": []}
     else:
@@ -49,19 +51,21 @@ def _order(slug: str) -> tuple[int, str]:
 
 
 def _print(doc: dict) -> None:
+    """The human view; store path, names and slugs are user text, shown as written (no markup)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    console.print(f"Store: {doc['store']}", highlight=False)
+    console = Console(markup=False, emoji=False, highlight=False)  # a '[/x]' in REGIONMIR_HOME is a name
+    console.print(f"Store: {doc['store']}", soft_wrap=True)  # a long path stays one line, to copy
     if not doc["collections"]:
-        console.print("No collections yet. Create one with `regionmir ingest ARCHIVE`.", highlight=False)
+        console.print("No collections yet. Create one with `regionmir ingest ARCHIVE`.")
         return
     for c in doc["collections"]:
-        console.print(
-            f"[bold]{c['name']}[/]: {c['points']} points, model {c['model_id']} "
-            f"({c['dim']}-d), archive {c['archive_root'] or 'a PACS (DICOMweb or DICOM)'}", highlight=False,
-        )
+        console.print(Text.assemble(
+            (c["name"], "bold"), f": {c['points']} points, model {c['model_id']} "
+            f"({c['dim']}-d), archive {c['archive_root'] or 'a PACS (DICOMweb or DICOM)'}",
+        ), soft_wrap=True)
         table = Table("anatomy", "points")
         for slug, n in c["per_anatomy"].items():
             table.add_row(slug, str(n))

@@ -23,6 +23,7 @@ def ingest(
     study: str = typer.Option(None, "--study", help="DICOMweb only: one StudyInstanceUID."),
     scene_graphs: Path = typer.Option(None, "--scene-graphs", exists=True, file_okay=False, help="DICOMweb only: folder of <SOPInstanceUID>_SceneGraph.json boxes \\[default: the localizer]."),
     report: Path = typer.Option(None, "--report", help="JSONL report of failed/unlabeled images \\[default: $REGIONMIR_HOME/reports/]."),
+    hash_paths: bool = typer.Option(False, "--hash-paths", help="A new collection stores paths and image ids only as salted hashes (no folder or file name; montages then cannot show hits); a collection made so keeps it."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON only."),
 ) -> None:
     """Ingest ARCHIVE: every labeled region of every DICOM becomes a point in the collection.
@@ -46,6 +47,7 @@ def ingest(
         shard_ = parse_shard(shard)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--shard") from None
+    config.require_home()  # ledgers and reports live there even for a Qdrant server
     source, folder = None, None
     if is_url(archive):
         from regionmir.pacs.source import dicomweb_source
@@ -63,7 +65,7 @@ def ingest(
         archive=folder, model=model, collection=collection or config.DEFAULT_COLLECTION,
         qdrant_url=qdrant_url or None, api_key=config.qdrant_api_key(), shard=shard_,
         batch_size=batch_size, report=report, shards=shards,
-        replication_factor=replication_factor, write_consistency=write_consistency,
+        replication_factor=replication_factor, write_consistency=write_consistency, hash_paths=hash_paths,
         **({} if workers is None else {"workers": workers}),
     )
     run = partial(run_ingest, source=source)
@@ -106,11 +108,14 @@ def _with_progress(cfg, run):
 
 
 def _print_summary(s) -> None:
+    """Print the summary; names the user chose (collection, store and report paths) are shown as
+    written: ``escape`` keeps a ``[/x]`` in them from being read as Rich markup."""
     from rich.console import Console
+    from rich.markup import escape
 
     c = Console()
     c.print(
-        f"[bold]{s.collection}[/] ({s.store}): {s.images} images in this shard, "
+        f"[bold]{escape(s.collection)}[/] ({escape(s.store)}): {s.images} images in this shard, "
         f"{s.ingested} ingested ({s.regions} regions), {s.skipped} skipped (already done), "
         f"{s.unlabeled} unlabeled, {s.failed} failed, {s.duplicates} duplicate(s) "
         f"in {s.seconds:.1f} s ({s.images_per_s:.1f} images/s, {s.regions_per_s:.0f} regions/s)",
@@ -118,4 +123,4 @@ def _print_summary(s) -> None:
     )
     if s.failed or s.unlabeled or s.duplicates or s.warnings:
         extra = f" ({s.warnings} ingested with warnings)" if s.warnings else ""
-        c.print(f"Failed, unlabeled and duplicate images{extra} are listed in {s.report}", highlight=False)
+        c.print(f"Failed, unlabeled and duplicate images{extra} are listed in {escape(str(s.report))}", highlight=False)

@@ -43,6 +43,7 @@ def localize(
 
 
 def _print_table(image, w, h, model_id, rows, preview) -> None:
+    """The human view; the file names are user text, shown as written (no markup, no emoji codes)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -50,7 +51,7 @@ def _print_table(image, w, h, model_id, rows, preview) -> None:
                   title=f"{image.name} {w}x{h}, localizer {model_id}")
     for r in rows:
         table.add_row(r["anatomy"], ", ".join(f"{v:.0f}" for v in r["box"]), f"{r['confidence']:.2f}")
-    console = Console()
+    console = Console(markup=False, emoji=False, highlight=False)
     console.print(table)
     if preview is not None:
         console.print(f"preview written to {preview}")

@@ -56,7 +56,7 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from regionmir import config
     from regionmir.anatomy import Anatomy
     from regionmir.regions import Box
-    from regionmir.search.searcher import Searcher, check_where, parse_where, search_image
+    from regionmir.search.searcher import Searcher, UnusableBoxError, check_where, parse_where, search_image
     from regionmir.store.collection import open_existing_store, require_collection
 
     if anatomy.strip().lower() != "all":
@@ -67,7 +67,10 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
         query_box = Box.parse(box) if box else None
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--box") from None
+    if query_box is not None and anatomy == "all":
+        raise typer.BadParameter("a box needs one --anatomy (not 'all')", param_hint="--box")
     conditions = parse_where(where)
+    config.require_home()  # its model, store or salt: a file there is said, not "no store"
     timings = {"import": time.perf_counter() - t0}
     name = collection or config.DEFAULT_COLLECTION
     with ThreadPoolExecutor(1) as pool:
@@ -83,10 +86,13 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
             encoder, localizer, timings["model_load"] = loading.result()
             timings["model_wait"] = time.perf_counter() - t
             searcher = Searcher(store, name, encoder, localizer, meta=meta)
-            outcome = search_image(
-                searcher, image, anatomy, query_box, scene_graph, conditions, study,
-                exclude_same_patient, top_k, exact,
-            )
+            try:
+                outcome = search_image(
+                    searcher, image, anatomy, query_box, scene_graph, conditions, study,
+                    exclude_same_patient, top_k, exact,
+                )
+            except UnusableBoxError as e:  # a usage error, as a box that is wrong on its face
+                raise typer.BadParameter(e.reason, param_hint="--box") from None
             timings.update(searcher.timings)
             if montage is not None:
                 from regionmir.search.montage import write_montage
@@ -168,13 +174,14 @@ def _short(image_id: str) -> str:
 
 
 def _print(doc: dict, montage: Path | None) -> None:
+    """The human view. File names, ids and paths are user text: shown as written, never as markup."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False, emoji=False, highlight=False)  # '[bold]q.dcm' is a file name
     q = doc["query"]
     where = "in the collection" if q["in_collection"] else "not in the collection"
-    console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']})", highlight=False)
+    console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']})", soft_wrap=True)
     wide = console.width >= 150  # paths only where they fit; --json always has everything
     if "results" in doc:
         anatomies = {r["anatomy"] for r in doc["results"]}
@@ -196,4 +203,4 @@ def _print(doc: dict, montage: Path | None) -> None:
         column.overflow = "fold"  # wrap long values instead of cutting them
     console.print(table)
     if montage is not None:
-        console.print(f"Montage written to {montage}", highlight=False)
+        console.print(f"Montage written to {montage}", soft_wrap=True)

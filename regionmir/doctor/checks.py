@@ -102,11 +102,17 @@ def check_salt() -> Check:
 
     if os.environ.get("REGIONMIR_SALT"):
         return Check("salt", OK, "REGIONMIR_SALT is set (patient pseudonyms use it)")
+    from regionmir.errors import RegionMIRError
+    from regionmir.privacy import read_salt
+
     path = config.home() / "salt"
-    if path.is_file():
-        if not path.read_text().strip():
-            return Check("salt", FAIL, f"{path} is empty", "Restore it from a backup (pseudonyms "
-                         "depend on it), or delete it to start a new archive.")
+    if path.exists() or path.is_symlink():
+        try:
+            read_salt(path)  # the check ingest and search make
+        except (RegionMIRError, OSError) as e:
+            detail = str(e) if isinstance(e, RegionMIRError) else f"{path}: {e.strerror or e}"
+            return Check("salt", FAIL, detail, "Restore it from a backup (pseudonyms depend on it), or "
+                         "delete it to start a new archive.")
         return Check("salt", OK, f"{path} exists; back it up with the store")
     return Check("salt", WARN, f"no salt yet ({path} is created by the first ingest)",
                  "Fine for a new install. Searching by patient needs the salt the archive was "
@@ -267,6 +273,7 @@ def _version_skew(server: str | None) -> str | None:
 
 def _check_embedded(root: Path) -> Check:
     from regionmir.errors import StoreError, StoreLockedError
+    from regionmir.store.damage import DamagedCollectionError
 
     if not root.is_dir():
         return Check("store", WARN, f"no embedded store at {root} yet",
@@ -277,24 +284,49 @@ def _check_embedded(root: Path) -> Check:
         store = EmbeddedStore(root)
     except StoreError as e:  # a full disk: refused before the engine maps anything
         return Check("store", FAIL, str(e), "Free disk space; the stored points are intact.")
-    counts, locked = [], []
+    counts, locked, lost = [], [], []
     try:
         for name in store.collections():
             try:
                 counts.append(f"{name} ({store.count(name)} points)")
+                lost += _lost_points(store, name)
             except StoreLockedError:
                 locked.append(name)
+            except DamagedCollectionError as e:
+                return Check("store", FAIL, e.detail, e.fix)
             except StoreError as e:
                 return _store_failure(root / name, e)
     finally:
         store.close()
     detail = f"embedded store {root}; collections: {', '.join(counts) or 'none yet'}"
+    if lost:
+        return Check("store", FAIL, f"{detail}; {'; '.join(lost)}",
+                     "Run `regionmir ingest ARCHIVE` (with the --collection it was filled with): it "
+                     "stores again the images whose points are missing.")
     if locked:
         return Check("store", WARN, f"{detail}; in use by another process: {', '.join(locked)}",
                      "An ingest is probably running; other processes get 'in use' until it ends.")
     if not counts:
         return Check("store", WARN, detail, "Run `regionmir ingest ARCHIVE` to fill it.")
     return Check("store", OK, detail)
+
+
+def _lost_points(store, name: str) -> list[str]:
+    """What the ledgers of collection ``name`` list beyond what the store holds ([] when nothing).
+
+    A damaged segment file can drop points while the ledger still lists their images, so an
+    ingest would skip them; the ingest repairs that (:meth:`Ledger.reconcile`), once told to run.
+    """
+    from regionmir.ingest.ledger import ledger_family, ledger_points
+
+    token = str(store.collection_meta(name).get("ingest_token", ""))
+    images, expected = ledger_points(ledger_family(store.location, name), token)
+    have = store.count(name)
+    if have >= expected:
+        return []
+    gap = (f"collection {name!r} holds {have} points but its ingest ledger lists {images} images "
+           f"with {expected} points: the store lost {expected - have} (damaged store files?)")
+    return [gap]
 
 
 def _store_failure(folder: Path, error: Exception) -> Check:

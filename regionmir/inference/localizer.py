@@ -77,8 +77,11 @@ def _at_least_one_pixel(lohi: np.ndarray, limit: int) -> np.ndarray:
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """``(H, W)`` float32 [0, 1] -> ``(size, size)`` float32 canvas (area-averaged resize)."""
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2 or min(image.shape) < 2:
+    if image.ndim != 2:
         raise ModelError(f"The localizer takes a 2-D grey image; got shape {image.shape}")
+    if min(image.shape) < 2:  # a line of pixels has no regions to place, nor room for a box
+        raise ModelError(f"The image is {image.shape[1]}x{image.shape[0]} pixels: too small to place "
+                         "regions on (at least 2 pixels each way, a chest film has hundreds)")
     h, w = image.shape
     geo = Letterbox.of(w, h, size)
     small = Image.fromarray(image).resize((geo.new_width, geo.new_height), Image.Resampling.BOX)

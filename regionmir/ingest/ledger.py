@@ -5,7 +5,10 @@ all stored are appended and fsync'd; a rerun skips them (:meth:`Ledger.has`). An
 :func:`entry_of` the image's path inside the archive, followed after a tab by :func:`entry_of`
 the key its point ids were made from (its SOPInstanceUID) and after another by the path as
 payloads show it (patient folder masked), so that a later file with the same key is recognised
-as a duplicate of a named image instead of overwriting its points (:meth:`Ledger.claim`).
+as a duplicate of a named image instead of overwriting its points (:meth:`Ledger.claim`), then
+the number of points it stored and :func:`entry_of` its ``image_id`` payload value. Those two
+let :meth:`Ledger.reconcile` find images whose points the store lost (damaged segment files)
+and have them ingested again, and let `regionmir doctor` see the loss (:func:`ledger_points`).
 Hashes, because MIMIC-CXR paths name the patient. An image in doubt (its batch was being
 written when the process died) is not in the ledger and is simply redone: point ids are
 deterministic, so redoing overwrites instead of duplicating.
@@ -19,9 +22,11 @@ ledger also counts as done the images in the other shards' ledgers of the same c
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +42,16 @@ except ImportError:  # Windows: no advisory locks; do not run two ingests of one
     fcntl = None
 
 INDEXED = "#indexed"  # ledger line: the index was built after every id above it was upserted
+
+log = logging.getLogger("regionmir")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a ledger line says an image stored: its points and the ``image_id`` they carry."""
+
+    points: int  # points (regions) its upsert wrote
+    image: str  # entry_of its ``image_id`` payload value (the store's indexed field)
 
 
 def entry_of(text: str) -> str:
@@ -81,6 +96,49 @@ def _read_lines(path: Path, token: str) -> list[str] | None:
     return [x for x in lines[1:] if x]
 
 
+def _fields(line: str) -> tuple[str, str, str, Stored | None]:
+    """``(image, key, shown path, stored)`` of a ledger line; missing fields are empty or None."""
+    image, key, shown, points, value = (line.split("\t", 4) + ["", "", "", ""])[:5]
+    stored = Stored(int(points), value) if points.isdigit() and value else None
+    return image, key, shown, stored
+
+
+def lost_images(stored: dict[str, Stored], found: dict[str, int]) -> set[str]:
+    """The images (ledger entries) whose ``image_id`` group holds fewer points than they stored.
+
+    Args:
+        stored: ledger entry -> what it stored.
+        found: points per ``image_id`` value in the store (a facet).
+    """
+    have: dict[str, int] = {}
+    for value, n in found.items():
+        have[entry_of(value)] = have.get(entry_of(value), 0) + n
+    want: dict[str, int] = {}
+    for s in stored.values():
+        want[s.image] = want.get(s.image, 0) + s.points
+    short = {image for image, n in want.items() if have.get(image, 0) < n}
+    return {e for e, s in stored.items() if s.image in short}
+
+
+def ledger_points(paths: Iterable[Path], token: str) -> tuple[int, int]:
+    """``(images, points)`` the ledgers at ``paths`` of one collection generation say are stored.
+
+    Read only, without the lock: for `regionmir doctor`, which compares the points with the store's.
+    Images recorded without a point count (older ledgers) count as images only.
+    """
+    stored: dict[str, int] = {}
+    for path in paths:
+        try:
+            lines = _read_lines(Path(path), token) or []
+        except OSError:  # a ledger replaced by a folder: the ingest names it
+            continue
+        for line in lines:
+            if line != INDEXED:
+                image, _, _, s = _fields(line)
+                stored[image] = s.points if s else stored.get(image, 0)
+    return len(stored), sum(stored.values())
+
+
 class Ledger:
     """Append-only set of finished images for one collection generation.
 
@@ -103,7 +161,8 @@ class Ledger:
         self.indexed = False
         # entry of a point-id key (SOPInstanceUID) -> (entry of the image holding it, its shown path)
         self.keys: dict[str, tuple[str, str]] = {}
-        self._claims: dict[str, str] = {}  # entry of an image -> entry of its key, until marked
+        self._claims: dict[str, tuple[str, Stored | None]] = {}  # image -> (its key, its points), until marked
+        self.stored: dict[str, Stored] = {}  # entry of an image -> its points, where its line says
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = self._acquire_lock()
@@ -162,14 +221,16 @@ class Ledger:
         return self._parse(x for x in lines if x != INDEXED)
 
     def _parse(self, lines: Iterable[str]) -> set[str]:
-        """Ids of ``lines`` (``id`` or ``id<TAB>key<TAB>path``); keys go to :attr:`keys`, first kept."""
+        """Ids of ``lines`` (``id``, ``id<TAB>key<TAB>path`` or with ``<TAB>points<TAB>image``);
+        keys go to :attr:`keys` (first kept), point counts to :attr:`stored`."""
         ids = set()
         for line in lines:
-            image_id, _, rest = line.partition("\t")
+            image_id, key, shown, stored = _fields(line)
             ids.add(image_id)
-            key, _, shown = rest.partition("\t")
             if key:
                 self.keys.setdefault(key, (image_id, shown))
+            if stored:
+                self.stored[image_id] = stored
         return ids
 
     def _write_header(self) -> None:
@@ -184,19 +245,22 @@ class Ledger:
         """Whether the image of ``task`` (its path inside the archive) is finished."""
         return entry_of(task.rel) in self.done
 
-    def claim(self, task: ImageTask, key: str, shown: str) -> str | None:
+    def claim(self, task: ImageTask, key: str, shown: str, points: int | None = None,
+              image_id: str | None = None) -> str | None:
         """Let the image of ``task`` hold point-id key ``key`` (its SOPInstanceUID); None when it may.
 
         When another image holds ``key`` already (stored by an earlier run, or claimed earlier in
         this one), that image's shown path is returned instead: ``task`` is a duplicate and its
-        points must not be stored. A claim becomes durable when :meth:`mark` records ``task``.
+        points must not be stored. A claim becomes durable when :meth:`mark` records ``task``,
+        with ``points`` (how many it stores) and ``image_id`` (their payload value; default
+        ``task.image_id``) for :meth:`reconcile`.
         """
         key, me = entry_of(key), entry_of(task.rel)
         holder = self.keys.get(key)
         if holder is not None and holder[0] != me:
             return holder[1]
         self.keys[key] = (me, " ".join(shown.split()))  # no tab or newline can break the line
-        self._claims[me] = key
+        self._claims[me] = (key, None if points is None else Stored(points, entry_of(image_id or task.image_id)))
         return None
 
     def mark(self, tasks: Iterable[ImageTask]) -> None:
@@ -209,11 +273,41 @@ class Ledger:
             return
         lines = []
         for e in entries:
-            key = self._claims.pop(e, None)
-            lines.append(f"{e}\t{key}\t{self.keys[key][1]}\n" if key else f"{e}\n")
+            key, stored = self._claims.pop(e, (None, None))
+            line = f"{e}\t{key}\t{self.keys[key][1]}" if key else e
+            if key and stored:
+                line += f"\t{stored.points}\t{stored.image}"
+                self.stored[e] = stored
+            lines.append(line + "\n")
         self._append("".join(lines))
         self.done.update(entries)
         self.indexed = False
+
+    def reconcile(self, store, collection: str) -> dict | None:
+        """Forget the finished images whose points the store lost, so that the ingest redoes them.
+
+        Cheap when nothing is lost: one exact count against the points the ledger lists. Only
+        when the store holds fewer does it count points per ``image_id`` (one facet over the
+        payload index) and compare each image's group; a group that shares an ``image_id`` and
+        lost points is redone whole (point ids are deterministic: redoing overwrites). Images
+        recorded without a point count (older ledgers) cannot be checked and are kept.
+
+        Returns:
+            A report record (``event: "repair"``) when images are redone, else None.
+        """
+        expected = sum(s.points for e, s in self.stored.items() if e in self.done)
+        have = store.count(collection) if expected else 0
+        if have >= expected:
+            return None
+        lost = lost_images({e: s for e, s in self.stored.items() if e in self.done},
+                           store.facet(collection, "image_id", limit=max(have, 1)))
+        self.done.difference_update(lost)
+        self.indexed = False
+        reason = (f"the store holds {have} of the {expected} points this ledger lists (damaged "
+                  f"store files?); {len(lost)} images are ingested again")
+        log.warning("collection %r: %s", collection, reason)
+        return {"event": "repair", "images": len(lost), "points_expected": expected,
+                "points_found": have, "reason": reason}
 
     def mark_indexed(self) -> None:
         """Record that the index was built after the last upsert (a rerun need not rebuild it)."""

@@ -18,12 +18,19 @@ from pathlib import Path
 
 from regionmir import config
 from regionmir.archive import Archive
+from regionmir.errors import CollectionMismatchError, ModelError, RegionMIRError
 from regionmir.ingest.ledger import Ledger, ledger_family, ledger_path
 from regionmir.ingest.report import Report, default_report_path
 from regionmir.ingest.sources import ArchiveSource, Source
-from regionmir.ingest.stages import Prepared, Preparer, Skipped, batches, encode, to_points
+from regionmir.ingest.stages import (
+    Prepared,
+    Preparer,
+    Skipped,
+    batches,
+    encode,
+    to_points,
+)
 from regionmir.ingest.workers import prepared_stream
-from regionmir.privacy import mask_path
 from regionmir.store.collection import check_model
 
 log = logging.getLogger("regionmir")
@@ -49,6 +56,9 @@ class IngestConfig:
     shards: int | None = None  # shards of the collection, spread over the cluster's nodes
     replication_factor: int | None = None  # copies of each shard
     write_consistency: int | None = None  # replicas that must acknowledge a write
+    # a new collection stores payload paths and image ids only as salted hashes (no folder or
+    # file name at all); a collection made so keeps doing it for every later ingest
+    hash_paths: bool = False
 
 
 @dataclass
@@ -87,26 +97,31 @@ class IngestSummary:
         return d
 
 
-def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> dict:
+def ensure_collection(store, name: str, encoder, archive_root: Path | None, hash_paths: bool = False) -> dict:
     """The stored meta of collection ``name``, created for ``encoder`` when absent.
 
     Creation is idempotent: when another worker creates the collection between our check and
     our create, the store treats "already exists" as success, and the meta (with the winner's
     ``ingest_token``) is read back from the store, never taken from our own attempt.
+    ``hash_paths`` is recorded in a new collection's meta (search hashes a query's name the same
+    way to find it); an existing collection keeps the way it was made.
 
     Raises:
-        CollectionMismatchError: the collection exists and belongs to another model.
+        CollectionMismatchError: the collection exists and belongs to another model, or
+            ``hash_paths`` is asked of one that holds plain paths.
     """
     root = None if archive_root is None else str(Path(archive_root).resolve())  # None: a PACS source
     if name in store.collections():
         meta = store.collection_meta(name)
         check_model(meta, name, encoder.model_id, encoder.dim)
+        _check_hash_paths(meta, name, hash_paths)
     else:
         meta = {
             "model_id": encoder.model_id,
             "archive_root": root,  # payload `path`s are relative to it (search montages read images)
             "ingest_token": uuid.uuid4().hex,  # ties ledgers to this generation of the collection
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"hash_paths": True} if hash_paths else {}),  # payload paths and image ids are salted hashes
         }
         # when another worker created it meanwhile: a no-op after the store's own check_model
         store.create_collection(name, encoder.dim, meta)
@@ -118,6 +133,42 @@ def ensure_collection(store, name: str, encoder, archive_root: Path | None) -> d
             name, meta.get("archive_root"), root, meta.get("archive_root"),
         )
     return meta
+
+
+def _check_hash_paths(meta: dict, name: str, hash_paths: bool) -> None:
+    """Refuse ``--hash-paths`` for a collection filled with (masked) paths: half of its images
+    would keep their paths, and the ledger would skip them.
+
+    Raises:
+        CollectionMismatchError: with what to do instead.
+    """
+    if hash_paths and not meta.get("hash_paths"):
+        raise CollectionMismatchError(
+            f"Collection {name!r} was filled without --hash-paths: its payloads show paths (with the "
+            "parts naming a patient masked). Ingest with --hash-paths into a new --collection, or "
+            "drop --hash-paths to add to this one."
+        )
+
+
+def check_localizer(path: Path | None) -> None:
+    """Load the model folder's localizer once, before any work: a broken file would otherwise
+    fail every unannotated image, one by one, in the report.
+
+    Raises:
+        ModelError: the file cannot be loaded, with what to do about it.
+    """
+    if path is None:
+        return
+    from regionmir.inference.localizer import Localizer
+
+    try:
+        Localizer(path, device="cpu", threads=1)
+    except ModelError as e:
+        raise ModelError(
+            f"{e} Replace {path} with a working localizer (train one with `regionmir "
+            "train-localizer`, or copy the one of the model's release), or remove it to ingest "
+            "annotated images only."
+        ) from None
 
 
 def server_options(cfg: IngestConfig):
@@ -156,16 +207,17 @@ def run_ingest(
         source = ArchiveSource(Archive(cfg.archive))
     folder = ModelFolder(cfg.model)
     encoder = folder.load_encoder()
+    check_localizer(folder.localizer_file)
     url = cfg.qdrant_url
     store = open_store(url, cfg.api_key, path=None if url else config.default_store_dir(),
                        options=server_options(cfg))
     try:
-        meta = ensure_collection(store, cfg.collection, encoder, source.archive_root)
+        meta = ensure_collection(store, cfg.collection, encoder, source.archive_root, cfg.hash_paths)
         ledger = Ledger(ledger_path(store.location, cfg.collection, cfg.shard),
                         str(meta.get("ingest_token", "")),
                         others=ledger_family(store.location, cfg.collection))
         try:
-            preparer = _preparer(cfg, source, encoder, folder.localizer_file)
+            preparer = _preparer(cfg, source, encoder, folder.localizer_file, bool(meta.get("hash_paths")))
             return _run(cfg, source, encoder, store, ledger, preparer, on_progress or (lambda s, t: None))
         finally:
             ledger.close()
@@ -195,8 +247,11 @@ class Indexer:
 
 
 def _run(cfg, source: Source, encoder, store, ledger: Ledger, preparer: Preparer, progress) -> IngestSummary:
+    repair = ledger.reconcile(store, cfg.collection)  # images whose points the store lost: redone
     tasks, skipped = source.plan(cfg.shard, ledger)
     report = Report(Path(cfg.report) if cfg.report else default_report_path(cfg.collection))
+    if repair:
+        report.write(repair)
     summary = IngestSummary(cfg.collection, store.location, encoder.model_id, images=len(tasks) + skipped,
                             skipped=skipped, report=str(report.path))
     indexer = Indexer(store, cfg.collection, summary)
@@ -204,8 +259,9 @@ def _run(cfg, source: Source, encoder, store, ledger: Ledger, preparer: Preparer
 
     def on_skip(item: Skipped) -> None:
         setattr(summary, item.kind, getattr(summary, item.kind) + 1)
-        report.write({"event": item.kind, "image_id": item.task.image_id,
-                      "path": item.path or mask_path(item.task.rel), "reason": item.reason})
+        path, image_id = preparer.shown(item.task, ())  # when the item has none: nothing read
+        report.write({"event": item.kind, "image_id": item.image_id or image_id,
+                      "path": item.path or path, "reason": item.reason})
         source.release([item.task])
         progress(summary, len(tasks))
 
@@ -229,13 +285,16 @@ def _run(cfg, source: Source, encoder, store, ledger: Ledger, preparer: Preparer
     finally:
         report.close()
     log.info("ingest %s: %s", cfg.collection, summary.as_dict())
+    if report.error is not None:  # told once the points are stored, indexed and ledgered
+        raise RegionMIRError(report.unwritten(summary))
     return summary
 
 
-def _preparer(cfg: IngestConfig, source: Source, encoder, localizer: Path | None) -> Preparer:
+def _preparer(cfg: IngestConfig, source: Source, encoder, localizer: Path | None, hash_paths: bool) -> Preparer:
     """The workers' decode + crop stage; on a CPU the workers encode too (on a GPU, batched here)."""
     on_cpu = encoder.providers[0] == "CPUExecutionProvider"
-    return Preparer(source.annotations, encoder.spec, localizer, encoder.path if on_cpu and cfg.workers > 0 else None)
+    return Preparer(source.annotations, encoder.spec, localizer, encoder.path if on_cpu and cfg.workers > 0 else None,
+                    hash_paths)
 
 
 def split_duplicates(batch: list[Prepared], ledger: Ledger) -> tuple[list[Prepared], list[tuple[Prepared, str]]]:
@@ -247,7 +306,7 @@ def split_duplicates(batch: list[Prepared], ledger: Ledger) -> tuple[list[Prepar
     """
     keep, duplicates = [], []
     for p in batch:
-        first = ledger.claim(p.task, p.key, p.fields["path"])
+        first = ledger.claim(p.task, p.key, p.fields["path"], len(p.regions), p.fields["image_id"])
         if first is None:
             keep.append(p)
         else:
@@ -261,7 +320,7 @@ def _tally(stored: list[Prepared], duplicates: list[tuple[Prepared, str]], repor
     for p in stored:
         if p.notes:  # dropped boxes, localizer fallback
             summary.warnings += 1
-            report.write({"event": "warning", "image_id": p.task.image_id, "path": p.fields["path"],
+            report.write({"event": "warning", "image_id": p.fields["image_id"], "path": p.fields["path"],
                           "reason": "; ".join(p.notes)})
     for dup, first in duplicates:
         report.write(duplicate_record(dup, first))
@@ -273,7 +332,7 @@ def _tally(stored: list[Prepared], duplicates: list[tuple[Prepared, str]], repor
 def duplicate_record(dup: Prepared, first_path: str) -> dict:
     """The report line of a duplicate: both paths as payloads show them, never the UID itself."""
     return {
-        "event": "duplicate", "image_id": dup.task.image_id, "path": dup.fields["path"],
+        "event": "duplicate", "image_id": dup.fields["image_id"], "path": dup.fields["path"],
         "duplicate_of": first_path,
         "reason": "same SOPInstanceUID as an image already stored; that image keeps its points "
                   "and this file was not stored",

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from regionmir.annotations import Region
-from regionmir.archive import Archive, study_from_path
+from regionmir.archive import Archive, dangling_link, study_from_path
 from regionmir.errors import RegionMIRError
-from regionmir.privacy import mask_path
+from regionmir.privacy import mask_path, shown_image_id, shown_path
 from regionmir.regions import CropSpec, crop_regions
 
 log = logging.getLogger("regionmir")
@@ -53,6 +53,7 @@ class Skipped:
     kind: str
     reason: str
     path: str | None = None  # as a report may show it (patient parts masked); None: not known
+    image_id: str | None = None  # as a report may show it (see privacy.shown_image_id); None: not known
 
 
 # ----------------------------------------------------------------------------- stages
@@ -74,9 +75,10 @@ class Preparer:
     """
 
     def __init__(self, root: Path, spec: CropSpec, localizer: Path | None = None,
-                 encoder: Path | None = None):
+                 encoder: Path | None = None, hash_paths: bool = False):
         self.archive = Archive(root)
         self.spec = spec
+        self.hash_paths = hash_paths  # payload paths and image ids as salted hashes only
         self.localizer_file = localizer  # the model folder's localizer.onnx, if it has one
         self.encoder_path = encoder
         self._encoder = None
@@ -116,14 +118,16 @@ class Preparer:
         if sg is not None:
             regions, notes = self._checked(sg.regions, pixels.shape, list(sg.dropped))
             if regions:
+                regions, twice = first_of_each(regions)
                 extra = {"study_id": sg.study_id or None, "view": sg.viewpoint or None, "pid": sg.patient_id}
-                return regions, "annotation", extra, _box_notes(notes)
+                return regions, "annotation", extra, _box_notes(notes) + twice
         gold = self.archive.gold.get(task.image_id)
         if gold:
             regions, gold_notes = self._checked(gold, pixels.shape, [])
             notes += gold_notes
             if regions:
-                return regions, "annotation", {}, _box_notes(notes)
+                regions, twice = first_of_each(regions)
+                return regions, "annotation", {}, _box_notes(notes) + twice
         notes = _box_notes(notes)
         loc = self.localizer()
         if loc is not None:
@@ -150,7 +154,7 @@ class Preparer:
         return kept, notes
 
     def __call__(self, task: ImageTask) -> Prepared | Skipped:
-        from regionmir.dicom import patient_values, read_image
+        from regionmir.dicom import read_image
         from regionmir.privacy import pseudonym
 
         try:  # everything that reads the file's values: one bad film fails alone
@@ -159,21 +163,17 @@ class Preparer:
             crops = crop(rad.pixels, regions, self.spec) if regions else None  # (R, S, S)
             embeddings = None if crops is None or self.encoder_path is None else self._embed(crops)
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the run
-            shown = mask_path(task.rel, *patient_values(task.path))
-            if isinstance(e, RegionMIRError):
-                reason = getattr(e, "reason", None) or str(e)
-            else:
-                reason = f"{type(e).__name__}: {e}"
-            return Skipped(task, "failed", reason.replace(str(task.path), shown), shown)
+            return self._failed(task, e)
         h = rad.header
         pid = h.patient_id or extra.get("pid")  # raw: only pseudonymised or masked below
-        shown = mask_path(task.rel, pid, *h.identifying)
+        shown, image_id = self.shown(task, (pid, *h.identifying))
         if not regions:
             why = "no scene graph or gold boxes, and no localizer"
-            return Skipped(task, "unlabeled", "; ".join([why, *notes]), shown)
+            return Skipped(task, "unlabeled", "; ".join([why, *notes]), shown, image_id)
         fields = {
-            "image_id": task.image_id,
-            "study_id": extra.get("study_id") or study_from_path(task.rel) or h.study_instance_uid,
+            "image_id": image_id,
+            "study_id": (extra.get("study_id") or study_from_path(mask_path(task.rel, pid, *h.identifying))
+                         or h.study_instance_uid),
             "patient": pseudonym(pid),
             "view": h.view or extra.get("view"),
             "modality": h.modality,
@@ -198,6 +198,28 @@ class Preparer:
             return Prepared(task, key, fields, described, crops, notes=notes)
         return Prepared(task, key, fields, described, None, embeddings, notes=notes)
 
+    def shown(self, task: ImageTask, patient: Sequence[str | None]) -> tuple[str, str]:
+        """``(path, image id)`` of ``task`` as payloads, reports and the ledger show them: no part
+        names the patient of header values ``patient`` (or salted hashes, with ``hash_paths``)."""
+        return (shown_path(task.rel, *patient, hash_all=self.hash_paths),
+                shown_image_id(task.image_id, *patient, hash_all=self.hash_paths))
+
+    def _failed(self, task: ImageTask, error: Exception) -> Skipped:
+        """The report's record of a file that could not be prepared, its names shown as payloads do."""
+        from regionmir.dicom import patient_values
+
+        shown, image_id = self.shown(task, patient_values(task.path))
+        if dangling_link(task.path):  # its target's path is not shown: it may name the patient
+            reason = "a symbolic link to a file that does not exist: restore the file or remove the link"
+        elif isinstance(error, RegionMIRError):
+            reason = getattr(error, "reason", None) or str(error)
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        reason = reason.replace(str(task.path), shown)
+        if image_id != task.image_id:  # e.g. a scene graph file named by it
+            reason = reason.replace(task.image_id, image_id)
+        return Skipped(task, "failed", reason, shown, image_id)
+
     def _embed(self, crops: np.ndarray) -> np.ndarray:
         """``(R, D)`` embeddings of one film's crops by the worker's encoder.
 
@@ -217,6 +239,21 @@ def payload_box(box) -> list[float | int]:
     float's time, 0.5 ms of an ingest's main-process CPU per film of 36 regions.
     """
     return [int(v) if v.is_integer() else v for v in box.as_list()]
+
+
+def first_of_each(regions: Sequence[Region]) -> tuple[list[Region], list[str]]:
+    """The first box of each anatomy, and a note per anatomy given more than one box.
+
+    A point id is made of the image and the anatomy: a second box of the same anatomy would
+    overwrite the first's point (the last box winning, silently). The first is kept, as a
+    reader of the scene graph sees it first, and the report names the anatomy.
+    """
+    kept, counts = {}, {}
+    for r in regions:
+        kept.setdefault(r.anatomy, r)
+        counts[r.anatomy] = counts.get(r.anatomy, 0) + 1
+    notes = [f"{a.bbox_name}: {n} annotated boxes, the first is used" for a, n in counts.items() if n > 1]
+    return list(kept.values()), notes
 
 
 def _box_notes(dropped: list[str]) -> list[str]:

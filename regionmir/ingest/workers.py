@@ -1,7 +1,9 @@
 """Ingest worker processes: prepare images in a forkserver pool, in order, with bounded read-ahead.
 
 Each worker runs a :class:`~regionmir.ingest.stages.Preparer` (decode, find regions, crop,
-and encode on CPU machines) on one BLAS thread, and dies with the ingest even after ``kill -9``.
+and encode on CPU machines) on one BLAS thread, and dies with the ingest even after ``kill -9``,
+also while the killed ingest is a zombie its parent has not reaped yet: none of the helper
+processes (fork server, resource tracker, workers) outlives it or holds its stdout/stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def prepared_stream(preparer: Preparer, tasks: Sequence[ImageTask], workers: int
     # worker then starts without ~0.4 s of imports (no effect when the server already runs).
     ctx.set_forkserver_preload(["regionmir.ingest.workers", "regionmir.dicom", "regionmir.inference.encoder", "onnxruntime"])
     args = (preparer, os.getpid())
+    _start_helpers()
     with _one_blas_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                   initargs=args) as pool:
         pending: deque = deque()
@@ -72,26 +75,88 @@ def _one_blas_thread():
                 os.environ[k] = v
 
 
+def _start_helpers() -> None:
+    """Start multiprocessing's fork server (and its resource tracker) with stdout and stderr on
+    /dev/null, unless they run already.
+
+    They inherit the ingest's standard streams otherwise: a caller that reads the ingest's
+    pipes to the end (``subprocess.run(capture_output=True)``) would wait for them too, and
+    any of them stuck after a ``kill -9`` would hang that caller. Workers print nothing the
+    user needs: what goes wrong with an image is in the report, a dead worker is said by the
+    ingest itself.
+    """
+    from multiprocessing import forkserver
+
+    with _stdio_on_devnull():
+        forkserver.ensure_running()  # starts the resource tracker first
+
+
+@contextmanager
+def _stdio_on_devnull():
+    """File descriptors 1 and 2 of this process on /dev/null within the block (children started
+    there inherit that), restored after."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    saved = (os.dup(1), os.dup(2))
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 _WORKER: Preparer | None = None
 
 
 def _init_worker(preparer: Preparer, parent: int) -> None:
     global _WORKER
     _WORKER = preparer
+    _let_the_fork_server_go()
     die_with(parent)
+
+
+def _let_the_fork_server_go() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe (the write end the ingest holds).
+
+    The fork server exits when that pipe reaches end-of-file, which happens when the ingest's
+    copy closes, by exit or ``kill -9``, even while the dead ingest waits, a zombie, for its
+    parent to reap it. multiprocessing hands every worker a copy too, and while workers hold one
+    the fork server never sees the end: workers, fork server and resource tracker then lived on
+    together after a ``kill -9``, holding the caller's pipes.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
 
 
 def die_with(parent: int, poll_s: float = 0.5) -> None:
     """End this worker process when process ``parent`` (the ingest) ends, even by ``kill -9``.
 
     A pool worker's own parent is multiprocessing's fork server, which exits when the ingest
-    does: on Linux the kernel then kills the worker (PR_SET_PDEATHSIG). Everywhere, a daemon
-    thread also checks every ``poll_s`` seconds that ``parent`` is still alive.
+    does (see :func:`_let_the_fork_server_go`): on Linux the kernel then kills the worker
+    (PR_SET_PDEATHSIG). Everywhere, a daemon thread also checks every ``poll_s`` seconds that
+    the worker still has the parent it started with and that ``parent`` is alive; a zombie
+    still answers ``os.kill(parent, 0)``, so the first check is the one that sees a killed
+    ingest nobody has reaped.
     """
     import signal
     import threading
     import time
 
+    started_by = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -104,6 +169,8 @@ def die_with(parent: int, poll_s: float = 0.5) -> None:
     def watch() -> None:
         while True:
             time.sleep(poll_s)
+            if os.getppid() != started_by:  # the fork server is gone: we were handed to init
+                os._exit(1)
             try:
                 os.kill(parent, 0)
             except ProcessLookupError:

@@ -1,7 +1,8 @@
 """Search: a query region -> filtered approximate nearest neighbours -> hits; study-level ranking.
 
 The query region comes from, in order: an explicit box; the image's own annotation when the
-image is in the collection (looked up by ``image_id`` = file stem); a scene graph; the
+image is in the collection (looked up by ``image_id`` = file stem, and checked to be the same
+image by SOPInstanceUID); a scene graph; the
 localizer. The crop is encoded by the model that filled the collection (checked by
 ``model_id``) and searched among points of the same anatomy.
 
@@ -13,6 +14,7 @@ pool's lowest score, an upper bound of its true best similarity (see :func:`rank
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,8 +29,18 @@ from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFou
 from regionmir.regions import Box, validate_box
 from regionmir.store.collection import check_model, require_collection
 
+log = logging.getLogger("regionmir")
+
 WHERE_KEYS = ("view", "modality", "findings", "study_id", "patient", "box_source", "image_id")
 IMAGE_POINTS = 64  # points listed for one image: one per anatomy (36 at most), and room to spare
+
+
+class UnusableBoxError(RegionMIRError, ValueError):
+    """A ``--box`` that cannot be searched with this query (outside the image, too small, ...)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason  # without the option name: the CLI names it as a usage error
+        super().__init__(f"--box is unusable: {reason}")
 
 
 @dataclass(frozen=True)
@@ -107,14 +119,22 @@ def check_where(store, collection: str, conditions: dict) -> None:
         if store.count(collection, Filter(must={key: value})):
             continue
         given = ", ".join(value) if isinstance(value, list) else value
-        if key in FEW_VALUED_KEYS:
-            known = sorted(store.facet(collection, key))
-            hint = f"values of {key} there: {', '.join(known) or 'none'}"
-        else:
-            hint = f"check the {key} (see `regionmir search --json` results for stored values)"
         raise RegionMIRError(
-            f"--where {key}={given} matches no region of collection {collection!r}; {hint}."
+            f"--where {key}={given} matches no region of collection {collection!r}; "
+            f"{_where_hint(store, collection, key)}."
         )
+
+
+def _where_hint(store, collection: str, key: str) -> str:
+    """What to try instead, for :func:`check_where`: known values, or where to find them."""
+    if key in FEW_VALUED_KEYS:
+        known = sorted(store.facet(collection, key))
+        return f"values of {key} there: {', '.join(known) or 'none'}"
+    if key == "patient":  # never shown in results: a pseudonym is not for reading off
+        return ("patient matches the stored pseudonym (pt- and 16 hex digits, made from the PatientID "
+                "with REGIONMIR_SALT), not a PatientID or name; to leave the query's own patient out, "
+                "use --exclude-same-patient")
+    return f"check the {key} (the results of `regionmir search --json` show stored values)"
 
 
 class Searcher:
@@ -175,28 +195,38 @@ class Searcher:
         points = self._timed("lookup", self.store.points, self.collection, f, IMAGE_POINTS)
         return {p.payload["anatomy"]: p.payload for p in points}
 
+    def archived_regions(self, image_id: str, radiograph) -> dict[str, dict]:
+        """Payloads by anatomy slug of the archived image the query *is*; empty when it is none.
+
+        The lookup is by ``image_id`` (the file name), which names no image for sure: exports
+        call files IM000001.dcm in every study. A namesake counts only when :func:`same_image`.
+        """
+        stored = self.stored_regions(image_id)
+        return stored if stored and same_image(stored, radiograph) else {}
+
     def query_regions(self, image, anatomy: Anatomy | None, box: Box | None = None,
                       scene_graph: Path | None = None, stored: dict | None = None) -> list[QueryRegion]:
         """The query's region(s): of ``anatomy``, or all regions when ``anatomy`` is None.
 
         Raises:
-            RegionMIRError: ``--box`` without one anatomy, or a box outside the image.
+            UnusableBoxError: ``--box`` without one anatomy, or a box outside the image.
             AnnotationError: unreadable scene graph.
             ModelError: no source of regions (no box, annotation, scene graph or localizer).
         """
         h, w = image.shape
         if box is not None:
             if anatomy is None:
-                raise RegionMIRError("--box needs one --anatomy (not 'all').")
+                raise UnusableBoxError("a box needs one --anatomy (not 'all')")
             clipped, reason = validate_box(box, w, h)
             if clipped is None:
-                raise RegionMIRError(f"--box is unusable: {reason}")
+                raise UnusableBoxError(f"{reason}; give x1,y1,x2,y2 in pixels of the {w}x{h} query image "
+                                       "(from its top-left corner), at least 2 px each way")
             regions = [QueryRegion(anatomy, clipped, "box")]
         elif stored:
-            regions = [QueryRegion(Anatomy.parse(s), Box(*p["box"]), "archive", p.get("confidence"))
-                       for s, p in stored.items()]
+            regions = _stored_regions(stored, w, h)
         elif scene_graph is not None:
-            regions = [QueryRegion(r.anatomy, r.box, "scene-graph") for r in read_scene_graph(scene_graph).regions]
+            sg = read_scene_graph(scene_graph)
+            regions = [QueryRegion(r.anatomy, r.box, "scene-graph") for r in _first_of_each(sg)]
         else:
             regions = self._localize(image)
         if anatomy is not None:
@@ -243,6 +273,45 @@ class Searcher:
         return self._timed("query", self.store.search, self.collection, vector, top_k, flt, exact)
 
 
+def _first_of_each(sg) -> list:
+    """The first region of each anatomy of scene graph ``sg``, as the ingest keeps them.
+
+    A scene graph may box one anatomy twice (or 20,000 times); a query has one region per
+    anatomy, so later boxes are left out, and said once.
+    """
+    first: dict[Anatomy, object] = {}
+    for r in sg.regions:
+        first.setdefault(r.anatomy, r)
+    if len(first) < len(sg.regions):
+        twice = sorted({r.anatomy.bbox_name for r in sg.regions if first[r.anatomy] is not r})
+        log.warning("the scene graph boxes %s more than once: the first box of each is used", ", ".join(twice))
+    return list(first.values())
+
+
+def same_image(stored: dict[str, dict], radiograph) -> bool:
+    """Whether the archived image of ``stored`` (its payloads) is ``radiograph``.
+
+    The SOPInstanceUID decides where both have one; otherwise (PNG/JPEG, or points stored
+    without it) every stored box must at least lie within the query image.
+    """
+    stored_uid = next((p["sop_uid"] for p in stored.values() if p.get("sop_uid")), None)
+    query_uid = radiograph.header.sop_instance_uid
+    if stored_uid and query_uid:
+        return stored_uid == query_uid
+    h, w = radiograph.pixels.shape
+    return all(Box(*p["box"]).clip(w, h) == Box(*p["box"]) for p in stored.values())
+
+
+def _stored_regions(stored: dict[str, dict], width: int, height: int) -> list[QueryRegion]:
+    """The archived boxes as query regions, each checked against the query image (unusable: left out)."""
+    regions = []
+    for slug, payload in stored.items():
+        box, _ = validate_box(Box(*payload["box"]), width, height)
+        if box is not None:
+            regions.append(QueryRegion(Anatomy.parse(slug), box, "archive", payload.get("confidence")))
+    return regions
+
+
 def rank_studies(per_region: dict[str, list], top_k: int) -> list[StudyResult]:
     """Combine per-region hit lists into a study ranking.
 
@@ -284,19 +353,23 @@ def search_image(
     """Search the collection for regions (or, with ``anatomy="all"``, studies) like ``image``'s.
 
     The query image itself is always excluded; its patient is excluded by default when the
-    image is in the collection (``exclude_same_patient=None``).
+    image is in the collection (``exclude_same_patient=None``). An archived image of the same
+    name that is another image (:func:`same_image`) is neither excluded nor used for boxes.
 
     Raises:
         UnknownAnatomyError, ImageReadError, StoreError, ModelError, RegionMIRError.
     """
-    from regionmir.privacy import pseudonym
+    from regionmir.privacy import pseudonym, shown_image_id
 
     target = None if anatomy == "all" else Anatomy.parse(anatomy)
     if target is not None:
         searcher.require(target)
     rad = searcher.read(image)
-    image_id = image_id_of(image)
-    stored = searcher.stored_regions(image_id)
+    # the id its points were stored under: hashed where the name holds the patient's, or always
+    # in a collection made with --hash-paths (regionmir.privacy.shown_image_id)
+    image_id = shown_image_id(image_id_of(image), *rad.header.patient_values,
+                              hash_all=bool(searcher.meta.get("hash_paths")))
+    stored = searcher.archived_regions(image_id, rad)  # {}: a new image, whatever its name
     regions = searcher.query_regions(rad.pixels, target, box, scene_graph, stored)
     if target is None:
         regions = [r for r in regions if searcher.counts.get(r.anatomy.slug)]
@@ -308,7 +381,8 @@ def search_image(
     k = top_k if target is not None else max(pool, top_k)
     results = []
     for region, crop, vector in zip(regions, crops, emb):
-        flt = searcher.filter(region.anatomy, where, study, image_id, patient if exclude else None)
+        flt = searcher.filter(region.anatomy, where, study, image_id if stored else None,
+                              patient if exclude else None)
         results.append(RegionResult(region, crop, searcher.search(vector, flt, k, exact)))
     studies = None
     if target is None:

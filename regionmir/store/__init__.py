@@ -4,6 +4,7 @@
 - :mod:`~regionmir.store.collection`: a collection's model contract (``check_model``) and
   finding the store and collection to search
 - :mod:`~regionmir.store.embedded`, :mod:`~regionmir.store.server`: the two backends
+- :mod:`~regionmir.store.damage`: damaged or unwritable embedded-store files, named with their fix
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import qdrant_edge as qe
@@ -56,11 +57,19 @@ from regionmir.store.base import (
     new_meta,
 )
 from regionmir.store.collection import check_model
+from regionmir.store.damage import (
+    DamagedCollectionError,
+    flush_error,
+    os_reason,
+    read_meta,
+)
 
 log = logging.getLogger("regionmir")
 
 META_FILE = "meta.json"
 SHARD_DIR = "shard"
+SEGMENTS_DIR = "segments"  # inside SHARD_DIR: the points (the engine's segments)
+EDGE_CONFIG = "edge_config.json"  # inside SHARD_DIR: written by the engine when a shard is created
 UPSERT_BATCH = 512  # points per update() call
 SCROLL_PAGE = 1024  # points per scroll() call in points()
 ANATOMY_GRAPHS = True  # default layout of new collections; see EdgeOptions.anatomy_graphs
@@ -88,14 +97,6 @@ def _one_anatomy(filter: Filter | None) -> bool:
 
 
 MIN_FREE_BYTES = 32 * 2**20  # the engine maps files and writes its WAL when a collection opens
-
-
-def _os_reason(text: str) -> str:
-    """The operating system's words in an engine error (``Read-only file system (os error 30)``)."""
-    import re
-
-    m = re.search(r"([A-Z][A-Za-z -]+) \(os error \d+\)", text)
-    return m.group(0) if m else text.split(":")[-1].strip()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -217,7 +218,11 @@ class EmbeddedStore:
         self._check_room()
 
     def _check_room(self) -> None:
-        """Refuse to open on a full disk: the engine maps its files and would die of SIGBUS.
+        """Refuse to open or write on a full disk: the engine maps its files and would die of SIGBUS.
+
+        Checked when the store opens and before each write (an upsert, an index build), so an
+        ingest that fills the disk stops with this message between two batches: what the ledger
+        holds is stored, and a rerun after freeing space resumes from there.
 
         Raises:
             StoreError: less than :data:`MIN_FREE_BYTES` free where the store lives.
@@ -231,8 +236,9 @@ class EmbeddedStore:
         if free < MIN_FREE_BYTES:
             raise StoreError(
                 f"Only {free // 2**20} MiB free on the disk of the store at {self.root}; it needs "
-                f"{MIN_FREE_BYTES // 2**20} MiB to open safely. Free disk space, or move "
-                "REGIONMIR_HOME to a disk with room. The stored points are intact."
+                f"{MIN_FREE_BYTES // 2**20} MiB to open or write safely. Free disk space, or move "
+                "REGIONMIR_HOME to a disk with room. The stored points are intact (an ingest "
+                "stopped here resumes where it stopped)."
             )
 
     # -- collections ---------------------------------------------------------------------
@@ -256,13 +262,7 @@ class EmbeddedStore:
             check_model(self.collection_meta(name), name, full["model_id"], dim)
             return
         folder.mkdir(parents=True, exist_ok=True)
-        shard_dir = str(folder / SHARD_DIR)
-        if (folder / SHARD_DIR).exists():  # a create that stopped before meta.json: finish it
-            log.warning("Completing the unfinished collection %s", folder)
-            shard = self._call(folder, lambda: qe.EdgeShard.load(shard_dir))
-        else:
-            config = self.options.edge_config(dim)
-            shard = self._call(folder, lambda: qe.EdgeShard.create(shard_dir, config))
+        shard = self._open_new_shard(folder, dim)
         for key in PAYLOAD_INDEXES:  # idempotent; before any data
             shard.update(qe.UpdateOperation.create_field_index(key, self.options.index_schema(key)))
         shard.flush()
@@ -274,17 +274,37 @@ class EmbeddedStore:
         self._shards[name] = shard
         self._meta[name] = full
 
+    def _open_new_shard(self, folder: Path, dim: int) -> qe.EdgeShard:
+        """The shard of a collection being created: a new one, or the one a stopped create left.
+
+        A create that stopped before the engine wrote its configuration (a full disk, a file
+        size limit) leaves a shard folder that cannot be loaded; it holds no points (none are
+        written before ``meta.json``), so it is removed and made again.
+        """
+        import shutil
+
+        shard_dir = folder / SHARD_DIR
+        if shard_dir.exists() and not (shard_dir / EDGE_CONFIG).is_file():
+            log.warning("Removing the unfinished collection %s (it holds no points) to create it again", folder)
+            shutil.rmtree(shard_dir)
+        if shard_dir.exists():  # a create that stopped before meta.json: finish it
+            log.warning("Completing the unfinished collection %s", folder)
+            return self._call(folder, lambda: qe.EdgeShard.load(str(shard_dir)))
+        config = self.options.edge_config(dim)
+        return self._call(folder, lambda: qe.EdgeShard.create(str(shard_dir), config))
+
     def collection_meta(self, name: str) -> dict:
         """The metadata given at creation, plus ``name``, ``dim`` and ``distance``.
 
         Raises:
             StoreNotFoundError: no such collection.
+            DamagedCollectionError: its ``meta.json`` is damaged (the message names it and the fix).
         """
         if name not in self._meta:
             path = self.root / name / META_FILE
-            if not path.is_file():
+            if not path.exists():
                 raise StoreNotFoundError(self._missing(name))
-            self._meta[name] = json.loads(path.read_text())
+            self._meta[name] = read_meta(path)
         return dict(self._meta[name])
 
     def _missing(self, name: str) -> str:
@@ -308,9 +328,15 @@ class EmbeddedStore:
             if any(m in text for m in ("os error 30", "os error 13", "os error 1)", "Read-only", "ermission denied")):
                 raise StoreError(
                     f"Cannot open the store at {folder}: its folder is read-only or not yours "
-                    f"({_os_reason(text)}). The embedded store needs write access even to search "
+                    f"({os_reason(text)}). The embedded store needs write access even to search "
                     "(Qdrant keeps its files open read-write): fix the permissions, or copy the "
                     "store to a writable folder and set REGIONMIR_HOME. The stored points are intact."
+                ) from exc
+            if "os error 27" in text or "File too large" in text:
+                raise StoreError(
+                    f"Cannot open the store at {folder}: a file grew past the file size limit "
+                    "(File too large). Lift the limit (`ulimit -f unlimited`) or move REGIONMIR_HOME "
+                    "to a file system that allows large files, then run the command again."
                 ) from exc
             if "os error 28" in text or "No space left" in text:
                 raise StoreError(
@@ -320,12 +346,38 @@ class EmbeddedStore:
             raise StoreError(f"Cannot open the store at {folder}: {text}") from exc
 
     def _shard(self, name: str) -> qe.EdgeShard:
-        """The open shard of a collection, opening it on first use."""
+        """The open shard of a collection, opening it on first use.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+            DamagedCollectionError: its files are damaged (see :meth:`_check_whole`).
+            StoreError: it cannot be opened (read-only, full disk, in use: :meth:`_call`).
+        """
         if name not in self._shards:
             self.collection_meta(name)  # raises StoreNotFoundError
             folder = self.root / name
-            self._shards[name] = self._call(folder, lambda: qe.EdgeShard.load(str(folder / SHARD_DIR)))
+            if not (folder / SHARD_DIR / SEGMENTS_DIR).is_dir():  # before the engine makes an empty one
+                raise DamagedCollectionError(folder, f"its points' folder {folder / SHARD_DIR / SEGMENTS_DIR} is missing")
+            shard = self._call(folder, lambda: qe.EdgeShard.load(str(folder / SHARD_DIR)))
+            self._check_whole(folder, shard)
+            self._shards[name] = shard
         return self._shards[name]
+
+    @staticmethod
+    def _check_whole(folder: Path, shard: qe.EdgeShard) -> None:
+        """Refuse a shard whose payload indexes are gone: its segments were removed or replaced.
+
+        Every collection gets all of :data:`PAYLOAD_INDEXES` before its first point, so a shard
+        without them lost its segments; searching it would fail deep in the engine.
+
+        Raises:
+            DamagedCollectionError: an index is missing (the shard is closed first).
+        """
+        have = set(shard.info().payload_schema)
+        if not have.issuperset(PAYLOAD_INDEXES):
+            shard.close()
+            raise DamagedCollectionError(folder, f"its segments in {folder / SHARD_DIR / SEGMENTS_DIR} were removed or "
+                                  "replaced (its payload indexes are gone)")
 
     def _dim(self, name: str) -> int:
         return int(self.collection_meta(name)["dim"])
@@ -338,6 +390,7 @@ class EmbeddedStore:
             CollectionMismatchError: a vector of another size than the collection's.
         """
         shard, dim = self._shard(name), self._dim(name)
+        self._check_room()  # the disk may have filled since the store opened: stop before SIGBUS
         for start in range(0, len(points), UPSERT_BATCH):
             chunk = points[start : start + UPSERT_BATCH]
             vectors = as_vectors(name, [p.vector for p in chunk], dim).tolist()  # one check, one copy
@@ -424,17 +477,24 @@ class EmbeddedStore:
     def build_index(self, name: str) -> None:
         """Build the HNSW graphs (blocking; tens of seconds per 100k points on 2 cores)."""
         shard = self._shard(name)
+        self._check_room()
         shard.optimize()
         shard.flush()
 
     def close(self) -> None:
         """Flush and close every open shard, releasing their locks."""
         shards, self._shards = self._shards, {}
-        for shard in shards.values():
-            shard.flush()
+        failed = None
+        for name, shard in shards.items():
+            try:
+                shard.flush()
+            except Exception as exc:  # noqa: BLE001 - qdrant-edge raises plain Exception; named below
+                failed = failed or (name, exc)
             shard.close()
+        if failed:
+            raise flush_error(self.root / failed[0], failed[1])
 
-    def __enter__(self) -> EmbeddedStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -300,3 +300,94 @@ def test_unusable_localizer_beside_the_encoder_warns(tmp_path):
     check, file = health.check_model_folder(folder)
     assert check.status == "WARN" and "localizer unusable" in check.detail
     assert file == folder / "encoder.onnx"  # the encoder itself is fine
+
+
+# ---------------------------------------------------------------------------------- damage
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe\x00\x80", "folder"], ids=["not UTF-8", "a folder"])
+def test_a_damaged_salt_fails_with_a_fix(fresh_home, bad):
+    """A binary salt gave a traceback; a salt folder was reported as WARN "no salt yet"."""
+    salt = fresh_home / "salt"
+    if bad == "folder":
+        salt.mkdir()
+    else:
+        salt.write_bytes(bad)
+    check = health.check_salt()
+    assert check.status == "FAIL" and str(salt) in check.detail
+    assert ("a folder" if bad == "folder" else "not text") in check.detail and "backup" in check.fix
+
+
+def _read_only_check_home(home: Path) -> list[str]:
+    """``check_home`` in a child that sees ``home`` as a read-only bind mount (needs root)."""
+    import sys
+
+    code = "from regionmir.doctor.checks import check_home; c = check_home(); print(c.status, c.detail)"
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, str(home), sys.executable, "-c", code]
+
+
+def test_a_read_only_home_fails(fresh_home):
+    """Tests run as root, where chmod stops nothing: a read-only mount is what a user meets."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or \
+            subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("needs root and mount namespaces (unshare -m) to mount the home read-only")
+    result = subprocess.run(_read_only_check_home(fresh_home), capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "REGIONMIR_HOME": str(fresh_home)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("FAIL") and "not writable" in result.stdout, result.stdout
+    assert health.check_home().status == "OK"  # the same home, writable, outside the namespace
+
+
+def _filled_home(home: Path, points_per_image: int = 6, images: int = 4) -> tuple[Path, str]:
+    """An embedded collection with ``images`` images' points and the ledger an ingest writes."""
+    from regionmir.ingest.ledger import Ledger, ledger_path
+    from regionmir.ingest.stages import ImageTask
+    from regionmir.store import PointRecord, point_id
+    from regionmir.store.embedded import EmbeddedStore
+
+    slugs = [a.slug for a in ALL[:points_per_image]]
+    store = EmbeddedStore(home / "store")
+    store.create_collection("regions", 4, {"model_id": "m" * 16, "ingest_token": "tok"})
+    ledger = Ledger(ledger_path(store.location, "regions"), "tok")
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        task = ImageTask(Path(f"files/im{i}.dcm"), f"files/im{i}.dcm", f"im{i}")
+        store.upsert("regions", [PointRecord(point_id(f"1.2.{i}", s, "m" * 16), rng.normal(size=4).astype(np.float32),
+                                             {"anatomy": s, "image_id": f"im{i}"}) for s in slugs])
+        assert ledger.claim(task, f"1.2.{i}", task.rel, len(slugs), task.image_id) is None
+        ledger.mark([task])
+    ledger.close()
+    store.close()
+    (segment,) = (home / "store" / "regions" / "shard" / "segments").iterdir()
+    return segment / "mutable_id_tracker.mappings", store.location
+
+
+def test_points_the_store_lost_while_the_ledger_lists_them_fail(fresh_home):
+    """Damaged id-tracker files drop points; an ingest skipped their images and doctor said OK."""
+    mappings, _ = _filled_home(fresh_home)
+    assert health.check_store().status == "OK"
+    with mappings.open("r+b") as f:
+        f.truncate(100)
+    check = health.check_store()
+    assert check.status == "FAIL", check
+    assert "lists 4 images with 24 points" in check.detail and "regionmir ingest ARCHIVE" in check.fix
+
+
+@pytest.mark.parametrize("damage", ["meta", "segments"])
+def test_a_damaged_collection_fails_with_the_fix(fresh_home, damage):
+    import shutil
+
+    _filled_home(fresh_home)
+    folder = fresh_home / "store" / "regions"
+    if damage == "meta":
+        (folder / "meta.json").write_text("[1, 2]")
+    else:
+        shutil.rmtree(folder / "shard" / "segments")
+    check = health.check_store()
+    assert check.status == "FAIL" and ("meta.json" if damage == "meta" else "segments") in check.detail
+    assert f"rm -r {folder}" in check.fix and "regionmir ingest" in check.fix

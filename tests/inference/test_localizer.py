@@ -122,6 +122,14 @@ def test_letterbox_round_trip_and_canvas():
         letterbox(np.zeros((4, 4, 3)), 32)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (4000, 1), (1, 4000)])
+def test_letterbox_of_a_line_of_pixels_says_too_small(shape):
+    """A 1x4000 image is 2-D: once it was told it was not."""
+    with pytest.raises(ModelError, match=f"{shape[1]}x{shape[0]} pixels: too small") as caught:
+        letterbox(np.zeros(shape, np.float32), 32)
+    assert "2-D" not in str(caught.value)
+
+
 def test_identity_augmentation_matches_inference_letterbox():
     rng = np.random.default_rng(1)
     px, sg = synthetic_chest(rng, 120, 80)

@@ -124,3 +124,70 @@ def test_a_damaged_byte_spoils_one_entry_not_the_ledger(tmp_path):
     again = Ledger(tmp_path / "l.done", "token")
     assert [again.has(t) for t in (a, b)] == [False, True]  # a is redone; b stays done
     again.close()
+
+
+def _stored_images(tmp_path: Path, images: int = 5, regions: int = 6):
+    """A store holding ``images`` images of ``regions`` points each, and their ledger (as an ingest leaves them)."""
+    import numpy as np
+
+    from regionmir.anatomy import ALL
+    from regionmir.store import PointRecord, point_id
+    from regionmir.store.embedded import EmbeddedStore
+
+    tasks = _tasks(*(f"files/p1/s{i}/im{i}.dcm" for i in range(images)))
+    rng = np.random.default_rng(1)
+    with EmbeddedStore(tmp_path / "store") as store:
+        store.create_collection("regions", 4, {"model_id": "m" * 16})
+        ledger = Ledger(tmp_path / "l.done", "tok")
+        for i, task in enumerate(tasks):
+            store.upsert("regions", [PointRecord(point_id(f"1.2.{i}", a.slug, "m" * 16),
+                                                 rng.normal(size=4).astype(np.float32),
+                                                 {"anatomy": a.slug, "image_id": task.image_id}) for a in ALL[:regions]])
+            ledger.claim(task, f"1.2.{i}", task.rel, regions, task.image_id)
+            ledger.mark([task])
+        ledger.close()
+    return tasks
+
+
+def test_reconcile_forgets_exactly_the_images_whose_points_are_gone(tmp_path):
+    """Damaged id-tracker files drop points while the ledger lists their images as done."""
+    from collections import Counter
+
+    from regionmir.store.embedded import EmbeddedStore
+
+    tasks = _stored_images(tmp_path)
+    with EmbeddedStore(tmp_path / "store") as store:
+        ledger = Ledger(tmp_path / "l.done", "tok")
+        assert ledger.reconcile(store, "regions") is None and len(ledger.done) == 5  # nothing lost
+        ledger.close()
+    (segment,) = (tmp_path / "store" / "regions" / "shard" / "segments").iterdir()
+    with (segment / "mutable_id_tracker.mappings").open("r+b") as f:
+        f.truncate(100)
+    with EmbeddedStore(tmp_path / "store") as store:
+        have = store.count("regions")
+        whole = {k for k, n in Counter(p.payload["image_id"] for p in store.points("regions", limit=100)).items()
+                 if n == 6}
+        ledger = Ledger(tmp_path / "l.done", "tok")
+        repair = ledger.reconcile(store, "regions")
+        ledger.close()
+    assert have < 30 and repair["event"] == "repair" and repair["points_found"] == have
+    assert repair["points_expected"] == 30 and repair["images"] == 5 - len(whole)
+    assert {t.image_id for t in tasks if ledger.has(t)} == whole
+
+
+def test_ledger_points_and_older_lines(tmp_path):
+    """Lines of older ledgers (no point count) still parse; they count as images without points."""
+    from regionmir.ingest.ledger import ledger_points
+
+    path = tmp_path / "l.done"
+    path.write_text("tok\nold-entry\nolder\tkey\tfiles/x.dcm\n#indexed\n")
+    ledger = Ledger(path, "tok")
+    (a,) = _tasks("files/a.dcm")
+    ledger.claim(a, "key-a", a.rel, 36, "a-id")
+    ledger.mark([a])
+    ledger.close()
+    assert ledger_points([path], "tok") == (3, 36)
+    assert ledger_points([path], "other-token") == (0, 0)
+    ledger = Ledger(path, "tok")
+    assert len(ledger.done) == 3 and ledger.keys["key"] == ("older", "files/x.dcm")
+    ledger.close()

@@ -15,14 +15,19 @@ from unittest import mock
 import numpy as np
 import pydicom
 import pytest
-from helpers.ingest import SALT, kill_when_ledger_has
+from helpers.ingest import (
+    SALT,
+    kill_when_ledger_has,
+    proc_dirs_with_env,
+    processes_with_env,
+)
 
 from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive, resolve_path
 from regionmir.errors import CollectionMismatchError
 from regionmir.ingest.runner import IngestConfig, run_ingest
 from regionmir.ingest.stages import ImageTask
-from regionmir.privacy import mask_path, pseudonym
+from regionmir.privacy import mask_path, pseudonym, shown_image_id
 from regionmir.store import open_store, point_id
 
 
@@ -267,34 +272,6 @@ def _ingest_cmd(archive: Path, model: Path, *extra: str) -> list[str]:
     return [str(cli), "ingest", str(archive), "--model", str(model), "--json", *extra]
 
 
-def _proc_dirs_with_env(key: str, value: str):
-    """The /proc folders of processes whose environment has ``key=value`` (readable ones)."""
-    needle = f"{key}={value}".encode()
-    for env in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in env.read_bytes().split(b"\0"):
-                yield env.parent
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-
-
-def processes_with_env(key: str, value: str, wait_s: float) -> list[str]:
-    """Command lines of live processes whose environment has ``key=value``, after up to ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = []
-        for proc in _proc_dirs_with_env(key, value):
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                if cmd and "(zombie)" not in (proc / "status").read_text():
-                    found.append(f"{proc.name}: {cmd[:120]}")
-            except OSError:
-                continue
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the workers")
 def test_kill_and_resume_gives_the_clean_result(tiny_archive, tiny_model, tmp_path):
     env = {**os.environ, "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
@@ -443,22 +420,23 @@ def test_rerun_with_another_split_skips_what_the_shards_did(tiny_archive, tiny_m
     assert whole.index_seconds == 0.0  # both shards built the index after their last upsert
 
 
-def test_report_lines_show_paths_as_payloads_do(tmp_path):
+def test_report_lines_show_paths_as_payloads_do(tmp_path, home):
     """A warning names the image by its payload path, whose patient folder is masked with the
     header's PatientID too: an archive of folders named by patient id must not leak them."""
     from regionmir.ingest.report import Report
     from regionmir.ingest.runner import IngestSummary, _tally
     from regionmir.ingest.stages import Prepared
 
-    rel = "scans/ZZ4242/film.dcm"  # a folder named by the PatientID, not MIMIC's p1XXXXXXX
-    task = ImageTask(Path(rel), rel, "film")
-    fields = {"path": mask_path(rel, "ZZ4242")}
+    rel = "scans/ZZ4242/ZZ4242.dcm"  # a folder and a file named by the PatientID, not MIMIC's p1XXXXXXX
+    task = ImageTask(Path(rel), rel, "ZZ4242")
+    fields = {"path": mask_path(rel, "ZZ4242"), "image_id": shown_image_id("ZZ4242", "ZZ4242")}
     noted = Prepared(task, "1.2.3", fields, [{"anatomy": "left-lung"}], None, notes=["dropped 1 box"])
     report, summary = Report(tmp_path / "r.jsonl"), IngestSummary("c", "s", "m")
     _tally([noted], [], report, summary)
     report.close()
     (record,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert record["event"] == "warning" and record["path"] == "scans/*/film.dcm"
+    assert record["event"] == "warning" and record["path"] == "scans/*/*.dcm"
+    assert record["image_id"] == fields["image_id"] != "ZZ4242"
     assert (summary.warnings, summary.ingested, summary.regions) == (1, 1, 1)
 
 
@@ -489,7 +467,7 @@ def _worker_pids(home: Path, main: int) -> list[int]:
     """Pool workers of the ingest ``main`` with ``home``: processes of its environment whose parent is
     not ``main`` (the fork server's children; the fork server and resource tracker are main's)."""
     found = []
-    for proc in _proc_dirs_with_env("REGIONMIR_HOME", str(home)):
+    for proc in proc_dirs_with_env("REGIONMIR_HOME", str(home)):
         try:
             pid, ppid = int(proc.name), int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
@@ -520,3 +498,44 @@ def test_a_killed_worker_ends_the_ingest_with_one_line_and_a_rerun_resumes(tiny_
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["skipped"] + summary["ingested"] == len(labeled_regions(tiny_archive))
+
+
+def test_a_scene_graph_naming_one_anatomy_six_times_stores_its_first_box_and_warns(
+        tiny_archive, tiny_model, home, tmp_path):
+    """Six `left lung` boxes for one image: one point id per anatomy, so the first box is stored,
+    the summary counts the points there are, and the report names the anatomy."""
+    src = Archive(tiny_archive).dicom_paths()[0]
+    archive = tmp_path / "archive"
+    (archive / "scene_graph").mkdir(parents=True)
+    shutil.copy(src, archive / "film.dcm")
+    data = json.loads(Archive(tiny_archive).scene_graph_path(src.stem).read_text())
+    data["image_id"] = "film"
+    first = next(o for o in data["objects"] if o["bbox_name"] == "left lung")
+    for k in range(1, 6):  # five more, each moved by k pixels
+        data["objects"].append({**first, **{c: first[c] + k for c in ("original_x1", "original_y1", "original_x2",
+                                                                       "original_y2")}})
+    (archive / "scene_graph" / "film_SceneGraph.json").write_text(json.dumps(data))
+    report = tmp_path / "r.jsonl"
+    s = run_ingest(IngestConfig(archive, tiny_model, workers=0, report=report))
+    points = all_points(home=home)
+    assert s.regions == len(points) == len({o["bbox_name"] for o in data["objects"]})
+    (lung,) = [p for p in points.values() if p["anatomy"] == "left-lung"]
+    assert lung["box"] == [first[c] for c in ("original_x1", "original_y1", "original_x2", "original_y2")]
+    (warning,) = [r for r in map(json.loads, report.read_text().splitlines()) if r["event"] == "warning"]
+    assert "left lung: 6 annotated boxes, the first is used" in warning["reason"] and s.warnings == 1
+
+
+def test_a_duplicate_is_ledgered_so_a_rerun_skips_it(tiny_archive, tiny_model, tiny_localizer, home, tmp_path):
+    """A second file with an image's SOPInstanceUID is reported once, then in the ledger: a rerun
+    skips it instead of reporting it again (and does not overwrite the first image's points)."""
+    src = Archive(tiny_archive).dicom_paths()[0]
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("a.dcm", "b.dcm"):  # the same SOPInstanceUID twice
+        shutil.copy(src, archive / name)
+    cfg = IngestConfig(archive, model_with_localizer(tiny_model, tiny_localizer, tmp_path / "model"), workers=0)
+    first = run_ingest(cfg)
+    assert (first.ingested, first.duplicates) == (1, 1)
+    again = run_ingest(cfg)
+    assert (again.skipped, again.ingested, again.duplicates) == (2, 0, 0)
+    assert {p["image_id"] for p in all_points(home=home).values()} == {"a"}

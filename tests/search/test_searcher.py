@@ -17,7 +17,14 @@ from regionmir.anatomy import Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import CollectionMismatchError, RegionMIRError, StoreError, StoreNotFoundError
 from regionmir.regions import Box, crop_region
-from regionmir.search.searcher import Searcher, parse_where, rank_studies, search_image
+from regionmir.search.searcher import (
+    Searcher,
+    _stored_regions,
+    parse_where,
+    rank_studies,
+    same_image,
+    search_image,
+)
 from regionmir.store import Filter, Hit, open_store
 from regionmir.store.collection import open_existing_store
 
@@ -93,6 +100,31 @@ def test_rank_studies_matches_a_hand_computed_ranking():
     assert got[1].regions == {"left-lung": 0.9, "trachea": 0.5} and got[1].matched == 1
     assert got[0].best.score == 0.95
     assert len(rank_studies(pools, top_k=2)) == 2
+
+
+def _radiograph(sop: str | None, shape: tuple[int, int]):
+    from regionmir.dicom import DicomHeader, Radiograph
+
+    header = DicomHeader(sop, None, None, None, None, None, shape[0], shape[1], None)
+    return Radiograph("q.dcm", header, np.zeros(shape, np.float32))
+
+
+def test_an_archived_namesake_is_the_query_only_when_it_is_the_same_image():
+    """IM000001.dcm names an image in every study: the name alone once took another image's boxes."""
+    stored = {"left-lung": {"box": [131, 53, 190, 173], "sop_uid": "1.2.3"}}
+    assert same_image(stored, _radiograph("1.2.3", (256, 256)))
+    assert not same_image(stored, _radiograph("1.2.4", (256, 256)))  # another image of the same name
+    unknown = {"left-lung": {"box": [131, 53, 190, 173]}}  # no SOPInstanceUID stored (or a PNG query)
+    assert same_image(unknown, _radiograph(None, (256, 256)))
+    assert not same_image(unknown, _radiograph(None, (8, 8)))  # its boxes do not even fit
+    assert not same_image(stored, _radiograph(None, (8, 8)))
+
+
+def test_stored_boxes_are_checked_against_the_query_image():
+    stored = {"left-lung": {"box": [131, 53, 190, 173]}, "trachea": {"box": [100, 0, 140, 300]},
+              "spine": {"box": [300, 300, 320, 320]}}
+    got = {r.anatomy.slug: r.box for r in _stored_regions(stored, 256, 256)}
+    assert got == {"left-lung": Box(131, 53, 190, 173), "trachea": Box(100, 0, 140, 256)}  # clipped; spine out
 
 
 # ----------------------------------------------------------------------------- against a store
