@@ -8,7 +8,7 @@ a crop seen at search time is made exactly as the crops the encoder learned from
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,3 +224,30 @@ def normalize(crops: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:
     """Crops ``(N, S, S)`` in [0, 1] -> encoder input ``(N, 1, S, S)`` float32."""
     x = (np.asarray(crops, dtype=np.float32) - spec.mean) / spec.std
     return x[:, None, :, :]
+
+
+ENLARGED = 0.5  # CTR above this: an enlarged heart (the usual PA-film threshold)
+CTR_DECIMALS = 3  # a CTR as payloads and results show it: to a thousandth (a pixel of a ~3000 px film)
+
+
+def cardiothoracic_ratio(boxes: Mapping[str, Box]) -> float | None:
+    """Heart width / thoracic width, from the heart and lung boxes of one film.
+
+    Heart width is the width of the ``cardiac-silhouette`` box. Thoracic width is the widest
+    extent across both lungs: from the outer edge of the right lung to the outer edge of the left
+    (``min x1`` to ``max x2`` of the ``right-lung`` and ``left-lung`` boxes). With boxes drawn
+    tight around human masks this is the CTR of the masks (widest heart over widest lungs); with
+    the localizer's or a scene graph's boxes it is the CTR an ingest stores in payloads (``ctr``).
+
+    Args:
+        boxes: boxes by anatomy slug; other slugs are ignored.
+
+    Returns:
+        The ratio, or None when a box is missing or the lungs have no width.
+    """
+    try:
+        heart, right, left = boxes["cardiac-silhouette"], boxes["right-lung"], boxes["left-lung"]
+    except KeyError:
+        return None
+    thorax = max(right.x2, left.x2) - min(right.x1, left.x1)
+    return (heart.x2 - heart.x1) / thorax if thorax > 0 else None

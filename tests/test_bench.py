@@ -101,3 +101,10 @@ def test_run_all_readme_only_survives_rows_from_an_older_bench(tmp_path):
     text = readme.read_text()
     assert "| ingest | kept from an older version of the bench; re-run it: `bench/run_all.py --only ingest` |" in text
     assert text.rstrip().endswith("notes")
+
+
+def test_bench_serve_prints_both_cold_times_and_the_same_results(tmp_path):
+    row = run_bench("bench_serve.py", "--points", "400", "--size", "256", "--runs", "1", tmp_path=tmp_path)[-1]
+    assert row["bench"] == "serve" and row["points"] >= 400 and row["same_results"] is True
+    for key in ("in_process_wall_s", "through_server_wall_s", "server_side_s", "server_start_s"):
+        assert row[key] > 0, key

@@ -212,3 +212,34 @@ def test_crop_regions_of_many_boxes_equals_one_box_at_a_time():
     for crop, box in zip(many, boxes):
         np.testing.assert_array_equal(crop, crop_region(img, box, spec))
     assert crop_regions(img, [], spec).shape == (0, 32, 32)
+
+
+# ----------------------------------------------------------------------------- cardiothoracic ratio
+
+
+def test_cardiothoracic_ratio_of_hand_computed_boxes():
+    from regionmir.regions import ENLARGED, cardiothoracic_ratio
+
+    boxes = {  # the patient's right lung lies on the image's left: x1 of the thorax comes from it
+        "right-lung": Box(40, 50, 140, 300),
+        "left-lung": Box(150, 60, 260, 310),
+        "cardiac-silhouette": Box(100, 150, 218, 280),  # 118 px wide
+        "trachea": Box(130, 0, 160, 120),  # other regions are ignored
+    }
+    assert cardiothoracic_ratio(boxes) == pytest.approx(118 / 220)  # thorax: 40 .. 260
+    assert cardiothoracic_ratio(boxes) > ENLARGED == 0.5
+    swapped = {**boxes, "right-lung": boxes["left-lung"], "left-lung": boxes["right-lung"]}
+    assert cardiothoracic_ratio(swapped) == pytest.approx(118 / 220)  # outer edges, whichever side
+    overlapping = {**boxes, "left-lung": Box(60, 60, 130, 310)}  # inside the right lung's span
+    assert cardiothoracic_ratio(overlapping) == pytest.approx(118 / 100)
+    for missing in ("right-lung", "left-lung", "cardiac-silhouette"):
+        assert cardiothoracic_ratio({k: v for k, v in boxes.items() if k != missing}) is None
+    flat = {**boxes, "right-lung": Box(40, 50, 40, 300), "left-lung": Box(40, 60, 40, 310)}
+    assert cardiothoracic_ratio(flat) is None  # lungs without width: no ratio, no division by zero
+
+
+def test_the_evaluation_uses_the_one_definition():
+    from regionmir import regions
+    from regionmir.evaluation.real import ctr
+
+    assert ctr.cardiothoracic_ratio is regions.cardiothoracic_ratio and ctr.ENLARGED is regions.ENLARGED

@@ -17,6 +17,7 @@ from regionmir.cli import ingest as ingest_cmd
 from regionmir.cli import listen as listen_cmd
 from regionmir.cli import localize as localize_cmd
 from regionmir.cli import search as search_cmd
+from regionmir.cli import serve as serve_cmd
 from regionmir.cli import train as train_cmd
 from regionmir.cli import train_localizer as train_localizer_cmd
 
@@ -39,6 +40,7 @@ app.command("localize")(localize_cmd.localize)
 app.command("ingest")(ingest_cmd.ingest)
 app.command("listen")(listen_cmd.listen)
 app.command("search")(search_cmd.search)
+app.command("serve")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("evaluate-real")(evaluate_real_cmd.evaluate_real)

@@ -9,7 +9,7 @@ def info(
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    """Show the store location, its collections, model ids and points per anatomy."""
+    """Show the store location, its collections, model ids, CTR range and points per anatomy."""
     import json
 
     from regionmir import config
@@ -38,9 +38,15 @@ def _collection(store, name: str) -> dict:
     return {
         "name": name, "points": store.count(name), "model_id": meta.get("model_id"),
         "dim": meta.get("dim"), "archive_root": meta.get("archive_root"),
-        "created": meta.get("created"),
+        "created": meta.get("created"), "ctr_range": _ctr_range(store, name),
         "per_anatomy": dict(sorted(per_anatomy.items(), key=lambda kv: _order(kv[0]))),
     }
+
+
+def _ctr_range(store, name: str) -> list[float] | None:
+    """``[lowest, highest]`` cardiothoracic ratio stored; None for a collection without one."""
+    span = store.value_range(name, "ctr")
+    return None if span is None else list(span)
 
 
 def _order(slug: str) -> tuple[int, str]:
@@ -66,6 +72,9 @@ def _print(doc: dict) -> None:
             (c["name"], "bold"), f": {c['points']} points, model {c['model_id']} "
             f"({c['dim']}-d), archive {c['archive_root'] or 'a PACS (DICOMweb or DICOM)'}",
         ), soft_wrap=True)
+        span = c["ctr_range"]
+        console.print("cardiothoracic ratio: " + (f"{span[0]:.3f} to {span[1]:.3f} (filter with --where 'ctr>0.5')"
+                                                  if span else "not stored (ingest again into a new collection)"))
         table = Table("anatomy", "points")
         for slug, n in c["per_anatomy"].items():
             table.add_row(slug, str(n))

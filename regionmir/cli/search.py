@@ -15,7 +15,7 @@ def search(
     anatomy: str = typer.Option(..., "--anatomy", "-a", help="Region slug (see `regionmir anatomies`), or 'all' to rank studies."),
     box: str = typer.Option(None, "--box", help="Query box x1,y1,x2,y2 in image pixels."),
     scene_graph: Path = typer.Option(None, "--scene-graph", exists=True, dir_okay=False, help="Scene graph JSON with the query's regions."),
-    where: list[str] = typer.Option([], "--where", help="Payload condition key=value (repeatable): view=PA, findings=nodule."),
+    where: list[str] = typer.Option([], "--where", help="Payload condition (repeatable, all hold): key=value (view=PA, findings=nodule), or a cardiothoracic ratio bound, quoted for the shell: 'ctr>0.5', 'ctr<=0.45'."),
     study: str = typer.Option(None, "--study", help="Only regions of this study."),
     exclude_same_patient: bool = typer.Option(None, "--exclude-same-patient/--include-same-patient", help="Leave out the query's patient \\[default: exclude when the query is in the collection]."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=1000, help="Number of results."),
@@ -26,11 +26,14 @@ def search(
     model: Path = typer.Option(None, "--model", help="Model folder or encoder.onnx \\[default: $REGIONMIR_HOME/model]."),
     collection: str = typer.Option(None, "--collection", help="Collection \\[default: regions]."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", envvar="QDRANT_URL", help="Qdrant server; default: the embedded store."),
+    server: str = typer.Option(None, "--server", help="Send the query to this `regionmir serve` URL \\[default: the server of $REGIONMIR_HOME, when one runs]."),
+    no_server: bool = typer.Option(False, "--no-server", help="Search in this process even when a server runs."),
 ) -> None:
     """Search the collection for regions like IMAGE's region of --anatomy.
 
     An IMAGE URL is retrieved with WADO-RS (credentials: REGIONMIR_DICOMWEB_TOKEN or
-    REGIONMIR_DICOMWEB_USER/PASSWORD) and is never kept.
+    REGIONMIR_DICOMWEB_USER/PASSWORD) and is never kept. When `regionmir serve` runs for
+    $REGIONMIR_HOME (or with --server URL) the query is sent there: same results, no store to open.
     """
     t0, started = time.perf_counter(), time.time()
     import tempfile
@@ -41,11 +44,52 @@ def search(
         what = "is a directory, not an image file" if Path(image).is_dir() else "is not a file"
         raise typer.BadParameter(f"{image} {what} (nor a WADO-RS instance URL "
                                  ".../studies/UID/series/UID/instances/UID)", param_hint="IMAGE")
+    if not no_server and (doc := _via_server(server, image, anatomy, box, scene_graph, where, study,
+                                             exclude_same_patient, top_k, exact, montage, model, collection,
+                                             qdrant_url)) is not None:
+        _output(doc, as_json, None)
+        return
     with tempfile.TemporaryDirectory(prefix="regionmir-query-") as tmp:
         query = download_instance(image, Path(tmp)) if is_url(image) else Path(image)
         pacs = (parse_instance_url(image)[0], Path(tmp) / "hits") if is_url(image) else None
         _search(query, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
                 montage, model, collection, qdrant_url, t0, started, pacs)
+
+
+def _via_server(server, image, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact,
+                montage, model, collection, qdrant_url) -> dict | None:
+    """The `--json` document from `regionmir serve` (``server``, else the one of this home), or None
+    to search in this process (no server runs, or the options name another model or store)."""
+    import os
+
+    from regionmir import config
+    from regionmir.errors import RegionMIRError
+    from regionmir.serve import client, discovery
+
+    url = server
+    if url is None:
+        info = None if (model or qdrant_url) else discovery.find(config.require_home())
+        if info is None or (collection and collection != info.collection):
+            return None
+        url = info.url
+        if info.token_sha256 and discovery.token_hash(os.environ.get(client.TOKEN_ENV)) != info.token_sha256:
+            raise RegionMIRError(f"`regionmir serve` at {url} holds this home's store and needs its token: "
+                                 f"set {client.TOKEN_ENV} (or search with --server URL).")
+    if montage is not None or scene_graph is not None:
+        which = "--montage" if montage is not None else "--scene-graph"
+        raise typer.BadParameter(f"cannot go through `regionmir serve` ({url}), which holds the store: "
+                                 "stop the server, or search without it", param_hint=which)
+    params = client.search_params(anatomy, top_k, where, box, study, exclude_same_patient, exact)
+    try:
+        return client.search(url, image, params)
+    except client.ServerUnreachableError:
+        if server:
+            raise
+        return None  # a server that died without removing its file: search here
+    except client.ServerAnswerError as e:
+        if e.param:
+            raise typer.BadParameter(e.message, param_hint=e.param) from None
+        raise
 
 
 def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_patient, top_k, exact, as_json,
@@ -54,22 +98,11 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from concurrent.futures import ThreadPoolExecutor
 
     from regionmir import config
-    from regionmir.anatomy import Anatomy
-    from regionmir.regions import Box
-    from regionmir.search.searcher import Searcher, UnusableBoxError, check_where, parse_where, search_image
+    from regionmir.search.searcher import Searcher
+    from regionmir.search.where import check_where
     from regionmir.store.collection import open_existing_store, require_collection
 
-    if anatomy.strip().lower() != "all":
-        anatomy = Anatomy.parse(anatomy).slug  # UnknownAnatomyError lists close slugs
-    else:
-        anatomy = "all"
-    try:
-        query_box = Box.parse(box) if box else None
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--box") from None
-    if query_box is not None and anatomy == "all":
-        raise typer.BadParameter("a box needs one --anatomy (not 'all')", param_hint="--box")
-    conditions = parse_where(where)
+    anatomy, query_box, conditions = parse_query(anatomy, box, where)
     config.require_home()  # its model, store or salt: a file there is said, not "no store"
     timings = {"import": time.perf_counter() - t0}
     name = collection or config.DEFAULT_COLLECTION
@@ -86,23 +119,66 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
             encoder, localizer, timings["model_load"] = loading.result()
             timings["model_wait"] = time.perf_counter() - t
             searcher = Searcher(store, name, encoder, localizer, meta=meta)
-            try:
-                outcome = search_image(
-                    searcher, image, anatomy, query_box, scene_graph, conditions, study,
-                    exclude_same_patient, top_k, exact,
-                )
-            except UnusableBoxError as e:  # a usage error, as a box that is wrong on its face
-                raise typer.BadParameter(e.reason, param_hint="--box") from None
-            timings.update(searcher.timings)
+            outcome = run_query(searcher, image, anatomy, query_box, scene_graph, conditions, study,
+                                exclude_same_patient, top_k, exact, timings)
             if montage is not None:
                 from regionmir.search.montage import write_montage
 
                 write_montage(outcome, _montage_root(outcome, searcher, pacs, top_k), montage, top_k)
-            timings["total_in_command"] = time.perf_counter() - t0
-            doc = {**_as_doc(outcome, searcher, timings), "started_unix": round(started, 4)}
-            _output(doc, as_json, montage)  # before the store closes
+            _output(document(outcome, searcher, timings, t0, started), as_json, montage)  # before the store closes
         finally:
             store.close()
+
+
+def parse_query(anatomy: str, box: str | None, where: list[str]):
+    """``(anatomy slug or 'all', Box or None, where conditions)`` of a query's options.
+
+    The CLI and `regionmir serve` both parse with this.
+
+    Raises:
+        typer.BadParameter: a bad --box or --where (with its option as ``param_hint``).
+        UnknownAnatomyError: an unknown slug (the message lists close ones).
+    """
+    from regionmir.anatomy import Anatomy
+    from regionmir.regions import Box
+    from regionmir.search.where import WhereError, parse_where
+
+    anatomy = "all" if anatomy.strip().lower() == "all" else Anatomy.parse(anatomy).slug
+    try:
+        query_box = Box.parse(box) if box else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--box") from None
+    if query_box is not None and anatomy == "all":
+        raise typer.BadParameter("a box needs one --anatomy (not 'all')", param_hint="--box")
+    try:
+        conditions = parse_where(where)
+    except WhereError as e:
+        raise typer.BadParameter(e.reason, param_hint="--where") from None
+    return anatomy, query_box, conditions
+
+
+def run_query(searcher, image: Path, anatomy: str, query_box, scene_graph, conditions, study,
+              exclude_same_patient, top_k: int, exact: bool, timings: dict):
+    """:func:`~regionmir.search.searcher.search_image`, its stage times added to ``timings``.
+
+    Raises:
+        typer.BadParameter: a box outside the image (a usage error, as a box wrong on its face).
+    """
+    from regionmir.search.searcher import UnusableBoxError, search_image
+
+    try:
+        outcome = search_image(searcher, image, anatomy, query_box, scene_graph, conditions, study,
+                               exclude_same_patient, top_k, exact)
+    except UnusableBoxError as e:
+        raise typer.BadParameter(e.reason, param_hint="--box") from None
+    timings.update(searcher.timings)
+    return outcome
+
+
+def document(outcome, searcher, timings: dict, t0: float, started: float) -> dict:
+    """The `--json` document of a search: what the CLI prints and what `regionmir serve` answers."""
+    timings["total_in_command"] = time.perf_counter() - t0
+    return {**_as_doc(outcome, searcher, timings), "started_unix": round(started, 4)}
 
 
 def _montage_root(outcome, searcher, pacs, top_k: int):
@@ -141,7 +217,7 @@ def _hit_doc(rank: int, hit) -> dict:
     return {
         "rank": rank, "score": round(hit.score, 6), "id": hit.id, "anatomy": p.get("anatomy"),
         "study_id": p.get("study_id"), "image_id": p.get("image_id"), "box": p.get("box"),
-        "findings": p.get("findings") or [], "view": p.get("view"), "path": p.get("path"),
+        "findings": p.get("findings") or [], "view": p.get("view"), "ctr": p.get("ctr"), "path": p.get("path"),
     }
 
 
@@ -149,7 +225,7 @@ def _as_doc(outcome, searcher, timings: dict) -> dict:
     doc = {
         "collection": searcher.collection, "model_id": searcher.encoder.model_id,
         "query": {
-            "image_id": outcome.image_id, "in_collection": outcome.in_archive,
+            "image_id": outcome.image_id, "in_collection": outcome.in_archive, "ctr": outcome.ctr,
             "same_patient_excluded": outcome.excluded_patient,
             "regions": [{"anatomy": r.query.anatomy.slug, "box": r.query.box.as_list(), "source": r.query.source}
                         for r in outcome.regions],
@@ -173,6 +249,11 @@ def _short(image_id: str) -> str:
     return head + "…" if len(head) < len(image_id) else image_id
 
 
+def _ctr(value: float | None) -> str:
+    """A cardiothoracic ratio as the table shows it; ``-`` for a film without one."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _print(doc: dict, montage: Path | None) -> None:
     """The human view. File names, ids and paths are user text: shown as written, never as markup."""
     from rich.console import Console
@@ -181,24 +262,25 @@ def _print(doc: dict, montage: Path | None) -> None:
     console = Console(markup=False, emoji=False, highlight=False)  # '[bold]q.dcm' is a file name
     q = doc["query"]
     where = "in the collection" if q["in_collection"] else "not in the collection"
-    console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']})", soft_wrap=True)
+    ctr = "" if q.get("ctr") is None else f"; CTR {q['ctr']:.3f}"
+    console.print(f"Query {q['image_id']} ({where}; boxes from {q['regions'][0]['source']}{ctr})", soft_wrap=True)
     wide = console.width >= 150  # paths only where they fit; --json always has everything
     if "results" in doc:
         anatomies = {r["anatomy"] for r in doc["results"]}
-        table = Table("rank", "score", "study", "image", "box", "findings", *(("path",) if wide else ()),
+        table = Table("rank", "score", "study", "image", "box", "findings", "ctr", *(("path",) if wide else ()),
                       title=f"{', '.join(sorted(anatomies))}: top {len(doc['results'])}" if anatomies else None)
         for r in doc["results"]:
             table.add_row(str(r["rank"]), f"{r['score']:.4f}", str(r["study_id"]), _short(r["image_id"]),
-                          ",".join(f"{v:.0f}" for v in r["box"]), ", ".join(r["findings"]) or "-",
+                          ",".join(f"{v:.0f}" for v in r["box"]), ", ".join(r["findings"]) or "-", _ctr(r["ctr"]),
                           *((r["path"],) if wide else ()))
     else:
-        table = Table("rank", "score", "study", "regions matched", "best image", "best anatomy",
+        table = Table("rank", "score", "study", "regions matched", "best image", "best anatomy", "ctr",
                       *(("path",) if wide else ()))
         for s in doc["studies"]:
             b = s["best"]
             table.add_row(str(s["rank"]), f"{s['score']:.4f}", str(s["study_id"]),
                           f"{s['matched_regions']}/{len(s['regions'])}", _short(b["image_id"]), b["anatomy"],
-                          *((b["path"],) if wide else ()))
+                          _ctr(b["ctr"]), *((b["path"],) if wide else ()))
     for column in table.columns:
         column.overflow = "fold"  # wrap long values instead of cutting them
     console.print(table)

@@ -17,7 +17,7 @@ def train_localizer(
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0 = the CPUs not busy with other work, at least 1)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Films per optimizer step."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use at most this many films per split (quick runs)."),
-    real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): its train films with lung masks/boxes join training (lung boxes only)."),
+    real: Path = typer.Option(None, "--real", exists=True, file_okay=False, help="Real-film folder (films.csv): its train films with lung masks/boxes join training (their lung boxes and, where given, heart boxes only)."),
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Second stage that corrects each box from finer features around it (--no-refine: the one-stage net, for comparison)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
 ) -> None:

@@ -26,12 +26,11 @@ from regionmir.anatomy import Anatomy
 from regionmir.annotations import read_scene_graph
 from regionmir.archive import image_id_of
 from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFoundError
-from regionmir.regions import Box, validate_box
+from regionmir.regions import CTR_DECIMALS, Box, cardiothoracic_ratio, validate_box
 from regionmir.store.collection import check_model, require_collection
 
 log = logging.getLogger("regionmir")
 
-WHERE_KEYS = ("view", "modality", "findings", "study_id", "patient", "box_source", "image_id")
 IMAGE_POINTS = 64  # points listed for one image: one per anatomy (36 at most), and room to spare
 
 
@@ -83,58 +82,7 @@ class SearchOutcome:
     radiograph: object  # dicom.Radiograph of the query
     regions: list[RegionResult]
     studies: list[StudyResult] | None = None  # only for --anatomy all
-
-
-def parse_where(items: list[str] | tuple[str, ...]) -> dict[str, str | list[str]]:
-    """``["view=PA", "findings=nodule", "view=AP"]`` -> ``{"view": ["PA", "AP"], "findings": "nodule"}``.
-
-    Raises:
-        RegionMIRError: an item without ``=`` or a key that is not an indexed payload field.
-    """
-    out: dict[str, list[str]] = defaultdict(list)
-    for item in items:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise RegionMIRError(f"--where takes key=value (e.g. view=PA), got {item!r}")
-        if key not in WHERE_KEYS:
-            raise RegionMIRError(f"--where key {key!r} is not searchable; use one of: {', '.join(WHERE_KEYS)}")
-        out[key].append(value)
-    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
-
-
-FEW_VALUED_KEYS = ("view", "modality", "findings", "box_source")  # --where keys worth listing
-
-
-def check_where(store, collection: str, conditions: dict) -> None:
-    """Refuse a ``--where`` condition that matches no point of ``collection``, naming known values.
-
-    Raises:
-        RegionMIRError: a condition matches nothing (the message lists the values there are,
-            for the keys with few values).
-    """
-    from regionmir.store import Filter
-
-    for key, value in conditions.items():
-        if store.count(collection, Filter(must={key: value})):
-            continue
-        given = ", ".join(value) if isinstance(value, list) else value
-        raise RegionMIRError(
-            f"--where {key}={given} matches no region of collection {collection!r}; "
-            f"{_where_hint(store, collection, key)}."
-        )
-
-
-def _where_hint(store, collection: str, key: str) -> str:
-    """What to try instead, for :func:`check_where`: known values, or where to find them."""
-    if key in FEW_VALUED_KEYS:
-        known = sorted(store.facet(collection, key))
-        return f"values of {key} there: {', '.join(known) or 'none'}"
-    if key == "patient":  # never shown in results: a pseudonym is not for reading off
-        return ("patient matches the stored pseudonym (pt- and 16 hex digits, made from the PatientID "
-                "with REGIONMIR_SALT), not a PatientID or name; to leave the query's own patient out, "
-                "use --exclude-same-patient")
-    return f"check the {key} (the results of `regionmir search --json` show stored values)"
+    ctr: float | None = None  # the query film's cardiothoracic ratio, when known (query_ctr)
 
 
 class Searcher:
@@ -212,6 +160,17 @@ class Searcher:
             UnusableBoxError: ``--box`` without one anatomy, or a box outside the image.
             AnnotationError: unreadable scene graph.
             ModelError: no source of regions (no box, annotation, scene graph or localizer).
+            RegionMIRError: the query has no region of ``anatomy``.
+        """
+        return of_anatomy(self.film_regions(image, anatomy, box, scene_graph, stored), anatomy)
+
+    def film_regions(self, image, anatomy: Anatomy | None, box: Box | None = None,
+                     scene_graph: Path | None = None, stored: dict | None = None) -> list[QueryRegion]:
+        """Every region of the query film from the first source there is (with ``box``: that box
+        alone, of ``anatomy``), in vocabulary order; :meth:`query_regions` keeps ``anatomy``'s.
+
+        Raises:
+            UnusableBoxError, AnnotationError, ModelError: as :meth:`query_regions`.
         """
         h, w = image.shape
         if box is not None:
@@ -229,12 +188,6 @@ class Searcher:
             regions = [QueryRegion(r.anatomy, r.box, "scene-graph") for r in _first_of_each(sg)]
         else:
             regions = self._localize(image)
-        if anatomy is not None:
-            regions = [r for r in regions if r.anatomy is anatomy]
-            if not regions:
-                raise RegionMIRError(
-                    f"The query image has no {anatomy.slug} region in its annotation; pass --box x1,y1,x2,y2."
-                )
         return sorted(regions, key=lambda r: r.anatomy.index)
 
     def _localize(self, image) -> list[QueryRegion]:
@@ -271,6 +224,30 @@ class Searcher:
     def search(self, vector: np.ndarray, flt, top_k: int = 10, exact: bool = False) -> list:
         """Nearest points to ``vector`` among those matching ``flt``, best first."""
         return self._timed("query", self.store.search, self.collection, vector, top_k, flt, exact)
+
+
+def of_anatomy(regions: list[QueryRegion], anatomy: Anatomy | None) -> list[QueryRegion]:
+    """The regions of ``anatomy`` (all when None).
+
+    Raises:
+        RegionMIRError: none is of ``anatomy``.
+    """
+    if anatomy is None:
+        return regions
+    kept = [r for r in regions if r.anatomy is anatomy]
+    if not kept:
+        raise RegionMIRError(f"The query image has no {anatomy.slug} region in its annotation; pass --box x1,y1,x2,y2.")
+    return kept
+
+
+def query_ctr(stored: dict[str, dict], regions: list[QueryRegion]) -> float | None:
+    """The query film's cardiothoracic ratio: the collection's (its payload ``ctr``) when the film
+    is stored with one, else from its heart and lung boxes, else None (e.g. ``--box`` alone)."""
+    kept = next((p["ctr"] for p in stored.values() if p.get("ctr") is not None), None)
+    if kept is not None:
+        return float(kept)
+    ratio = cardiothoracic_ratio({r.anatomy.slug: r.box for r in regions})
+    return None if ratio is None else round(float(ratio), CTR_DECIMALS)
 
 
 def _first_of_each(sg) -> list:
@@ -370,7 +347,9 @@ def search_image(
     image_id = shown_image_id(image_id_of(image), *rad.header.patient_values,
                               hash_all=bool(searcher.meta.get("hash_paths")))
     stored = searcher.archived_regions(image_id, rad)  # {}: a new image, whatever its name
-    regions = searcher.query_regions(rad.pixels, target, box, scene_graph, stored)
+    found = searcher.film_regions(rad.pixels, target, box, scene_graph, stored)
+    ctr = query_ctr(stored, found)
+    regions = of_anatomy(found, target)
     if target is None:
         regions = [r for r in regions if searcher.counts.get(r.anatomy.slug)]
         if not regions:
@@ -387,4 +366,4 @@ def search_image(
     studies = None
     if target is None:
         studies = rank_studies({r.query.anatomy.slug: r.hits for r in results}, top_k)
-    return SearchOutcome(image_id, bool(stored), exclude and patient is not None, rad, results, studies)
+    return SearchOutcome(image_id, bool(stored), exclude and patient is not None, rad, results, studies, ctr)

@@ -1,6 +1,7 @@
 """Vector store of region points: one interface, an embedded (qdrant-edge) and a server backend.
 
-- :mod:`~regionmir.store.base`: the ``Store`` contract, records, hits, filters, point ids
+- :mod:`~regionmir.store.base`: the ``Store`` contract, records, hits, filters (``Range``), point ids,
+  payload indexes
 - :mod:`~regionmir.store.collection`: a collection's model contract (``check_model``) and
   finding the store and collection to search
 - :mod:`~regionmir.store.embedded`, :mod:`~regionmir.store.server`: the two backends
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from regionmir.store.base import (
+    NUMERIC_FIELDS,
     PAYLOAD_INDEXES,
     REGIONMIR_NS,
     Filter,
     Hit,
     PointRecord,
+    Range,
     Store,
     StoredPoint,
     point_id,
@@ -111,12 +114,14 @@ def _refuse_layout_for_embedded(options: ServerOptions | None) -> None:
 
 
 __all__ = [
+    "NUMERIC_FIELDS",
     "PAYLOAD_INDEXES",
     "REGIONMIR_NS",
     "Filter",
     "Hit",
     "LAYOUT_OPTIONS",
     "PointRecord",
+    "Range",
     "Store",
     "StoredPoint",
     "check_model",

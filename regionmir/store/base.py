@@ -17,24 +17,72 @@ from regionmir.errors import CollectionMismatchError, StoreError
 # Namespace of RegionMIR point ids; fixed forever, since ids must be stable across runs.
 REGIONMIR_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/regionmir/point-ids")
 
-# Payload fields that get a keyword index before any data is written (ARCHITECTURE.md).
-PAYLOAD_INDEXES: tuple[str, ...] = (
-    "anatomy",
-    "image_id",
-    "study_id",
-    "patient",
-    "view",
-    "modality",
-    "findings",
-    "model_id",
-    "box_source",
-)
+# Payload fields indexed before any data is written, and the kind of each index (ARCHITECTURE.md):
+# "keyword" fields match values exactly, "float" fields also take ranges (``Range``). Both backends
+# create exactly these; a collection made before a field joined this table lacks its index (see
+# ``NUMERIC_FIELDS``) until an ingest into it adds the index.
+PAYLOAD_INDEXES: Mapping[str, str] = MappingProxyType({
+    "anatomy": "keyword",
+    "image_id": "keyword",
+    "study_id": "keyword",
+    "patient": "keyword",
+    "view": "keyword",
+    "modality": "keyword",
+    "findings": "keyword",
+    "model_id": "keyword",
+    "box_source": "keyword",
+    "ctr": "float",  # cardiothoracic ratio of the film (regions.cardiothoracic_ratio), 3 decimals
+})
+KEYWORD_FIELDS: tuple[str, ...] = tuple(k for k, kind in PAYLOAD_INDEXES.items() if kind == "keyword")
+NUMERIC_FIELDS: tuple[str, ...] = tuple(k for k, kind in PAYLOAD_INDEXES.items() if kind == "float")
 
 DISTANCE = "cosine"  # every collection; vectors are float32
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-FilterValue = str | int | bool | Sequence[str | int]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range condition: every bound given holds (``gt < x``, ``gte <= x``, ``x < lt``,
+    ``x <= lte``); a point without a number under the key never matches, not even ``Range()``."""
+
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("gt", "gte", "lt", "lte"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
+                raise StoreError(f"Range.{key} must be a finite number, got {value!r}.")
+
+    def holds(self, value) -> bool:
+        """Whether ``value`` (a payload value) lies in the range: the reference semantics."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return ((self.gt is None or value > self.gt) and (self.gte is None or value >= self.gte)
+                and (self.lt is None or value < self.lt) and (self.lte is None or value <= self.lte))
+
+    def __and__(self, other: Range) -> Range:
+        """Both ranges at once: the tighter bound on each side (at an equal value, the strict one)."""
+        lows = [(v, s) for v, s in ((self.gt, True), (self.gte, False), (other.gt, True), (other.gte, False))
+                if v is not None]
+        highs = [(v, s) for v, s in ((self.lt, True), (self.lte, False), (other.lt, True), (other.lte, False))
+                 if v is not None]
+        lo = max(lows, default=None)  # the larger value; at a tie True (strict) > False
+        hi = min(highs, key=lambda b: (b[0], not b[1]), default=None)  # the smaller; at a tie strict
+        return Range(gt=lo[0] if lo and lo[1] else None, gte=lo[0] if lo and not lo[1] else None,
+                     lt=hi[0] if hi and hi[1] else None, lte=hi[0] if hi and not hi[1] else None)
+
+    def describe(self, key: str) -> str:
+        """``ctr>0.5``-style text of the range on ``key`` (conditions joined by a space)."""
+        ops = (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))
+        return " ".join(f"{key}{op}{getattr(self, b):g}" for b, op in ops if getattr(self, b) is not None) or key
+
+
+FilterValue = str | int | bool | Sequence[str | int] | Range
 
 
 def point_id(sop_uid: str, anatomy_slug: str, model_id: str) -> str:
@@ -86,7 +134,8 @@ def _frozen(mapping: Mapping | None) -> Mapping:
 
 @dataclass(frozen=True)
 class Filter:
-    """Payload conditions: a scalar value must match exactly, a sequence matches any of its values.
+    """Payload conditions: a scalar value must match exactly, a sequence matches any of its values,
+    a :class:`Range` bounds a number (``must={"ctr": Range(gt=0.5)}``).
 
     ``must`` conditions all hold; none of the ``must_not`` conditions hold.
     """
@@ -233,6 +282,18 @@ class Store(Protocol):
         """Points per value of the indexed keyword field ``key``, e.g. ``facet(name, "anatomy")``.
 
         A point with a list value counts once for each value in it.
+
+        Raises:
+            StoreNotFoundError: no such collection.
+        """
+        ...
+
+    def value_range(self, name: str, key: str) -> tuple[float, float] | None:
+        """The smallest and largest number stored under the float-indexed field ``key`` (``ctr``).
+
+        Returns:
+            ``(low, high)``, or None when no point holds a number there, or the collection has no
+            index on ``key`` (made before the field joined ``PAYLOAD_INDEXES``).
 
         Raises:
             StoreNotFoundError: no such collection.

@@ -44,10 +44,12 @@ import qdrant_edge as qe
 
 from regionmir.errors import StoreError, StoreLockedError, StoreNotFoundError
 from regionmir.store.base import (
+    KEYWORD_FIELDS,
     PAYLOAD_INDEXES,
     Filter,
     Hit,
     PointRecord,
+    Range,
     StoredPoint,
     as_vector,
     as_vectors,
@@ -82,6 +84,8 @@ def edge_filter(filter: Filter | None) -> qe.Filter | None:
         return None
 
     def cond(key: str, value) -> qe.FieldCondition:
+        if isinstance(value, Range):
+            return qe.FieldCondition(key, range=qe.RangeFloat(gt=value.gt, gte=value.gte, lt=value.lt, lte=value.lte))
         match = qe.MatchAny(list(value)) if is_any(value) else qe.MatchValue(value)
         return qe.FieldCondition(key, match=match)
 
@@ -144,8 +148,11 @@ class EdgeOptions:
     oversampling: float = 2.0  # candidates per result rescored with the originals (quantized stores)
 
     def index_schema(self, key: str):
-        """Keyword index of a payload field; with anatomy graphs only ``anatomy`` adds graph links."""
+        """The index of payload field ``key`` (its kind in ``PAYLOAD_INDEXES``); with anatomy graphs
+        only ``anatomy`` adds graph links."""
         memory = qe.Memory.Cold if self.indexes_on_disk else None
+        if PAYLOAD_INDEXES[key] == "float":
+            return qe.FloatIndexParams(enable_hnsw=False if self.anatomy_graphs else None, memory=memory)
         if not self.anatomy_graphs:
             return qe.KeywordIndexParams(memory=memory) if memory else qe.PayloadSchemaType.Keyword
         if key == "anatomy":
@@ -260,6 +267,7 @@ class EmbeddedStore:
         folder = self.root / name
         if (folder / META_FILE).exists():
             check_model(self.collection_meta(name), name, full["model_id"], dim)
+            self._add_missing_indexes(name)
             return
         folder.mkdir(parents=True, exist_ok=True)
         shard = self._open_new_shard(folder, dim)
@@ -273,6 +281,20 @@ class EmbeddedStore:
         _write_json_atomic(folder / META_FILE, full)
         self._shards[name] = shard
         self._meta[name] = full
+
+    def _add_missing_indexes(self, name: str) -> None:
+        """Give a collection made before a field joined ``PAYLOAD_INDEXES`` (``ctr``) its index.
+
+        Called when an ingest opens the collection again, as the server store re-creates its
+        indexes: points it writes then carry the field, and filters on it use the index.
+        """
+        shard = self._shard(name)
+        missing = [k for k in PAYLOAD_INDEXES if k not in set(shard.info().payload_schema)]
+        for key in missing:
+            log.info("Adding the %s payload index to collection %s", key, name)
+            shard.update(qe.UpdateOperation.create_field_index(key, self.options.index_schema(key)))
+        if missing:
+            shard.flush()
 
     def _open_new_shard(self, folder: Path, dim: int) -> qe.EdgeShard:
         """The shard of a collection being created: a new one, or the one a stopped create left.
@@ -368,13 +390,14 @@ class EmbeddedStore:
         """Refuse a shard whose payload indexes are gone: its segments were removed or replaced.
 
         Every collection gets all of :data:`PAYLOAD_INDEXES` before its first point, so a shard
-        without them lost its segments; searching it would fail deep in the engine.
+        without them lost its segments; searching it would fail deep in the engine. Only the
+        keyword ones are required: collections made before ``ctr`` was stored lack its index.
 
         Raises:
             DamagedCollectionError: an index is missing (the shard is closed first).
         """
         have = set(shard.info().payload_schema)
-        if not have.issuperset(PAYLOAD_INDEXES):
+        if not have.issuperset(KEYWORD_FIELDS):
             shard.close()
             raise DamagedCollectionError(folder, f"its segments in {folder / SHARD_DIR / SEGMENTS_DIR} were removed or "
                                   "replaced (its payload indexes are gone)")
@@ -463,6 +486,21 @@ class EmbeddedStore:
         """Points per value of an indexed keyword field, e.g. ``facet(name, "anatomy")``."""
         response = self._shard(name).facet(qe.FacetRequest(key, limit=limit, exact=True))
         return {str(h.value): int(h.count) for h in response.hits}
+
+    def value_range(self, name: str, key: str) -> tuple[float, float] | None:
+        """Smallest and largest number under the float-indexed ``key``; None: none, or no index."""
+        shard = self._shard(name)
+        if key not in set(shard.info().payload_schema):  # order_by needs the index
+            return None
+        ends = []
+        for direction in (qe.Direction.Asc, qe.Direction.Desc):
+            request = qe.ScrollRequest(limit=1, order_by=qe.OrderBy(key, direction=direction),
+                                       with_payload=qe.PayloadSelector.Include([key]), with_vector=False)
+            records, _ = shard.scroll(request)
+            if not records:
+                return None
+            ends.append(float(records[0].payload[key]))
+        return ends[0], ends[1]
 
     def index_every(self, name: str) -> int | None:
         """Points to upsert between two :meth:`build_index` calls: the collection's segment size.

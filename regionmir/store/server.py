@@ -25,6 +25,7 @@ from regionmir.store.base import (
     Filter,
     Hit,
     PointRecord,
+    Range,
     StoredPoint,
     as_vector,
     check_name,
@@ -73,6 +74,9 @@ def server_filter(filter: Filter | None) -> models.Filter | None:
         return None
 
     def cond(key: str, value) -> models.FieldCondition:
+        if isinstance(value, Range):
+            return models.FieldCondition(key=key, range=models.Range(gt=value.gt, gte=value.gte, lt=value.lt,
+                                                                     lte=value.lte))
         if is_any(value):
             return models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
         return models.FieldCondition(key=key, match=models.MatchValue(value=value))
@@ -181,7 +185,7 @@ class ServerStore:
         return sorted(c.name for c in res.collections)
 
     def create_collection(self, name: str, dim: int, meta: dict) -> None:
-        """Create a cosine collection with keyword payload indexes; a no-op when an identical one exists.
+        """Create a cosine collection with its payload indexes; a no-op when an identical one exists.
 
         The metadata travels in the collection's config (Qdrant collection metadata).
 
@@ -193,9 +197,10 @@ class ServerStore:
         exists = self._call(lambda: self.client.collection_exists(name), "check collection", name)
         if exists or not self._create(name, dim, full):  # not created: another worker did, just now
             check_model(self.collection_meta(name), name, full["model_id"], dim)
-        for key in PAYLOAD_INDEXES:  # idempotent; before any data
-            self._call(lambda k=key: self.client.create_payload_index(
-                name, k, models.PayloadSchemaType.KEYWORD, wait=True), "create payload index", name)
+        for key, kind in PAYLOAD_INDEXES.items():  # idempotent; before any data (or added to an old one)
+            schema = models.PayloadSchemaType.FLOAT if kind == "float" else models.PayloadSchemaType.KEYWORD
+            self._call(lambda k=key, s=schema: self.client.create_payload_index(
+                name, k, s, wait=True), "create payload index", name)
 
     def _create(self, name: str, dim: int, full: dict) -> bool:
         """Create the collection; False when it already exists (HTTP 409; ValueError in local mode)."""
@@ -302,6 +307,22 @@ class ServerStore:
         """Points per value of an indexed keyword field, e.g. ``facet(name, "anatomy")``."""
         res = self._call(lambda: self.client.facet(name, key, limit=limit, exact=True), "facet", name)
         return {str(h.value): int(h.count) for h in res.hits}
+
+    def value_range(self, name: str, key: str) -> tuple[float, float] | None:
+        """Smallest and largest number under the float-indexed ``key``; None: none, or no index
+        (qdrant-client's local mode has no indexes, and orders without one)."""
+        info = self._call(lambda: self.client.get_collection(name), "get collection", name)
+        if not self._local and key not in (info.payload_schema or {}):  # order_by needs the index
+            return None
+        ends = []
+        for direction in (models.Direction.ASC, models.Direction.DESC):
+            records, _ = self._call(lambda d=direction: self.client.scroll(
+                name, limit=1, order_by=models.OrderBy(key=key, direction=d), with_payload=[key],
+                with_vectors=False), "list points", name)
+            if not records:
+                return None
+            ends.append(float(records[0].payload[key]))
+        return ends[0], ends[1]
 
     def index_every(self, name: str) -> int | None:
         """None: the server indexes in the background as points arrive; wait once, at the end."""

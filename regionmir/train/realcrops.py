@@ -3,10 +3,10 @@ pseudo-labeled for fine-tuning.
 
 The ``train`` films of a real-check folder (films.csv, see :mod:`regionmir.evaluation.real`), or every
 film of a folder without films.csv (a hospital's own, unlabeled), are cut into region crops: the
-true lung boxes where the folder has them, and the boxes a localizer places for the rest. By default their anatomy labels are never used: NT-Xent only asks
+true lung and heart (cardiac silhouette) boxes where the folder has them, and the boxes a localizer places for the rest. By default their anatomy labels are never used: NT-Xent only asks
 that two augmented views of one crop agree, so this teaches the encoder what real films look
 like while anatomy is still learnt from phantom labels. With ``labeled=True`` each crop keeps
-the anatomy of its box (human truth for the lungs, the localizer's naming for the rest: a
+the anatomy of its box (human truth for the lungs and heart, the localizer's naming for the rest: a
 pseudo-label, self-training), so fine-tuning sees real appearance too. Films of the ``test``
 split are never read here; a film that cannot be read is skipped with a warning.
 """

@@ -128,7 +128,58 @@ def test_where_study_and_patient_options(query, tiny_model):
     assert {r["id"] for r in excl["results"]} <= {r["id"] for r in incl["results"]}
     assert path.stem not in {r["image_id"] for r in incl["results"]}
     bad = run("search", "-a", slug, str(path), "--where", "colour=red", model=tiny_model)
-    assert bad.exit_code == 1 and "not searchable" in str(bad.exception)
+    assert bad.exit_code == 2 and "--where" in bad.output and "not searchable" in bad.output
+
+
+def _hand_ctr(archive: Path, image_id: str) -> float:
+    """The film's CTR from its scene graph, written out: heart width over the lungs' outer span."""
+    b = {r.anatomy.slug: r.box for r in Archive(archive).regions(image_id)}
+    heart, right, left = b["cardiac-silhouette"], b["right-lung"], b["left-lung"]
+    return round((heart.x2 - heart.x1) / (max(right.x2, left.x2) - min(right.x1, left.x1)), 3)
+
+
+def test_ctr_ranges_filter_and_every_result_shows_its_ctr(query, tiny_model, tiny_archive):
+    path, _ = query
+    every = run_json("search", "-a", "left-lung", str(path), "-k", "1000", "--include-same-patient",
+                     model=tiny_model)
+    assert every["query"]["ctr"] == _hand_ctr(tiny_archive, path.stem)  # the query film's own, as stored
+    assert {r["image_id"]: r["ctr"] for r in every["results"]} == {
+        r["image_id"]: _hand_ctr(tiny_archive, r["image_id"]) for r in every["results"]}
+    for where, keep in ((["ctr>0.5"], lambda c: c > 0.5), (["ctr<=0.455"], lambda c: c <= 0.455),
+                        (["ctr>=0.45", "ctr<0.53", "view=PA"], lambda c: 0.45 <= c < 0.53)):
+        args = [a for w in where for a in ("--where", w)]
+        doc = run_json("search", "-a", "left-lung", str(path), *args, "-k", "1000", "--include-same-patient",
+                       model=tiny_model)
+        want = [r for r in every["results"] if keep(r["ctr"]) and ("view=PA" not in where or r["view"] == "PA")]
+        assert doc["results"] and 0 < len(want) < len(every["results"]), where
+        assert [r["id"] for r in doc["results"]] == [r["id"] for r in want], where  # every match, in rank order
+    table = run("search", "-a", "left-lung", str(path), "--where", "ctr>0.5", "--include-same-patient",
+                model=tiny_model).stdout
+    assert f"CTR {every['query']['ctr']:.3f}" in table
+    assert any("rank" in line and "ctr" in line for line in table.splitlines())  # the header row
+    shown = [r for r in every["results"] if r["ctr"] > 0.5][:3]
+    assert all(f"{r['ctr']:.3f}" in table for r in shown)
+
+
+def test_a_query_without_heart_and_lung_boxes_has_no_ctr_and_bad_ranges_are_usage_errors(query, tiny_model,
+                                                                                         tiny_archive, tmp_path):
+    import shutil
+
+    path, slug = query
+    outside = tmp_path / "outside.dcm"  # not in the collection: only the --box is known of it
+    shutil.copy(path, outside)
+    doc = run_json("search", "-a", slug, str(outside), "--box", "10,10,90,90", model=tiny_model)
+    assert doc["query"]["ctr"] is None and not doc["query"]["in_collection"]
+    for bad, says in (("ctr>abc", "'abc' is not a number"), ("view>PA", "only numeric fields (ctr)"),
+                      ("ctr", "--where 'ctr>0.5'")):
+        r = run("search", "-a", slug, str(path), "--where", bad, model=tiny_model)
+        assert r.exit_code == 2 and "Invalid value for --where" in r.output and says in r.output, r.output
+    r = run("search", "-a", slug, str(path), "--where", "ctr>0.9", model=tiny_model)
+    a = Archive(tiny_archive)
+    ctrs = [_hand_ctr(tiny_archive, p.stem) for p in a.dicom_paths() if a.regions(p.stem)]
+    assert max(ctrs) < 0.9 and r.exit_code == 1
+    assert f"--where ctr>0.9 matches no region of collection 'regions'; ctr values there: {min(ctrs):g} to " \
+           f"{max(ctrs):g}." in str(r.exception)
 
 
 def test_anatomy_all_ranks_studies(query, tiny_model):
@@ -256,9 +307,12 @@ def test_info(tiny_archive, tiny_model):
     assert regions["points"] == sum(expected.values())
     assert regions["model_id"] == load_encoder(tiny_model).model_id
     assert regions["dim"] == load_encoder(tiny_model).dim  # read from the collection's `dim`
+    ctrs = [_hand_ctr(tiny_archive, p.stem) for p in a.dicom_paths() if a.regions(p.stem)]
+    assert regions["ctr_range"] == [min(ctrs), max(ctrs)]
     assert doc["store"].endswith("store")
     table = run("info").stdout
     assert regions["model_id"] in table and Anatomy.parse(next(iter(expected))).slug in table
+    assert f"cardiothoracic ratio: {min(ctrs):.3f} to {max(ctrs):.3f}" in table
 
 
 def test_ingest_cli(tiny_archive, tiny_model, tmp_path, monkeypatch):
@@ -324,3 +378,37 @@ def test_localizer_finds_the_region_of_an_image_outside_the_collection(query, ti
     assert not q["in_collection"] and not q["same_patient_excluded"]
     assert [(x["anatomy"], x["source"]) for x in q["regions"]] == [("left-lung", "localizer")]
     assert doc["results"] and all(r["anatomy"] == "left-lung" for r in doc["results"])
+
+
+def test_console_script_ingests_the_ctr_and_filters_by_it_as_the_readme_says(tiny_archive, tiny_model, tmp_path):
+    """The installed `regionmir`, as a user runs it: ingest, then `--where 'ctr>0.5'` through a shell."""
+    import os
+    import shlex
+    from types import SimpleNamespace
+
+    from helpers.catalogue import CLI, SALT, cli
+
+    w = SimpleNamespace(home=tmp_path / "home")
+    done = cli(w, "ingest", str(tiny_archive), "--model", str(tiny_model), "--workers", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    a = Archive(tiny_archive)
+    path = next(p for p in a.dicom_paths() if a.regions(p.stem))
+    ask = ("search", "-a", "cardiac-silhouette", str(path), "--model", str(tiny_model), "--include-same-patient",
+           "--exact", "--json")
+    every = json.loads(cli(w, *ask, "-k", "1000").stdout)["results"]
+    enlarged = [r["id"] for r in every if r["ctr"] > 0.5]
+    assert 0 < len(enlarged) < len(every)  # the phantom has hearts on both sides of 0.5
+    for k in (2, 1000):  # as many as there are, up to top-k, best first
+        found = cli(w, *ask, "--where", "ctr>0.5", "-k", str(k))
+        assert found.returncode == 0, found.stderr
+        hits = json.loads(found.stdout)["results"]
+        assert [r["id"] for r in hits] == enlarged[:k] and all(r["ctr"] > 0.5 for r in hits)
+    env = {**os.environ, "REGIONMIR_HOME": str(w.home), "REGIONMIR_SALT": SALT, "QDRANT_URL": ""}
+    line = shlex.join([str(CLI), *ask, "-k", "1000"])
+    quoted = subprocess.run(["bash", "-c", f"{line} --where 'ctr>0.5'"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=240, check=False)
+    assert quoted.returncode == 0 and [r["id"] for r in json.loads(quoted.stdout)["results"]] == enlarged
+    bare = subprocess.run(["bash", "-c", f"{line} --where ctr>0.5"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240, check=False)  # the shell redirects into a file "0.5"
+    lines = bare.stderr.strip().splitlines()
+    assert bare.returncode == 2 and len(lines) == 1 and "--where 'ctr>0.5'" in lines[0], bare.stderr

@@ -199,3 +199,200 @@ def test_check_pools_findings_by_patient_not_by_film(tmp_path):
     out = _encoder_part(results, _PixelEncoder(), k=1)["findings"]["right-lung"]
     assert out["queries"] == 4
     assert out["precision@1"] == 0.0  # each p film's nearest other patient is r (none); q's too
+
+
+# --- the heart: Wingspan source, CTR, heart retrieval --------------------------------------------
+
+
+def _wingspan_masks(h=100, w=120, heart=(40, 100)):
+    """Right lung x 10-50 (image left), left lung x 70-110, heart x heart[0]-heart[1], as 0/255 masks."""
+    right, left, hm = (np.zeros((h, w), np.uint8) for _ in range(3))
+    right[10:90, 10:50] = 255
+    left[20:80, 70:110] = 255
+    hm[50:85, heart[0]:heart[1]] = 255
+    return {"right_lung": right, "left_lung": left, "heart": hm}
+
+
+def _wingspan_source(tmp_path, n=4):
+    from helpers.real_films import write_wingspan_source
+
+    films = []
+    for i in range(n):
+        masks = _wingspan_masks(heart=(40, 100) if i % 2 == 0 else (50, 80))  # CTR 0.6 or 0.3
+        masks["heart"][50:85, 30:40] = 100  # a soft edge below the threshold: not heart
+        masks["right_lung"][0, 0] = 255  # a one-pixel speck: ignored
+        img = np.full((100, 120), 90, np.uint8)
+        img[masks["right_lung"] > 127] = img[masks["left_lung"] > 127] = 30
+        img[masks["heart"] > 127] = 200
+        films.append((f"w{i}", img, masks, (0.6 if i % 2 == 0 else 0.3) if i < n - 1 else None))
+    src = write_wingspan_source(tmp_path, films)
+    (src / "jsrt" / "png").mkdir(parents=True)  # never read
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(src / "jsrt" / "png" / "JPCLN001.png")
+    return src
+
+
+def test_cardiothoracic_ratio_is_heart_width_over_widest_lungs():
+    from regionmir.evaluation.real import cardiothoracic_ratio
+
+    boxes = {"right-lung": Box(10, 10, 50, 90), "left-lung": Box(70, 20, 110, 80), "cardiac-silhouette": Box(40, 50, 100, 85)}
+    assert cardiothoracic_ratio(boxes) == pytest.approx(60 / 100)  # heart 40-100 over lungs 10-110
+    swapped = {**boxes, "right-lung": boxes["left-lung"], "left-lung": boxes["right-lung"]}
+    assert cardiothoracic_ratio(swapped) == pytest.approx(0.6)  # outer edges, whichever side
+    assert cardiothoracic_ratio({k: v for k, v in boxes.items() if k != "cardiac-silhouette"}) is None
+
+
+def test_ctr_errors_against_a_hand_count():
+    from regionmir.evaluation.real import ctr_errors
+
+    out = ctr_errors([0.55, 0.45, None, 0.6], [0.5, 0.5, 0.4, None], [0.52, None, 0.41, 0.7])
+    assert out["n_predicted_vs_masks"] == 2 and out["mae_predicted_vs_masks"] == pytest.approx(0.05)
+    assert out["n_predicted_vs_given"] == 2 and out["mae_predicted_vs_given"] == pytest.approx((0.03 + 0.1) / 2)
+    assert out["mae_masks_vs_given"] == pytest.approx((0.02 + 0.01) / 2)
+    assert out["agreement_enlarged"] == pytest.approx(0.5)  # 0.55 vs 0.5 disagree, 0.45 vs 0.5 agree
+
+
+def test_prep_reads_wingspan_masks_into_boxes_and_never_jsrt(tmp_path):
+    from regionmir.evaluation.real.prep import WINGSPAN, prepare
+
+    n = prepare(None, None, tmp_path / "out", wingspan=_wingspan_source(tmp_path / "src"))
+    assert n == 4
+    films = read_films(tmp_path / "out")
+    assert not any("JPCLN" in str(f.path) or "jsrt" in str(f.path) for f in films)
+    f0 = next(f for f in films if f.path.stem == "w0")
+    assert f0.boxes == {"right-lung": Box(10, 10, 50, 90), "left-lung": Box(70, 20, 110, 80),
+                        "cardiac-silhouette": Box(40, 50, 100, 85)}  # soft edge (100) and speck left out
+    assert f0.source == WINGSPAN and f0.license == "MIT" and f0.ctr == pytest.approx(0.6) and f0.finding == ""
+    assert next(f for f in films if f.path.stem == "w3").ctr is None  # not in ctr_ground_truth.csv
+    assert f0.group == group_of("wingspan:w0") and len({f.group for f in films}) == 4
+    assert truth_boxes(f0, (100, 120))["cardiac-silhouette"] == Box(40, 50, 100, 85)
+    assert f0.path.is_file()
+
+
+def test_old_films_csv_without_heart_or_source_still_reads(tmp_path):
+    f = read_films(_folder(tmp_path))[1]
+    assert f.source == "real" and f.ctr is None and "cardiac-silhouette" not in f.boxes
+
+
+def test_same_label_share_matches_a_hand_count_and_the_all_label_metric():
+    from regionmir.evaluation import metrics
+    from regionmir.evaluation.real import same_label_share
+
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.2, 0.8]], np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels, groups = ["h", "h", "l", "l"], ["a", "b", "c", "d"]
+    assert same_label_share(emb, labels, groups, "h", k=1) == 1.0
+    assert same_label_share(emb, labels, groups, "h", k=2) == pytest.approx(0.5)  # h's 2 nearest: the other h, an l
+    assert same_label_share(emb, labels, ["a", "a", "c", "d"], "h", k=1) == 0.0  # own patient's heart is no neighbour
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(40, 5))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    lab = [("h", "r", "l")[i] for i in rng.integers(0, 3, 40)]
+    grp = [f"p{i}" for i in rng.integers(0, 15, 40)]
+    weighted = sum(lab.count(x) * same_label_share(e, lab, grp, x, k=4) for x in set(lab)) / len(lab)
+    assert weighted == pytest.approx(metrics.same_label_at_k(e, lab, 4, groups=grp), abs=1e-9)
+
+
+def _reference_filtered(emb, labels, groups, k, queries, candidates):
+    """The slow reference with a query subset and a candidate filter: drop the others, then rank."""
+    rows = []
+    for i in range(len(labels)):
+        if not queries[i]:
+            continue
+        pool = [j for j in range(len(labels)) if groups[j] != groups[i] and candidates[j]]
+        if not pool:
+            continue
+        ranked = sorted(pool, key=lambda j: (-float(emb[i] @ emb[j]), j))
+        rel = [labels[j] == labels[i] for j in ranked]
+        hits = [sum(rel[:r]) / r for r in range(1, k + 1) if r <= len(rel) and rel[r - 1]]
+        rows.append((sum(rel[:k]) / k, sum(hits) / min(k, sum(rel)) if sum(rel) else 0.0, sum(rel) / len(pool)))
+    return np.mean(rows, axis=0), len(rows)
+
+
+def test_findings_retrieval_with_queries_and_a_filter_matches_a_slow_reference():
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(30, 4))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = [f"p{i}" for i in rng.integers(0, 10, 30)]
+    labels = [("enlarged", "normal")[i] for i in rng.integers(0, 2, 30)]
+    queries, candidates = rng.random(30) < 0.5, rng.random(30) < 0.6
+    got = findings_retrieval(emb, labels, groups, k=3, queries=queries, candidates=candidates)
+    (p, ap, chance), n = _reference_filtered(emb, labels, groups, 3, queries, candidates)
+    assert got["queries"] == n > 0
+    assert (got["precision@3"], got["map@3"], got["chance_precision"]) == pytest.approx((p, ap, chance), abs=1e-9)
+
+
+def test_enlarged_heart_retrieval_against_a_hand_count():
+    from regionmir.evaluation.real import enlarged_retrieval
+
+    # a, b enlarged; c, d normal; e unknown. a's nearest other is c (normal), then b.
+    deg = np.radians([0, -15, 10, 90, 1])  # a, b, c, d, e on the unit circle
+    emb = np.stack([np.cos(deg), np.sin(deg)], axis=1)
+    true = [0.6, 0.55, 0.45, 0.4, float("nan")]
+    pred = [0.58, 0.52, 0.49, 0.52, 0.7]  # c predicted normal: the filter drops it; d predicted enlarged
+    out = enlarged_retrieval(emb, true, pred, ["a", "b", "c", "d", "e"], k=1)
+    assert out["enlarged"] == 2 and out["heart_crops"] == 4
+    assert out["embedding"]["queries"] == 2
+    assert out["embedding"]["precision@1"] == pytest.approx(0.5)  # a finds c (miss); b finds a (hit)
+    assert out["embedding"]["chance_precision"] == pytest.approx(1 / 3)  # 1 enlarged among 3 known others
+    assert out["ctr_filter"]["precision@1"] == 1.0  # a's pool {b, d}: b nearest; b's pool {a, d}: a
+    assert out["ctr_filter"]["chance_precision"] == pytest.approx(0.5)
+    assert out["ctr_filter"]["pool_share"] == pytest.approx(3 / 4)  # a, b, d of the 4 known
+
+
+def test_localizer_and_ctr_parts_report_the_heart_per_source(tmp_path):
+    from regionmir.evaluation.real.check import _ctr_part, _localizer_part
+    from regionmir.evaluation.real.films import RealFilm
+
+    truth = {"right-lung": Box(10, 10, 50, 90), "left-lung": Box(70, 20, 110, 80), "cardiac-silhouette": Box(40, 50, 100, 85)}
+    pred = {**truth, "cardiac-silhouette": Box(40, 50, 90, 85)}  # heart IoU 50/60, CTR 0.5 instead of 0.6
+
+    def res(source, t, p, ctr=None):
+        film = RealFilm(tmp_path / "f.png", None, {}, "PA", "", source + str(len(t)), "test", "", source, ctr)
+        return FilmResult(film, None, t, p, lung_iou(t, p))
+
+    lungs = {k: v for k, v in truth.items() if k != "cardiac-silhouette"}
+    results = [res("wingspan", truth, pred, 0.61), res("covid", lungs, pred)]
+    loc = _localizer_part(results)
+    assert loc["by_source"]["wingspan"]["iou_heart"] == pytest.approx(50 / 60) and loc["all"]["n_heart"] == 1
+    assert np.isnan(loc["by_source"]["covid"]["iou_heart"]) and loc["by_source"]["covid"]["iou_mean"] == 1.0
+    ctr = _ctr_part(results)
+    assert ctr["n_predicted_vs_masks"] == 1 and ctr["mae_predicted_vs_masks"] == pytest.approx(0.1)
+    assert ctr["by_source"]["wingspan"]["mae_predicted_vs_given"] == pytest.approx(0.11)
+    assert ctr["by_source"]["covid"]["n_predicted_vs_masks"] == 0
+
+
+def test_sheet_draws_the_heart_in_magenta(tmp_path):
+    img = np.zeros((100, 120), np.float32)
+    r = FilmResult(None, img, {}, {"cardiac-silhouette": Box(40, 50, 100, 85)}, {"cardiac-silhouette": 0.8})
+    rgb = np.asarray(Image.open(write_sheet([r], tmp_path / "s.png", columns=1, side=64)))
+    magenta = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] > 200)
+    assert magenta.any()
+
+
+def test_cli_reports_heart_and_ctr_on_a_wingspan_folder(tmp_path, trained_model_dir):
+    from regionmir.evaluation.real.prep import prepare
+
+    folder = tmp_path / "real"
+    prepare(None, None, folder, test_share=1.0, wingspan=_wingspan_source(tmp_path / "src"))
+    done = subprocess.run([sys.executable, "-m", "regionmir", "evaluate-real", str(folder), "--model",
+                           str(trained_model_dir), "--out", str(tmp_path / "rep"), "--json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["sources"] == {"wingspan": 4}
+    assert report["localizer"]["by_source"]["wingspan"]["n_heart"] == 4
+    assert report["encoder"]["crops_truth"] == 12  # 4 films x (2 lungs + heart)
+    assert 0.0 <= report["encoder"]["accuracy_cardiac-silhouette"] <= 1.0
+    assert report["encoder"]["enlarged_heart"]["enlarged"] == 2  # w0, w2 (CTR 0.6); w3 by its masks: 0.3
+    assert report["ctr"]["n_predicted_vs_masks"] == 4 and report["ctr"]["n_predicted_vs_given"] == 3
+    assert report["ctr"]["mae_masks_vs_given"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_sheet_picks_films_of_every_source_in_turn(tmp_path):
+    from regionmir.evaluation.real.check import sheet_picks
+    from regionmir.evaluation.real.films import RealFilm
+
+    films = [RealFilm(tmp_path / f"{i}.png", None, {}, "PA", "", str(i), "test", "", src)
+             for i, src in enumerate(["covid"] * 5 + ["wingspan"] * 2)]
+    assert sheet_picks(films, 4) == {0, 1, 5, 6}
+    assert sheet_picks(films, 7) == set(range(7)) and sheet_picks(films, 0) == set()

@@ -20,7 +20,6 @@ from regionmir.regions import Box, crop_region
 from regionmir.search.searcher import (
     Searcher,
     _stored_regions,
-    parse_where,
     rank_studies,
     same_image,
     search_image,
@@ -73,14 +72,6 @@ def same_patient_pairs(archive: Path) -> tuple[Path, Path] | None:
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-
-def test_parse_where_groups_repeated_keys():
-    assert parse_where(["view=PA", "findings=nodule", "view=AP"]) == {"view": ["PA", "AP"], "findings": "nodule"}
-    with pytest.raises(RegionMIRError, match="key=value"):
-        parse_where(["view"])
-    with pytest.raises(RegionMIRError, match="not searchable"):
-        parse_where(["colour=red"])
 
 
 def _hit(study: str, slug: str, score: float) -> Hit:

@@ -23,7 +23,7 @@ from regionmir.dicom import read_image
 from regionmir.inference.encoder import load_encoder
 from regionmir.ingest.runner import IngestConfig, IngestSummary, run_ingest
 from regionmir.search.searcher import Searcher, search_image
-from regionmir.store import Filter, Hit, Store
+from regionmir.store import Filter, Hit, Range, Store
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
 from regionmir.store.server import ServerStore
 
@@ -184,6 +184,9 @@ def filters(q: Query, findings: list[str], store=None, name: str = "") -> dict[s
         "anatomy-not-patient": Filter(must={"anatomy": q.anatomy}, must_not={"patient": q.patient}),
         "findings": Filter(must={"findings": findings}),
         "finding-not-patient": Filter(must={"findings": other}, must_not={"patient": q.patient}),
+        # the tiny archive's films have CTRs of 0.446 to 0.778 (7 of 12 above 0.5)
+        "anatomy-ctr-enlarged": Filter(must={"anatomy": q.anatomy, "ctr": Range(gt=0.5)}),
+        "ctr-band-not-patient": Filter(must={"ctr": Range(gte=0.45, lt=0.53)}, must_not={"patient": q.patient}),
     }
 
 
@@ -226,6 +229,7 @@ def test_same_points_payloads_and_vectors(second, embedded):
     assert embedded.summary.ingested == second.summary.ingested
     assert a.keys() == b.keys()
     assert a == b  # payloads identical, findings lists and None confidences included
+    assert all(isinstance(p["ctr"], float) for p in a.values())  # every film of the archive has heart and lungs
     assert a == all_searched(embedded) and b == all_searched(second)  # listing and search hold the same
     ids = sorted(a)
     np.testing.assert_allclose(stored_vectors(embedded, ids), stored_vectors(second, ids), atol=1e-6)
@@ -281,10 +285,12 @@ def test_approximate_search_after_build_index_recalls_exact(second, embedded, qu
         recalls = []
         for q in queries:
             for flt in (Filter(must={"anatomy": q.anatomy}),
-                        Filter(must={"anatomy": q.anatomy}, must_not={"patient": q.patient})):
+                        Filter(must={"anatomy": q.anatomy}, must_not={"patient": q.patient}),
+                        Filter(must={"anatomy": q.anatomy, "ctr": Range(gt=0.5)})):
                 exact = {h.id for h in c.store.search(c.name, q.vector, top_k=K, filter=flt, exact=True)}
                 approx = c.store.search(c.name, q.vector, top_k=K, filter=flt)
                 assert all(h.payload["anatomy"] == q.anatomy for h in approx)
+                assert "ctr" not in flt.must or all(h.payload["ctr"] > 0.5 for h in approx)
                 assert not flt.must_not or all(h.payload["patient"] != q.patient for h in approx)
                 recalls.append(len(exact & {h.id for h in approx}) / len(exact))
         assert np.mean(recalls) >= 0.9, (c.store.location, np.mean(recalls))

@@ -178,6 +178,8 @@ def test_create_collection_passes_cluster_options_and_indexes_before_data():
     assert kwargs["metadata"]["model_id"] == "m" and kwargs["vectors_config"].size == 4
     indexed = [c.args[1] for c in client.create_payload_index.call_args_list]
     assert indexed == list(PAYLOAD_INDEXES)
+    kinds = {c.args[1]: c.args[2] for c in client.create_payload_index.call_args_list}
+    assert kinds["ctr"] == models.PayloadSchemaType.FLOAT and kinds["view"] == models.PayloadSchemaType.KEYWORD
     assert all(c.kwargs["wait"] for c in client.create_payload_index.call_args_list)
     pts = [PointRecord(point_id(str(i), "spine", "m"), np.ones(4, np.float32), {}) for i in range(5)]
     store.upsert("c", pts)

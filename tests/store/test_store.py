@@ -25,7 +25,7 @@ from regionmir.errors import (
     StoreLockedError,
     StoreNotFoundError,
 )
-from regionmir.store import Filter, PointRecord, open_store, point_id
+from regionmir.store import Filter, PointRecord, Range, open_store, point_id
 from regionmir.store.collection import check_model
 from regionmir.store.damage import DamagedCollectionError
 from regionmir.store.embedded import EdgeOptions, EmbeddedStore
@@ -92,6 +92,7 @@ def make_points(n: int = 600, dim: int = DIM, seed: int = 0):
             "model_id": MODEL,
             "box": [1, 2, 30, 40],
             "confidence": None,
+            **film_ctr(i // len(SLUGS)),
         }
         for i in range(n)
     ]
@@ -100,10 +101,23 @@ def make_points(n: int = 600, dim: int = DIM, seed: int = 0):
     return points, x
 
 
+CTRS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.512, 0.499)  # bounds of the FILTERS below among them
+
+
+def film_ctr(image: int) -> dict:
+    """The ``ctr`` of image ``image``'s regions: on a grid holding the filters' bounds, absent for every 5th."""
+    return {} if image % 5 == 0 else {"ctr": CTRS[image % len(CTRS)]}
+
+
 def matches(payload: dict, flt: Filter | None) -> bool:
     """Reference semantics of Filter, written out plainly."""
 
     def hit(value, wanted) -> bool:
+        if isinstance(wanted, Range):  # a number within every bound; a missing value never
+            return isinstance(value, (int, float)) and all(
+                bound is None or test(value, bound) for bound, test in (
+                    (wanted.gt, lambda v, b: v > b), (wanted.gte, lambda v, b: v >= b),
+                    (wanted.lt, lambda v, b: v < b), (wanted.lte, lambda v, b: v <= b)))
         have = value if isinstance(value, list) else [value]
         want = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
         return any(v in want for v in have)
@@ -131,6 +145,13 @@ FILTERS = [
     Filter(must={"anatomy": [SLUGS[0], SLUGS[4]]}, must_not={"view": "AP"}),
     Filter(must={"findings": ["edema", "effusion"]}),
     Filter(must_not={"anatomy": SLUGS[:5], "findings": "effusion"}),
+    Filter(must={"ctr": Range(gt=0.5)}),
+    Filter(must={"ctr": Range(gte=0.5)}),
+    Filter(must={"anatomy": SLUGS[1], "ctr": Range(lt=0.45)}),
+    Filter(must={"anatomy": SLUGS[3], "ctr": Range(gt=0.45, lte=0.55), "view": "PA"}),
+    Filter(must={"ctr": Range(lte=0.5)}, must_not={"view": "AP"}),
+    Filter(must_not={"ctr": Range(gt=0.5)}),  # films without a ctr are not excluded
+    Filter(must={"ctr": Range()}),  # every film with a ctr
 ]
 
 
@@ -302,10 +323,44 @@ def test_hnsw_search_after_build_index_has_high_recall(open_backend, backend, na
     recalls = []
     for i in rng.integers(0, len(points), size=30):
         q = x[i] + 0.1 * rng.normal(size=DIM).astype(np.float32)
-        flt = Filter(must={"anatomy": points[i].payload["anatomy"]})
-        got = {h.id for h in store.search(name, q, top_k=10, filter=flt)}
-        recalls.append(len(got & {j for j, _ in brute_force(points, x, q, 10, flt)}) / 10)
+        for flt in (Filter(must={"anatomy": points[i].payload["anatomy"]}),
+                    Filter(must={"anatomy": points[i].payload["anatomy"], "ctr": Range(gt=0.5)})):
+            hits = store.search(name, q, top_k=10, filter=flt)
+            assert len(hits) == 10 and all(matches(h.payload, flt) for h in hits)
+            recalls.append(len({h.id for h in hits} & {j for j, _ in brute_force(points, x, q, 10, flt)}) / 10)
     assert np.mean(recalls) >= 0.9
+
+
+def _indexed(store, name: str) -> set[str] | None:
+    """The payload fields the collection has an index on; None in qdrant-client's local mode (no indexes)."""
+    if isinstance(store, EmbeddedStore):
+        return set(store._shard(name).info().payload_schema)
+    return set(store.client.get_collection(name).payload_schema) if not store._local else None
+
+
+def test_a_collection_made_before_the_ctr_index_filters_alike_and_an_ingest_adds_it(open_backend, backend, name,
+                                                                                       monkeypatch):
+    from regionmir.store import PAYLOAD_INDEXES
+
+    keyword_only = {k: v for k, v in PAYLOAD_INDEXES.items() if k != "ctr"}  # the table before ctr
+    monkeypatch.setattr("regionmir.store.embedded.PAYLOAD_INDEXES", keyword_only)
+    monkeypatch.setattr("regionmir.store.server.PAYLOAD_INDEXES", keyword_only)
+    store = open_backend(persistent=True)
+    points, x = make_points()
+    store.create_collection(name, DIM, {"model_id": MODEL})
+    store.upsert(name, points)  # points that carry ctr, as a later ingest into it writes them
+    assert _indexed(store, name) in (None, set(keyword_only))
+    store.close()
+    monkeypatch.undo()
+    store = open_backend(persistent=True)  # not "damaged" for want of the new index
+    q = x[3]
+    for flt in (Filter(must={"ctr": Range(gt=0.5)}), Filter(must={"anatomy": SLUGS[1], "ctr": Range(lte=0.5)})):
+        assert store.count(name, flt) == sum(matches(p.payload, flt) for p in points)
+        assert [h.id for h in store.search(name, q, 10, flt, exact=True)] == [i for i, _ in brute_force(points, x, q, 10, flt)]
+    store.create_collection(name, DIM, {"model_id": MODEL})  # what every ingest into the collection does first
+    assert _indexed(store, name) in (None, set(PAYLOAD_INDEXES))
+    flt = Filter(must={"ctr": Range(gt=0.5)})
+    assert [h.id for h in store.search(name, q, 10, flt, exact=True)] == [i for i, _ in brute_force(points, x, q, 10, flt)]
 
 
 def test_data_survives_close_and_reopen(open_backend, backend, name):

@@ -75,13 +75,57 @@ def test_real_crops_are_train_split_lungs_without_labels(tmp_path):
 
 
 def test_real_localizer_films_carry_lung_boxes_only(tmp_path):
-    from regionmir.train.localizer.real import lung_only, real_films
+    from regionmir.train.localizer.real import real_films, truth_only
 
     films = real_films(_real_folder(tmp_path), size=64)
-    assert len(films) == 2 and lung_only(films)
+    assert len(films) == 2 and truth_only(films)
+    heart = BOXED.index(Anatomy.CARDIAC_SILHOUETTE)
+    assert not any(f.present[heart] for f in films)  # no heart truth in this folder: none invented
     i = BOXED.index(Anatomy.RIGHT_LUNG)
     x1, y1, x2, y2 = films[0].boxes[i]
     assert x2 < films[0].pixels.shape[1] / 2  # the patient's right lung on the image left
+
+
+def _heart_folder(tmp_path):
+    """Like :func:`_real_folder`, with a heart box (x 40-80) in films.csv, as Wingspan's films have."""
+    m = np.zeros((96, 112), bool)
+    m[10:86, 8:50] = m[14:80, 62:104] = True
+    img = np.where(m, 60, 160).astype(np.uint8)
+    img[50:80, 40:80] = 230
+    return write_film_folder(tmp_path, [
+        (f"h{i}", img, m, {"right_lung": "", "left_lung": "", "heart": "40 50 80 80", "view": "frontal",
+                           "finding": "", "group": f"g{i}", "split": "train" if i < 2 else "test", "source": "wingspan"})
+        for i in range(3)
+    ])
+
+
+def test_real_localizer_films_carry_the_true_heart_box(tmp_path):
+    from regionmir.train.localizer.real import real_films, truth_only
+
+    films = real_films(_heart_folder(tmp_path), size=64)
+    heart = BOXED.index(Anatomy.CARDIAC_SILHOUETTE)
+    assert len(films) == 2 and truth_only(films) and all(f.present[heart] for f in films)
+    assert int(films[0].present.sum()) == 3  # two lungs and the heart, nothing invented
+    np.testing.assert_allclose(films[0].boxes[heart], [40, 50, 80, 80])  # 112 px film: not downsampled at size 64
+
+
+def test_labeled_real_crops_include_the_true_heart(tmp_path):
+    from regionmir.regions import CropSpec
+    from regionmir.train.realcrops import real_cropset
+
+    classes = (Anatomy.RIGHT_LUNG, Anatomy.LEFT_LUNG, Anatomy.CARDIAC_SILHOUETTE)
+    crops = real_cropset(_heart_folder(tmp_path), classes, CropSpec(size=24), views=1, labeled=True)
+    assert sorted(crops.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # per train film: both lungs and the heart
+    hearts = crops.views[crops.labels == 2, 0]
+    assert float(hearts.mean()) > float(crops.views[crops.labels == 0, 0].mean())  # the bright heart, not a lung
+
+
+def test_localizer_training_with_real_hearts_reports_them(tmp_path, tiny_archive):
+    from regionmir.train.localizer.run import LocalizerConfig, train_localizer
+
+    cfg = LocalizerConfig(size=64, epochs=1, batch_size=8, width=8, device="cpu", real=str(_heart_folder(tmp_path / "r")))
+    report = train_localizer(tiny_archive, tmp_path / "m", cfg)
+    assert report["real_train_images"] == 2 and report["real_train_hearts"] == 2  # the test film never read
 
 
 def test_training_with_real_crops_reports_them(tmp_path, tiny_archive):

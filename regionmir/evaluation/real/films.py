@@ -1,11 +1,14 @@
-"""A folder of real films with lung truth: ``films.csv`` rows -> :class:`RealFilm`, mask -> lung boxes.
+"""A folder of real films with lung and heart truth: ``films.csv`` rows -> :class:`RealFilm`, mask -> lung boxes.
 
 The folder holds ``films.csv`` with the columns ``file`` (image path relative to the folder),
-``mask`` (a lung mask image of the same size, both lungs in one mask, or empty), ``right_lung`` and
-``left_lung`` (boxes ``x1 y1 x2 y2`` in image pixels, or empty), ``view`` (``PA``/``AP``/...),
-``finding`` (one label per film), ``group`` (a pseudonymous patient key: films of one patient
-share it) and ``split`` (``train``/``test``; any real film used for training must be ``train``).
-Truth boxes come from the mask when there is one, else from the box columns.
+``mask`` (a lung mask image of the same size, both lungs in one mask, or empty), ``right_lung``,
+``left_lung`` and ``heart`` (boxes ``x1 y1 x2 y2`` in image pixels, or empty; the heart box is the
+cardiac silhouette's), ``view`` (``PA``/``AP``/...), ``finding`` (one label per film, or empty),
+``group`` (a pseudonymous patient key: films of one patient share it), ``split``
+(``train``/``test``; any real film used for training must be ``train``), ``license``, ``source``
+(the public set the film comes from) and ``ctr`` (the source's own cardiothoracic ratio, or
+empty). Only ``file``, ``view``, ``finding`` and ``group`` are required, so older folders still
+read. Lung truth boxes come from the mask when there is one, else from the box columns.
 
 For training only, a folder without films.csv is read as a hospital's own unlabeled films
 (:func:`training_films`): every DICOM (found by content), PNG and JPEG below it, no truth.
@@ -22,21 +25,26 @@ import numpy as np
 from regionmir.errors import AnnotationError
 from regionmir.regions import Box
 
-COLUMNS = ("file", "mask", "right_lung", "left_lung", "view", "finding", "group", "split", "license")
+COLUMNS = ("file", "mask", "right_lung", "left_lung", "heart", "view", "finding", "group", "split", "license",
+           "source", "ctr")
+BOX_COLUMNS = {"right-lung": "right_lung", "left-lung": "left_lung", "cardiac-silhouette": "heart"}  # slug -> column
+HEART = "cardiac-silhouette"  # the slug of the heart's region: the Chest ImaGenome cardiac silhouette
 
 
 @dataclass(frozen=True)
 class RealFilm:
-    """One real frontal film and what is known about its lungs."""
+    """One real frontal film and what is known about its lungs and heart."""
 
     path: Path
     mask: Path | None
-    boxes: dict[str, Box]  # "right-lung"/"left-lung" -> box, from the csv (mask boxes come later)
+    boxes: dict[str, Box]  # "right-lung"/"left-lung"/"cardiac-silhouette" -> box, from the csv (mask boxes come later)
     view: str
     finding: str
     group: str  # pseudonymous patient key
     split: str
     license: str = ""
+    source: str = "real"  # the public set it comes from ("real" where films.csv does not say)
+    ctr: float | None = None  # the source's own cardiothoracic ratio, where it gives one
 
 
 def _box(text: str) -> Box | None:
@@ -66,12 +74,12 @@ def read_films(folder: str | Path, split: str | None = None) -> list[RealFilm]:
         raise AnnotationError(f"{table} lacks the column(s) {', '.join(missing)}")
     films = []
     for row in rows:
-        boxes = {k: b for k in ("right-lung", "left-lung")
-                 if (b := _box(row.get(k.replace("-", "_"), "") or "")) is not None}
+        boxes = {k: b for k, col in BOX_COLUMNS.items() if (b := _box(row.get(col) or "")) is not None}
         mask = row.get("mask") or ""
+        ctr = (row.get("ctr") or "").strip()
         films.append(RealFilm(folder / row["file"], folder / mask if mask else None, boxes,
                               row["view"], row["finding"], row["group"], row.get("split") or "test",
-                              row.get("license", "")))
+                              row.get("license", ""), row.get("source") or "real", float(ctr) if ctr else None))
     return [f for f in films if split in (None, "all") or f.split == split]
 
 
@@ -158,9 +166,9 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def truth_boxes(film: RealFilm, shape: tuple[int, int]) -> dict[str, Box]:
-    """The film's true lung boxes: from its mask when it has one, else from films.csv."""
+    """The film's true boxes: lungs from its mask when it has one, else from films.csv; the
+    heart (``cardiac-silhouette``) from films.csv."""
+    boxes = dict(film.boxes)
     if film.mask is not None and film.mask.is_file():
-        boxes = lung_boxes_from_mask(read_mask(film.mask, shape))
-        if boxes:
-            return boxes
-    return dict(film.boxes)
+        boxes.update(lung_boxes_from_mask(read_mask(film.mask, shape)) or {})
+    return boxes

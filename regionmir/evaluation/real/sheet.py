@@ -1,4 +1,4 @@
-"""The real-check preview sheet: films with their true lung boxes and the localizer's, in a grid."""
+"""The real-check preview sheet: films with their true lung and heart boxes and the localizer's, in a grid."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 TRUTH = (90, 255, 90)
-PREDICTED = {"right-lung": (255, 140, 0), "left-lung": (0, 200, 255)}  # patient right orange, left cyan
+PREDICTED = {"right-lung": (255, 140, 0), "left-lung": (0, 200, 255),  # patient right orange, left cyan
+             "cardiac-silhouette": (255, 0, 255)}  # heart magenta
+LETTER = {"right-lung": "R", "left-lung": "L", "cardiac-silhouette": "H"}
 
 
 def film_tile(image: np.ndarray, truth: dict, predicted: dict, iou: dict, side: int = 256) -> Image.Image:
-    """One film fitted into a ``side`` square: truth boxes green, predicted orange/cyan, IoU text.
+    """One film fitted into a ``side`` square: truth boxes green, predicted lungs orange/cyan,
+    predicted heart magenta, IoU text (R, L, H).
 
     The film is shown as stored (never mirrored): the patient's right lung is on the image left.
     """
@@ -28,7 +31,7 @@ def film_tile(image: np.ndarray, truth: dict, predicted: dict, iou: dict, side: 
         for slug, b in boxes.items():
             xy = [b.x1 * scale + off[0], b.y1 * scale + off[1], b.x2 * scale + off[0], b.y2 * scale + off[1]]
             draw.rectangle(xy, outline=colour_of(slug), width=2)
-    text = "  ".join(f"{k[0].upper()} {v:.2f}" for k, v in sorted(iou.items(), reverse=True))
+    text = "  ".join(f"{LETTER.get(k, k[0].upper())} {v:.2f}" for k, v in sorted(iou.items(), reverse=True))
     if text:
         draw.rectangle([0, side - 14, side, side], fill=(0, 0, 0))
         draw.text((3, side - 13), "IoU " + text, fill=(255, 255, 255))

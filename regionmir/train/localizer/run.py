@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from regionmir.anatomy import BOXED
+from regionmir.anatomy import BOXED, Anatomy
 from regionmir.archive import Archive
 from regionmir.errors import AnnotationError, ModelError
 from regionmir.inference.folder import LOCALIZER_FILE
@@ -50,7 +50,7 @@ class LocalizerConfig:
     threads: int = 0  # torch CPU threads; 0 = idle CPUs (loop.auto_threads)
     limit: int | None = None  # at most this many films per split (quick runs, tests)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    real: str = ""  # real-film folder (films.csv): its train films with lung truth join training
+    real: str = ""  # real-film folder (films.csv): its train films with lung (and heart) truth join training
 
 
 def torch_device(name: str) -> torch.device:
@@ -147,13 +147,14 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     start = time.perf_counter()
     progress.note("loading films")
     films = load_films(archive, "train", cfg.size, cfg.limit)
-    n_real = 0
+    n_real = n_hearts = 0
     if cfg.real:
         from regionmir.train.localizer.real import real_films
 
         real = real_films(cfg.real, cfg.size, cfg.limit)
         films, n_real = films + real, len(real)
-        progress.note(f"{n_real} real films with lung boxes join training")
+        n_hearts = sum(bool(f.present[BOXED.index(Anatomy.CARDIAC_SILHOUETTE)]) for f in real)
+        progress.note(f"{n_real} real films with lung boxes join training ({n_hearts} with a heart box)")
     fp = fingerprint(sg for _, sg in archive.iter_split("train"))
     model = fit(films, cfg, progress)
     try:
@@ -164,7 +165,8 @@ def train_localizer(archive_path: str | Path, out_dir: str | Path, cfg: Localize
     train_s = time.perf_counter() - start
     meta = write_model(model, cfg, fp, out / LOCALIZER_FILE)
     report = {"model_id": meta.model_id, "archive": str(archive.root), "archive_fingerprint": fp,
-              "train_images": len(films), "real_train_images": n_real, "train_seconds": round(train_s, 1),
+              "train_images": len(films), "real_train_images": n_real,
+              "real_train_hearts": n_hearts, "train_seconds": round(train_s, 1),
               "config": {k: v for k, v in asdict(cfg).items() if k != "augment"},
               "calibration_ab": calibration}
     if split is not None:
