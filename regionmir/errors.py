@@ -13,6 +13,17 @@ class RegionMIRError(Exception):
     """Base class for every error RegionMIR raises on purpose."""
 
 
+class UsageError(RegionMIRError, ValueError):
+    """A value given for an option that is wrong on its face (a box outside the image, a bad
+    ``--where``): the CLI shows it as a usage error naming ``option`` (exit 2), `regionmir serve`
+    as a 400 naming it."""
+
+    def __init__(self, reason: str, option: str, message: str | None = None):
+        self.reason = reason  # without the option name: the CLI and the server name it
+        self.option = option
+        super().__init__(message or f"{option}: {reason}")
+
+
 class UnknownAnatomyError(RegionMIRError, ValueError):
     """A region name that is not in the Chest ImaGenome vocabulary."""
 

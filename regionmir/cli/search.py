@@ -98,11 +98,12 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
     from concurrent.futures import ThreadPoolExecutor
 
     from regionmir import config
+    from regionmir.search.query import document, parse_query, run_query
     from regionmir.search.searcher import Searcher
     from regionmir.search.where import check_where
     from regionmir.store.collection import open_existing_store, require_collection
 
-    anatomy, query_box, conditions = parse_query(anatomy, box, where)
+    anatomy, query_box, conditions = _usage(parse_query, anatomy, box, where)
     config.require_home()  # its model, store or salt: a file there is said, not "no store"
     timings = {"import": time.perf_counter() - t0}
     name = collection or config.DEFAULT_COLLECTION
@@ -119,8 +120,8 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
             encoder, localizer, timings["model_load"] = loading.result()
             timings["model_wait"] = time.perf_counter() - t
             searcher = Searcher(store, name, encoder, localizer, meta=meta)
-            outcome = run_query(searcher, image, anatomy, query_box, scene_graph, conditions, study,
-                                exclude_same_patient, top_k, exact, timings)
+            outcome = _usage(run_query, searcher, image, anatomy, query_box, scene_graph, conditions, study,
+                             exclude_same_patient, top_k, exact, timings)
             if montage is not None:
                 from regionmir.search.montage import write_montage
 
@@ -130,55 +131,14 @@ def _search(image: Path, anatomy, box, scene_graph, where, study, exclude_same_p
             store.close()
 
 
-def parse_query(anatomy: str, box: str | None, where: list[str]):
-    """``(anatomy slug or 'all', Box or None, where conditions)`` of a query's options.
-
-    The CLI and `regionmir serve` both parse with this.
-
-    Raises:
-        typer.BadParameter: a bad --box or --where (with its option as ``param_hint``).
-        UnknownAnatomyError: an unknown slug (the message lists close ones).
-    """
-    from regionmir.anatomy import Anatomy
-    from regionmir.regions import Box
-    from regionmir.search.where import WhereError, parse_where
-
-    anatomy = "all" if anatomy.strip().lower() == "all" else Anatomy.parse(anatomy).slug
-    try:
-        query_box = Box.parse(box) if box else None
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--box") from None
-    if query_box is not None and anatomy == "all":
-        raise typer.BadParameter("a box needs one --anatomy (not 'all')", param_hint="--box")
-    try:
-        conditions = parse_where(where)
-    except WhereError as e:
-        raise typer.BadParameter(e.reason, param_hint="--where") from None
-    return anatomy, query_box, conditions
-
-
-def run_query(searcher, image: Path, anatomy: str, query_box, scene_graph, conditions, study,
-              exclude_same_patient, top_k: int, exact: bool, timings: dict):
-    """:func:`~regionmir.search.searcher.search_image`, its stage times added to ``timings``.
-
-    Raises:
-        typer.BadParameter: a box outside the image (a usage error, as a box wrong on its face).
-    """
-    from regionmir.search.searcher import UnusableBoxError, search_image
+def _usage(call, *args):
+    """``call(*args)``, a :class:`~regionmir.errors.UsageError` made the CLI's usage error (exit 2)."""
+    from regionmir.errors import UsageError
 
     try:
-        outcome = search_image(searcher, image, anatomy, query_box, scene_graph, conditions, study,
-                               exclude_same_patient, top_k, exact)
-    except UnusableBoxError as e:
-        raise typer.BadParameter(e.reason, param_hint="--box") from None
-    timings.update(searcher.timings)
-    return outcome
-
-
-def document(outcome, searcher, timings: dict, t0: float, started: float) -> dict:
-    """The `--json` document of a search: what the CLI prints and what `regionmir serve` answers."""
-    timings["total_in_command"] = time.perf_counter() - t0
-    return {**_as_doc(outcome, searcher, timings), "started_unix": round(started, 4)}
+        return call(*args)
+    except UsageError as e:
+        raise typer.BadParameter(e.reason, param_hint=e.option) from None
 
 
 def _montage_root(outcome, searcher, pacs, top_k: int):
@@ -210,37 +170,6 @@ def _load_models(model: Path | None):
     folder = ModelFolder(model)
     encoder = folder.load_encoder()
     return encoder, folder.load_localizer, time.perf_counter() - t
-
-
-def _hit_doc(rank: int, hit) -> dict:
-    p = hit.payload
-    return {
-        "rank": rank, "score": round(hit.score, 6), "id": hit.id, "anatomy": p.get("anatomy"),
-        "study_id": p.get("study_id"), "image_id": p.get("image_id"), "box": p.get("box"),
-        "findings": p.get("findings") or [], "view": p.get("view"), "ctr": p.get("ctr"), "path": p.get("path"),
-    }
-
-
-def _as_doc(outcome, searcher, timings: dict) -> dict:
-    doc = {
-        "collection": searcher.collection, "model_id": searcher.encoder.model_id,
-        "query": {
-            "image_id": outcome.image_id, "in_collection": outcome.in_archive, "ctr": outcome.ctr,
-            "same_patient_excluded": outcome.excluded_patient,
-            "regions": [{"anatomy": r.query.anatomy.slug, "box": r.query.box.as_list(), "source": r.query.source}
-                        for r in outcome.regions],
-        },
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-    }
-    if outcome.studies is None:
-        doc["results"] = [_hit_doc(i, h) for i, h in enumerate(outcome.regions[0].hits, 1)]
-    else:
-        doc["studies"] = [
-            {"rank": i, "study_id": s.study_id, "score": round(s.score, 6), "matched_regions": s.matched,
-             "regions": {k: round(v, 6) for k, v in s.regions.items()}, "best": _hit_doc(1, s.best)}
-            for i, s in enumerate(outcome.studies, 1)
-        ]
-    return doc
 
 
 def _short(image_id: str) -> str:

@@ -25,7 +25,13 @@ import numpy as np
 from regionmir.anatomy import Anatomy
 from regionmir.annotations import read_scene_graph
 from regionmir.archive import image_id_of
-from regionmir.errors import ModelError, RegionMIRError, StoreError, StoreNotFoundError
+from regionmir.errors import (
+    ModelError,
+    RegionMIRError,
+    StoreError,
+    StoreNotFoundError,
+    UsageError,
+)
 from regionmir.regions import CTR_DECIMALS, Box, cardiothoracic_ratio, validate_box
 from regionmir.store.collection import check_model, require_collection
 
@@ -34,12 +40,11 @@ log = logging.getLogger("regionmir")
 IMAGE_POINTS = 64  # points listed for one image: one per anatomy (36 at most), and room to spare
 
 
-class UnusableBoxError(RegionMIRError, ValueError):
+class UnusableBoxError(UsageError):
     """A ``--box`` that cannot be searched with this query (outside the image, too small, ...)."""
 
     def __init__(self, reason: str):
-        self.reason = reason  # without the option name: the CLI names it as a usage error
-        super().__init__(f"--box is unusable: {reason}")
+        super().__init__(reason, "--box", f"--box is unusable: {reason}")
 
 
 @dataclass(frozen=True)

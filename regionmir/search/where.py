@@ -11,19 +11,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from regionmir.errors import RegionMIRError
+from regionmir.errors import RegionMIRError, UsageError
 from regionmir.store.base import NUMERIC_FIELDS, Range
 
 WHERE_KEYS = ("view", "modality", "findings", "study_id", "patient", "box_source", "image_id", "ctr")
 RANGE_KEYS = tuple(k for k in WHERE_KEYS if k in NUMERIC_FIELDS)  # take <, <=, >, >= (float payload indexes)
 
 
-class WhereError(RegionMIRError, ValueError):
+class WhereError(UsageError):
     """A ``--where`` condition that is wrong on its face (the CLI shows it as a usage error)."""
 
     def __init__(self, reason: str):
-        self.reason = reason  # without the option name: the CLI names it as a usage error
-        super().__init__(f"--where {reason}")
+        super().__init__(reason, "--where", f"--where {reason}")
 
 
 _OPERATORS = (">=", "<=", ">", "<", "=")  # two-character ones first

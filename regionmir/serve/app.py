@@ -115,8 +115,7 @@ async def _receive(request: Request, path: Path, limit: int) -> Path:
 
 def _add_guards(app: FastAPI, token: str | None) -> None:
     """The token check and the translation of every error into ``{"error": ...}``."""
-    import typer  # its BadParameter: typer carries its own copy of click
-
+    from regionmir.errors import UsageError
     from regionmir.privacy import redact_urls
 
     expected = f"Bearer {token}".encode() if token else None
@@ -141,9 +140,9 @@ def _add_guards(app: FastAPI, token: str | None) -> None:
     async def api_error(request, e: ApiError):
         return answer(e.status, e.message, e.param)
 
-    @app.exception_handler(typer.BadParameter)
-    async def usage_error(request, e: typer.BadParameter):
-        return answer(400, e.message, e.param_hint if isinstance(e.param_hint, str) else None)
+    @app.exception_handler(UsageError)
+    async def usage_error(request, e: UsageError):
+        return answer(400, e.reason, e.option)
 
     @app.exception_handler(NotFoundError)
     async def not_found(request, e: NotFoundError):

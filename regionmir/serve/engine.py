@@ -76,10 +76,10 @@ class Engine:
         """The `regionmir search --json` document of ``image`` (a file in the server's temporary area).
 
         Raises:
-            typer.BadParameter: a bad box or --where (its ``param_hint`` names the option).
+            UsageError: a bad box or --where (its ``option`` names it).
             RegionMIRError: as `regionmir search` (unknown anatomy, unreadable image, ...).
         """
-        from regionmir.cli.search import document, parse_query, run_query
+        from regionmir.search.query import document, parse_query, run_query
         from regionmir.search.where import check_where
 
         t0, started = time.perf_counter(), time.time()
