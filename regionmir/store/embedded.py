@@ -267,7 +267,10 @@ class EmbeddedStore:
         folder = self.root / name
         if (folder / META_FILE).exists():
             check_model(self.collection_meta(name), name, full["model_id"], dim)
-            self._add_missing_indexes(name)
+            try:
+                self._add_missing_indexes(name)
+            except StoreLockedError:  # a racing creator holds it, with every index made; a writer
+                pass  # of this process that needs the shard opens it later and says so if it must
             return
         folder.mkdir(parents=True, exist_ok=True)
         shard = self._open_new_shard(folder, dim)
