@@ -16,6 +16,7 @@ from regionmir.anatomy import ALL
 from regionmir.annotations import Region, SceneGraph, write_scene_graph
 from regionmir.archive import SPLITS, SplitRow, write_split
 from regionmir.phantom import body, dicomio, findings, patient, render
+from regionmir.regions import validate_box
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -81,6 +82,8 @@ def make_image(t: Task) -> dict:
     dicomio.write(Path(t.out_dir) / rel, ds, pose.compression)
     regions = []
     for a in ALL:
+        if validate_box(out.boxes[a], pose.width, pose.height)[0] is None:
+            continue  # cut off by the film's edge: the reader would drop it, as Chest ImaGenome omits such regions
         hit = [f for f in fs if a in f.regions()]
         regions.append(Region(a, out.boxes[a], tuple(sorted({f.label for f in hit})),
                               tuple(dict.fromkeys(f.phrase() for f in hit))))
