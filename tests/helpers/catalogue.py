@@ -68,3 +68,20 @@ def points(w, home: Path | None = None) -> int:
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     return sum(c["points"] for c in doc["collections"])
+
+
+def ingested_world(root: Path, archive: Path, model: Path, localizer: Path):
+    """A model folder (encoder + localizer) under ``root``, and a home there with ``archive``
+    ingested through the console script; the catalogue's and the server tests' starting point."""
+    import shutil
+    from types import SimpleNamespace
+
+    folder = root / "model"
+    shutil.copytree(model, folder)
+    shutil.copy(Path(localizer) / "localizer.onnx", folder / "localizer.onnx")
+    w = SimpleNamespace(root=root, model=folder, archive=archive, home=root / "home",
+                        secrets=patient_values(archive))
+    done = cli(w, "ingest", str(archive), "--model", str(folder), "--workers", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    w.image = Archive(archive).dicom_paths()[0]
+    return w

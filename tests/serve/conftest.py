@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers.catalogue import cli, patient_values
+from helpers.catalogue import cli, ingested_world
 from serve_helpers import CASES, start_server, stop_server
-
-from regionmir.archive import Archive
 
 
 @pytest.fixture(scope="module")
 def world(tiny_archive, tiny_model, tiny_localizer, tmp_path_factory):
     """A model folder (encoder + localizer), a home with ``tiny_archive`` ingested, and its first film."""
-    root = tmp_path_factory.mktemp("serve")
-    model = root / "model"
-    shutil.copytree(tiny_model, model)
-    shutil.copy(Path(tiny_localizer) / "localizer.onnx", model / "localizer.onnx")
-    w = SimpleNamespace(root=root, model=model, archive=tiny_archive, home=root / "home",
-                        secrets=patient_values(tiny_archive))
-    done = cli(w, "ingest", str(tiny_archive), "--model", str(model), "--workers", "0", "--json")
-    assert done.returncode == 0, done.stderr
-    shutil.copytree(model, w.home / "model")  # the server and `search` find it without --model
-    w.image = Archive(tiny_archive).dicom_paths()[0]
-    w.copy = root / "home-copy"  # for a second server (with a token): the first one holds the store
+    w = ingested_world(tmp_path_factory.mktemp("serve"), tiny_archive, tiny_model, tiny_localizer)
+    shutil.copytree(w.model, w.home / "model")  # the server and `search` find it without --model
+    w.copy = w.root / "home-copy"  # for a second server (with a token): the first one holds the store
     shutil.copytree(w.home, w.copy)
     return w
 
