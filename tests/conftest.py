@@ -77,3 +77,14 @@ def qdrant_server_with_key():
     key = "integration-key"
     with _qdrant_container(api_key=key) as container:
         yield f"http://{container.rest_host_address}", key
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box threads only contend
+    (test modules that train or run tiny torch nets use it: ``pytestmark``)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

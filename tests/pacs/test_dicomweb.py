@@ -313,32 +313,38 @@ def test_dicomweb_over_tls_with_a_private_ca(pacs, tmp_path):
 
 
 class _Qido:
-    """A fault-injecting QIDO-RS server: ``per_page`` results at most per answer (fewer than asked
-    for, as some PACS send), or ``ignore_offset``: the first page again for every offset."""
+    """A QIDO-RS server with ``series`` CR series (one study each) that pages as the standard says:
+    ``limit`` results from ``offset`` on, an empty answer past the end, and at most ``cap`` per
+    answer (fewer than asked for, as servers bound their pages). ``ignore_offset`` injects a
+    fault: the first page again for every offset. Series ``1.2.k.1`` holds ``instances(k)``
+    instances."""
 
-    def __init__(self, series: int, per_page: int, ignore_offset: bool = False):
+    def __init__(self, series: int, cap: int, ignore_offset: bool = False, instances=lambda k: 3):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import parse_qs, urlsplit
 
-        qido, self.requests = self, 0
+        qido, self.limits = self, []  # the limit each request asked for
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
             def do_GET(self):
-                qido.requests += 1
                 url = urlsplit(self.path)
-                offset = 0 if ignore_offset else int(parse_qs(url.query).get("offset", ["0"])[0])
+                query = parse_qs(url.query)
+                offset = 0 if ignore_offset else int(query.get("offset", ["0"])[0])
+                limit = int(query.get("limit", [str(cap)])[0])
+                qido.limits.append(limit)
                 if url.path.endswith("/instances"):
                     se = url.path.split("/")[-2]
-                    items = [{"00080018": {"vr": "UI", "Value": [f"{se}.{k}"]}} for k in range(1, 4)]
-                else:  # one study per series; the CR search finds them all, the DX search none
+                    n = instances(int(se.split(".")[2]))
+                    items = [{"00080018": {"vr": "UI", "Value": [f"{se}.{k}"]}} for k in range(1, n + 1)]
+                else:  # the CR search finds them all, the DX search none
                     cr = "Modality=CR" in url.query
                     items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{k}"]},
                               "0020000E": {"vr": "UI", "Value": [f"1.2.{k}.1"]}} for k in range(1, series + 1) if cr]
-                body = json.dumps(items[offset:offset + per_page]).encode()
+                body = json.dumps(items[offset:offset + min(limit, cap)]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/dicom+json")
                 self.send_header("Content-Length", str(len(body)))
@@ -346,11 +352,17 @@ class _Qido:
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/dicom-web"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def requests(self) -> int:
+        return len(self.limits)
 
     def close(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.mark.parametrize("ignore_offset", [False, True], ids=["short-pages", "ignores-offset"])
@@ -359,7 +371,7 @@ def test_qido_paging_takes_every_page_and_always_ends(ignore_offset):
     that ignores ``offset`` sent its first page forever (13,562 requests in 20 s): it must end."""
     from regionmir.pacs.dicomweb import Query, connect, find_instances
 
-    qido = _Qido(series=5, per_page=2, ignore_offset=ignore_offset)
+    qido = _Qido(series=5, cap=2, ignore_offset=ignore_offset)
     try:
         refs = find_instances(connect(qido.url), Query())
     finally:
@@ -382,59 +394,13 @@ def test_any_credential_in_the_url_userinfo_is_refused(url):
     assert "s3cr3t-TOKEN" not in str(e.value)
 
 
-class _PagingQido:
-    """A QIDO-RS server that pages as the standard says: ``limit`` results from ``offset`` on (at
-    most ``cap``, as servers bound their pages), an empty answer past the end. ``series`` CR
-    series, each with one instance but the first, which has ``big`` instances."""
-
-    def __init__(self, series: int, big: int, cap: int = 1000):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import parse_qs, urlsplit
-
-        qido, self.limits = self, []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                url = urlsplit(self.path)
-                query = parse_qs(url.query)
-                offset, limit = int(query.get("offset", ["0"])[0]), int(query.get("limit", [str(cap)])[0])
-                qido.limits.append(limit)
-                if url.path.endswith("/instances"):
-                    se = url.path.split("/")[-2]
-                    n = big if se == "1.2.1.1" else 1
-                    items = [{"00080018": {"vr": "UI", "Value": [f"{se}.{k}"]}} for k in range(1, n + 1)]
-                else:
-                    cr = "Modality=CR" in url.query
-                    items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{k}"]},
-                              "0020000E": {"vr": "UI", "Value": [f"1.2.{k}.1"]}} for k in range(1, series + 1) if cr]
-                body = json.dumps(items[offset:offset + min(limit, cap)]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/dicom+json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"{self.base}/dicom-web"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_qido_takes_every_page_of_a_server_that_pages_properly():
     """More series, and more instances in one series, than one page holds: every one is found
     (reading the first page only found 500 of each)."""
     from regionmir.pacs.dicomweb import QIDO_PAGE, Query, connect, find_instances
 
     series, big = QIDO_PAGE + 3, 2 * QIDO_PAGE + 7
-    qido = _PagingQido(series, big)
+    qido = _Qido(series, cap=1000, instances=lambda k: big if k == 1 else 1)
     try:
         refs = find_instances(connect(qido.url), Query())
     finally:
@@ -459,7 +425,7 @@ def test_regionmir_dicomweb_ca_wins_over_a_system_ca_bundle(monkeypatch, tmp_pat
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "REGIONMIR_DICOMWEB_CA", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, certifi.where())  # a valid bundle without our private root
-    qido = _PagingQido(series=2, big=2)
+    qido = _Qido(series=2, cap=1000, instances=lambda k: 2 if k == 1 else 1)
     try:
         with tls_front(qido.base, tmp_path / "tls") as (base, ca):
             with pytest.raises(PacsError, match="REGIONMIR_DICOMWEB_CA"):  # the premise: the bundle is in play

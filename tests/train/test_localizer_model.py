@@ -14,14 +14,7 @@ from regionmir.train.localizer.data import make_film, template
 from regionmir.train.localizer.model import N_REGIONS, LocalizerNet
 from regionmir.train.localizer.run import LocalizerConfig, write_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core box threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _layout(side: int, cell: float) -> np.ndarray:
